@@ -1,0 +1,472 @@
+// Package config loads poolgate's YAML configuration (DESIGN.md §4).
+//
+// Errors always name the file and line, because the person reading them is
+// usually looking at a systemd journal, not at the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Role is what a user may do with a repo. Ordered: a higher role can do
+// everything a lower one can.
+type Role int
+
+const (
+	RoleNone Role = iota
+	RoleRead
+	RoleWrite
+	RoleAdmin
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleRead:
+		return "read"
+	case RoleWrite:
+		return "write"
+	case RoleAdmin:
+		return "admin"
+	}
+	return "none"
+}
+
+// ParseRole accepts the role names of DESIGN.md §4.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "read":
+		return RoleRead, nil
+	case "write":
+		return RoleWrite, nil
+	case "admin":
+		return RoleAdmin, nil
+	}
+	return RoleNone, fmt.Errorf("unknown role %q (want read, write or admin)", s)
+}
+
+// Duration is a time.Duration written as "10m", "2h".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineErr(n, "expected a duration like 10m or 2h")
+	}
+	if n.Value == "" || n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return lineErr(n, "bad duration %q (want e.g. 30s, 10m, 2h)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+type Config struct {
+	// File is where the config came from ("" for the built-in default).
+	File string `yaml:"-"`
+
+	DataDir  string     `yaml:"data_dir"`
+	SSH      SSH        `yaml:"ssh"`
+	HTTP     HTTP       `yaml:"http"`
+	Limits   Limits     `yaml:"limits"`
+	Users    []User     `yaml:"users"`
+	Repos    []Repo     `yaml:"repos"`
+	Webhooks []Webhook  `yaml:"webhooks"`
+	Log      LogOptions `yaml:"log"`
+}
+
+type SSH struct {
+	Listen      string   `yaml:"listen"`
+	HostKey     string   `yaml:"host_key"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	MaxSessions int      `yaml:"max_sessions"`
+	// PushTimeout bounds how long one push may hold its repo's push lock.
+	PushTimeout Duration `yaml:"push_timeout"`
+}
+
+type HTTP struct {
+	Listen *string `yaml:"listen"`
+	Token  string  `yaml:"token"`
+}
+
+// Limits that apply to every repo unless a repo overrides them.
+type Limits struct {
+	MaxLockBytes int64 `yaml:"max_lock_bytes"`
+}
+
+type LogOptions struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"` // console | json | "" (auto)
+}
+
+type User struct {
+	Name     string   `yaml:"name"`
+	Role     string   `yaml:"role"`
+	Keys     []string `yaml:"keys"`
+	KeysFile string   `yaml:"keys_file"`
+
+	Line int  `yaml:"-"`
+	role Role // parsed Role
+}
+
+// GlobalRole is the user's role for repos without a per-repo override.
+func (u *User) GlobalRole() Role { return u.role }
+
+type Repo struct {
+	Name         string            `yaml:"name"`
+	Branch       string            `yaml:"branch"`
+	Access       map[string]string `yaml:"access"`
+	MaxLockBytes int64             `yaml:"max_lock_bytes"`
+	Pools        []Pool            `yaml:"pools"`
+
+	Line int `yaml:"-"`
+}
+
+type Pool struct {
+	Name       string   `yaml:"name"`
+	MaxClaimed int      `yaml:"max_claimed"`
+	StaleAfter Duration `yaml:"stale_after"`
+	Locks      []string `yaml:"locks"`
+
+	Line int `yaml:"-"`
+}
+
+type Webhook struct {
+	Name   string   `yaml:"name"`
+	URL    string   `yaml:"url"`
+	Format string   `yaml:"format"`
+	Events []string `yaml:"events"`
+	Repos  []string `yaml:"repos"`
+	Pools  []string `yaml:"pools"`
+	Secret string   `yaml:"secret"`
+
+	Line int `yaml:"-"`
+}
+
+// Line-recording unmarshalers: semantic errors found after decoding still
+// point at the right line.
+func (u *User) UnmarshalYAML(n *yaml.Node) error {
+	type plain User
+	if err := n.Decode((*plain)(u)); err != nil {
+		return err
+	}
+	u.Line = n.Line
+	return nil
+}
+
+func (r *Repo) UnmarshalYAML(n *yaml.Node) error {
+	type plain Repo
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	r.Line = n.Line
+	return nil
+}
+
+func (p *Pool) UnmarshalYAML(n *yaml.Node) error {
+	type plain Pool
+	if err := n.Decode((*plain)(p)); err != nil {
+		return err
+	}
+	p.Line = n.Line
+	return nil
+}
+
+func (w *Webhook) UnmarshalYAML(n *yaml.Node) error {
+	type plain Webhook
+	if err := n.Decode((*plain)(w)); err != nil {
+		return err
+	}
+	w.Line = n.Line
+	return nil
+}
+
+// Defaults applied to whatever the file leaves out.
+const (
+	DefaultMaxLockBytes = 64 << 10
+	DefaultBranch       = "master"
+	DefaultSSHListen    = ":2222"
+	DefaultHTTPListen   = "127.0.0.1:8080"
+	DefaultMaxSessions  = 256
+	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultPushTimeout  = 2 * time.Minute
+)
+
+// Error is a config problem with its position.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	f := e.File
+	if f == "" {
+		f = "config"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", f, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", f, e.Msg)
+}
+
+type posErr struct {
+	line int
+	msg  string
+}
+
+func (e *posErr) Error() string { return e.msg }
+
+func lineErr(n *yaml.Node, format string, args ...any) error {
+	return &posErr{line: n.Line, msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: errMsg(err)}
+	}
+	return Parse(path, data)
+}
+
+func errMsg(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// Parse decodes and validates a config held in memory; file names it in errors.
+func Parse(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if err.Error() == "EOF" {
+			root = yaml.Node{}
+		} else {
+			return nil, yamlError(file, err)
+		}
+	}
+	c := &Config{File: file}
+	if root.Kind != 0 {
+		if err := expandEnv(&root); err != nil {
+			return nil, posToError(file, err)
+		}
+		if err := decodeStrict(&root, c); err != nil {
+			return nil, posToError(file, err)
+		}
+	}
+	c.File = file
+	if err := c.validate(); err != nil {
+		return nil, posToError(file, err)
+	}
+	return c, nil
+}
+
+// decodeStrict decodes with unknown keys refused: a misspelt max_claimed
+// must not silently mean "no limit".
+func decodeStrict(root *yaml.Node, c *Config) error {
+	if err := checkKeys(root, reflect.TypeOf(c).Elem()); err != nil {
+		return err
+	}
+	return root.Decode(c)
+}
+
+// checkKeys walks the node tree beside the Go type and refuses mapping keys
+// that no field takes. yaml.v3's KnownFields does not reach into types with
+// their own UnmarshalYAML, so it is done here once for the whole tree.
+func checkKeys(n *yaml.Node, t reflect.Type) error {
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			if err := checkKeys(c, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // the decoder reports the type mismatch with its line
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = f.Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				return lineErr(k, "unknown key %q", k.Value)
+			}
+			if err := checkKeys(v, ft); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for _, c := range n.Content {
+				if err := checkKeys(c, t.Elem()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func posToError(file string, err error) error {
+	var pe *posErr
+	if errors.As(err, &pe) {
+		return &Error{File: file, Line: pe.line, Msg: pe.msg}
+	}
+	return yamlError(file, err)
+}
+
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
+		var line int
+		fmt.Sscanf(m[1], "%d", &line)
+		return &Error{File: file, Line: line, Msg: m[2]}
+	}
+	return &Error{File: file, Msg: msg}
+}
+
+var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${NAME} in scalar values. An unset variable is an error:
+// an empty webhook secret or token must never be the quiet result of a typo.
+func expandEnv(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		var missing string
+		n.Value = envRe.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := m[2 : len(m)-1]
+			v, ok := os.LookupEnv(name)
+			if !ok && missing == "" {
+				missing = name
+			}
+			return v
+		})
+		if missing != "" {
+			return lineErr(n, "environment variable %s is not set", missing)
+		}
+	}
+	for _, c := range n.Content {
+		if err := expandEnv(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Repo returns the named repo's settings, or nil.
+func (c *Config) Repo(name string) *Repo {
+	for i := range c.Repos {
+		if c.Repos[i].Name == name {
+			return &c.Repos[i]
+		}
+	}
+	return nil
+}
+
+// User returns the named user, or nil.
+func (c *Config) User(name string) *User {
+	for i := range c.Users {
+		if c.Users[i].Name == name {
+			return &c.Users[i]
+		}
+	}
+	return nil
+}
+
+// RoleFor is the user's role on a repo: the per-repo access entry if there is
+// one, else the user's own role.
+func (c *Config) RoleFor(user string, repo *Repo) Role {
+	if repo != nil {
+		if s, ok := repo.Access[user]; ok {
+			r, _ := ParseRole(s)
+			return r
+		}
+	}
+	if u := c.User(user); u != nil {
+		return u.role
+	}
+	return RoleNone
+}
+
+// Pool returns the pool settings for a pool path, or nil.
+func (r *Repo) Pool(path string) *Pool {
+	for i := range r.Pools {
+		if r.Pools[i].Name == path {
+			return &r.Pools[i]
+		}
+	}
+	return nil
+}
+
+// LockBytes is the largest lock file the repo accepts.
+func (c *Config) LockBytes(r *Repo) int64 {
+	if r != nil && r.MaxLockBytes > 0 {
+		return r.MaxLockBytes
+	}
+	if c.Limits.MaxLockBytes > 0 {
+		return c.Limits.MaxLockBytes
+	}
+	return DefaultMaxLockBytes
+}
+
+// HTTPListen is the HTTP address; "" means HTTP is off.
+func (c *Config) HTTPListen() string {
+	if c.HTTP.Listen == nil {
+		return DefaultHTTPListen
+	}
+	return *c.HTTP.Listen
+}
+
+// ResolvePath makes p absolute relative to the config file's directory, so
+// a config works the same whatever directory the daemon starts in.
+func (c *Config) ResolvePath(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	if c.File != "" {
+		return filepath.Join(filepath.Dir(c.File), p)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return abs
+}

@@ -1,0 +1,241 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/poolgate/poolgate/pool"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// RepoNameRe is what a served repo may be called. Kept narrow on purpose:
+// the name becomes a directory under data_dir and an argument near git, so
+// it may not start with '-' or '.', nor hold '/' or "..".
+var RepoNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+
+// EventTypes are the event names webhooks may filter on (DESIGN.md §5).
+var EventTypes = []string{"added", "removed", "claimed", "released", "updated", "stale", "rejected"}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		c.DataDir = "poolgate-data"
+	}
+	c.DataDir = c.ResolvePath(c.DataDir)
+	if c.SSH.Listen == "" {
+		c.SSH.Listen = DefaultSSHListen
+	}
+	if c.SSH.MaxSessions <= 0 {
+		c.SSH.MaxSessions = DefaultMaxSessions
+	}
+	if c.SSH.IdleTimeout <= 0 {
+		c.SSH.IdleTimeout = Duration(DefaultIdleTimeout)
+	}
+	if c.SSH.PushTimeout <= 0 {
+		c.SSH.PushTimeout = Duration(DefaultPushTimeout)
+	}
+	if c.SSH.HostKey != "" {
+		c.SSH.HostKey = c.ResolvePath(c.SSH.HostKey)
+	}
+	if c.Limits.MaxLockBytes < 0 {
+		return &posErr{msg: "limits.max_lock_bytes must not be negative"}
+	}
+
+	users := map[string]bool{}
+	for i := range c.Users {
+		u := &c.Users[i]
+		if !userNameRe.MatchString(u.Name) {
+			return &posErr{line: u.Line, msg: fmt.Sprintf("user name %q is missing or invalid (letters, digits, _ . @ -)", u.Name)}
+		}
+		if users[u.Name] {
+			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q is listed twice", u.Name)}
+		}
+		users[u.Name] = true
+		if u.Role == "" {
+			u.Role = "write"
+		}
+		r, err := ParseRole(u.Role)
+		if err != nil {
+			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q: %v", u.Name, err)}
+		}
+		u.role = r
+		if len(u.Keys) == 0 && u.KeysFile == "" {
+			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q has neither keys nor keys_file", u.Name)}
+		}
+		for _, k := range u.Keys {
+			if _, _, _, _, err := gossh.ParseAuthorizedKey([]byte(k)); err != nil {
+				return &posErr{line: u.Line, msg: fmt.Sprintf("user %q: key %q is not an SSH public key: %v", u.Name, abbrev(k), err)}
+			}
+		}
+		if u.KeysFile != "" {
+			u.KeysFile = c.ResolvePath(u.KeysFile)
+		}
+	}
+
+	repos := map[string]bool{}
+	for i := range c.Repos {
+		r := &c.Repos[i]
+		r.Name = strings.TrimSuffix(r.Name, ".git")
+		if !RepoNameRe.MatchString(r.Name) || strings.Contains(r.Name, "..") {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo name %q is missing or invalid (letters, digits, _ . -; not starting with . or -)", r.Name)}
+		}
+		if repos[r.Name] {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q is listed twice", r.Name)}
+		}
+		repos[r.Name] = true
+		if r.Branch == "" {
+			r.Branch = DefaultBranch
+		}
+		if err := checkBranch(r.Branch); err != nil {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
+		}
+		if r.MaxLockBytes < 0 {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: max_lock_bytes must not be negative", r.Name)}
+		}
+		for who, role := range r.Access {
+			if !users[who] {
+				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access names unknown user %q", r.Name, who)}
+			}
+			if _, err := ParseRole(role); err != nil {
+				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access for %q: %v", r.Name, who, err)}
+			}
+		}
+		pools := map[string]bool{}
+		for j := range r.Pools {
+			p := &r.Pools[j]
+			if err := pool.CheckPoolPath(p.Name); err != nil {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
+			}
+			if pools[p.Name] {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: pool %q is listed twice", r.Name, p.Name)}
+			}
+			pools[p.Name] = true
+			if p.MaxClaimed < 0 {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: max_claimed must not be negative", p.Name)}
+			}
+			names := map[string]bool{}
+			for _, l := range p.Locks {
+				if err := pool.CheckName(l); err != nil || pool.IsDot(l) {
+					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock name %q is invalid", p.Name, l)}
+				}
+				if names[l] {
+					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock %q is listed twice", p.Name, l)}
+				}
+				names[l] = true
+			}
+		}
+	}
+
+	hooks := map[string]bool{}
+	for i := range c.Webhooks {
+		w := &c.Webhooks[i]
+		if w.Name == "" {
+			return &posErr{line: w.Line, msg: "webhook without a name"}
+		}
+		if hooks[w.Name] {
+			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q is listed twice", w.Name)}
+		}
+		hooks[w.Name] = true
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: url %q is not an http(s) URL", w.Name, w.URL)}
+		}
+		if w.Format == "" {
+			w.Format = "json"
+		}
+		switch w.Format {
+		case "json", "slack", "concourse":
+		default:
+			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: format %q (want json, slack or concourse)", w.Name, w.Format)}
+		}
+		for _, e := range w.Events {
+			if !contains(EventTypes, e) {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: unknown event %q (want one of %s)", w.Name, e, strings.Join(EventTypes, ", "))}
+			}
+		}
+		for _, r := range w.Repos {
+			if !repos[strings.TrimSuffix(r, ".git")] {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: unknown repo %q", w.Name, r)}
+			}
+		}
+		if w.Secret != "" {
+			if w.Format != "json" {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret is only used by format json", w.Name)}
+			}
+			if !strings.HasPrefix(w.Secret, "whsec_") {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret must look like whsec_<base64>", w.Name)}
+			}
+		}
+	}
+	return nil
+}
+
+func checkBranch(b string) error {
+	if strings.HasPrefix(b, "-") || strings.HasPrefix(b, "refs/") || strings.Contains(b, "..") ||
+		strings.ContainsAny(b, " ~^:?*[\\\x7f") || strings.HasSuffix(b, ".lock") || strings.HasSuffix(b, "/") {
+		return fmt.Errorf("branch %q is not a valid branch name", b)
+	}
+	for _, r := range b {
+		if r < 0x20 {
+			return fmt.Errorf("branch %q is not a valid branch name", b)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func abbrev(s string) string {
+	if len(s) > 24 {
+		return s[:24] + "…"
+	}
+	return s
+}
+
+// AuthorizedKey is one key a user may log in with.
+type AuthorizedKey struct {
+	User *User
+	Key  gossh.PublicKey
+}
+
+// LoadKeys parses every user's keys, reading keys_file entries from disk.
+// Kept out of Parse so the pre-receive hook, which never needs keys, does not
+// read key files on every push.
+func (c *Config) LoadKeys() ([]AuthorizedKey, error) {
+	var out []AuthorizedKey
+	for i := range c.Users {
+		u := &c.Users[i]
+		lines := append([]string(nil), u.Keys...)
+		if u.KeysFile != "" {
+			data, err := os.ReadFile(u.KeysFile)
+			if err != nil {
+				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: keys_file: %s", u.Name, errMsg(err))}
+			}
+			for _, l := range strings.Split(string(data), "\n") {
+				l = strings.TrimSpace(l)
+				if l != "" && !strings.HasPrefix(l, "#") {
+					lines = append(lines, l)
+				}
+			}
+		}
+		for _, l := range lines {
+			k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(l))
+			if err != nil {
+				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: key %q is not an SSH public key", u.Name, abbrev(l))}
+			}
+			out = append(out, AuthorizedKey{User: u, Key: k})
+		}
+	}
+	return out, nil
+}
