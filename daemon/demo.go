@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
-	gossh "golang.org/x/crypto/ssh"
 	"go.yaml.in/yaml/v3"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // Demo describes the no-config start of DESIGN.md §3.
