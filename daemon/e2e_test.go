@@ -79,6 +79,52 @@ func TestPoolResourceOperationsOverSSH(t *testing.T) {
 	if err := get.Clone(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(s.logs.String(), `"protocol":"version=2"`) {
+		t.Errorf("GIT_PROTOCOL was not passed to git")
+	}
+}
+
+func TestMaxSessionsCapsConcurrentConnections(t *testing.T) {
+	f := newFixture(t)
+	f.ssh = "  max_sessions: 1\n"
+	f.writeConfig()
+	s := f.start()
+	first := s.dial(t, gossh.PublicKeys(f.keys["reader"].signer))
+	_, err := gossh.Dial("tcp", s.addr, &gossh.ClientConfig{User: "git",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(f.keys["reader"].signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second})
+	if err == nil {
+		t.Fatal("a second connection was admitted over max_sessions: 1")
+	}
+	first.Close()
+	// The slot comes back when the first connection closes.
+	var again *gossh.Client
+	for range 100 {
+		again, err = gossh.Dial("tcp", s.addr, &gossh.ClientConfig{User: "git",
+			Auth:            []gossh.AuthMethod{gossh.PublicKeys(f.keys["reader"].signer)},
+			HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second})
+		if err == nil {
+			again.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("slot not released: %v", err)
+}
+
+func TestIdleConnectionIsClosed(t *testing.T) {
+	f := newFixture(t)
+	f.ssh = "  idle_timeout: 1s\n"
+	f.writeConfig()
+	s := f.start()
+	c := s.dial(t, gossh.PublicKeys(f.keys["reader"].signer))
+	closed := make(chan error, 1)
+	go func() { closed <- c.Wait() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("idle connection still open")
+	}
 }
 
 // TestRaceSixteenClientsNeverExceedMaxClaimed races 16 stock-client loops

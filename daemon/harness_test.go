@@ -91,6 +91,7 @@ type fixture struct {
 	cfgFile string
 	keys    map[string]key // writer, reader, admin, stranger (not configured)
 	pools   string         // YAML of the locks repo's pools
+	ssh     string         // extra YAML lines under ssh:
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -112,7 +113,7 @@ func (f *fixture) writeConfig() {
 ssh:
   listen: "127.0.0.1:0"
   push_timeout: 60s
-http:
+%shttp:
   listen: ""
 log:
   format: json
@@ -131,7 +132,7 @@ repos:
   - name: locks
     branch: master
     pools:%s
-`, f.data, f.keys["writer"].public, f.keys["reader"].public, f.keys["admin"].public, f.pools)
+`, f.data, f.ssh, f.keys["writer"].public, f.keys["reader"].public, f.keys["admin"].public, f.pools)
 	if err := os.WriteFile(f.cfgFile, []byte(cfg), 0o644); err != nil {
 		f.t.Fatal(err)
 	}

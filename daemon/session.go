@@ -102,11 +102,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		hooks.EnvRole+"="+role.String(),
 		hooks.EnvKey+"="+id.key,
 	)
+	protocol := ""
 	for _, kv := range sess.Environ() {
 		// GIT_PROTOCOL only (protocol v2 for fetches); other env requests
 		// are ignored, as git-shell behind OpenSSH would.
 		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok && gitProtocolRe.MatchString(v) {
 			env = append(env, kv)
+			protocol = v
 		}
 	}
 
@@ -209,6 +211,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	}
 
 	e := ev(zerolog.InfoLevel)
+	if protocol != "" {
+		e = e.Str("protocol", protocol)
+	}
 	if svc == ReceivePack {
 		verdict := "up-to-date"
 		if b, _ := os.ReadFile(verdictFile); len(b) > 0 {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/poolgate/poolgate/config"
@@ -34,7 +35,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	var demo *daemon.Demo
 	var err error
 	if *cfgFile != "" {
-		cfg, err = config.Load(*cfgFile)
+		// Absolute, because the hook reads the same file from inside a repo.
+		abs, aerr := filepath.Abs(*cfgFile)
+		if aerr != nil {
+			abs = *cfgFile
+		}
+		cfg, err = config.Load(abs)
 	} else {
 		home, _ := os.UserHomeDir()
 		cfg, demo, err = daemon.DemoConfig(daemon.DemoDataDir, home)
