@@ -406,6 +406,14 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("ls-remote with agent forwarding: %v\n%s", err, out)
 		}
 	})
+	t.Run("upload-archive for a read key", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, "git", "archive", "--remote="+s.url(), "master", "demo")
+		cmd.Env = append(os.Environ(), s.gitEnv("reader")...)
+		out, err := cmd.Output()
+		if err != nil || !bytes.Contains(out, []byte("demo/unclaimed/lock-a")) {
+			t.Fatalf("git archive --remote: %v", err)
+		}
+	})
 	t.Run("repo path forms", func(t *testing.T) {
 		abs := filepath.Join(f.data, "repos", "locks.git")
 		for _, p := range []string{"locks.git", "/locks.git", "locks", "~/locks.git", abs} {

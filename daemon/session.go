@@ -237,7 +237,10 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		for _, u := range cmds.updates {
 			ups = append(ups, u.String())
 		}
-		e = e.Strs("refs", ups).Str("verdict", verdict).Strs("ng", ng)
+		e = e.Strs("refs", ups).Str("verdict", verdict)
+		if len(ng) > 0 {
+			e = e.Strs("ng", ng)
+		}
 	}
 	if err != nil {
 		e = e.AnErr("relay", err)
