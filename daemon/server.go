@@ -176,7 +176,11 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 		PtyCallback:  func(ssh.Context, ssh.Pty) bool { return true }, // refused with a message in handleSession
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{
 			"default": func(sess ssh.Session) {
-				s.refuse(sess, nil, "subsystem "+sess.Subsystem(), "subsystems are not served here; use git")
+				var who *identity
+				if id, ok := s.identityOf(sess.Context()); ok {
+					who = &id
+				}
+				s.refuse(sess, who, "subsystem "+sess.Subsystem(), "subsystems are not served here; use git")
 			},
 		},
 		ChannelHandlers: map[string]ssh.ChannelHandler{

@@ -62,6 +62,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go func() {
+		// A second signal during the drain kills at once, as usual.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := srv.Prepare(ctx); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
