@@ -98,7 +98,6 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, in
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
 				return nil, exitOK
 			}
 			fmt.Fprintf(stderr, "poolgate %s: %v\n", fs.Name(), err)

@@ -1,0 +1,128 @@
+// Package poolrepo is a pool repository on disk as the validator and the
+// audit see it: commits, snapshots and first-parent ranges, read through
+// gitstore so it works inside a pre-receive hook's quarantine.
+package poolrepo
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/poolgate/poolgate/gitstore"
+	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/validator"
+)
+
+// Repo wraps a git repository with a snapshot cache.
+type Repo struct {
+	Git    *gitstore.Repo
+	loader *pool.Loader
+	// commits caches parsed commits: a chain check reads each parent twice.
+	commits map[string]*gitstore.Commit
+}
+
+// Open opens the repository at dir.
+func Open(dir string) *Repo {
+	g := gitstore.Open(dir)
+	return &Repo{Git: g, loader: pool.NewLoader(g), commits: map[string]*gitstore.Commit{}}
+}
+
+func (r *Repo) Close() error { return r.Git.Close() }
+
+// RawCommit returns the parsed commit.
+func (r *Repo) RawCommit(hash string) (*gitstore.Commit, error) {
+	if c, ok := r.commits[hash]; ok {
+		return c, nil
+	}
+	c, err := r.Git.Commit(hash)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.commits) > 10000 {
+		r.commits = map[string]*gitstore.Commit{}
+	}
+	r.commits[hash] = c
+	return c, nil
+}
+
+// Commit implements validator.Source.
+func (r *Repo) Commit(hash string) (validator.Commit, error) {
+	c, err := r.RawCommit(hash)
+	if err != nil {
+		return validator.Commit{}, err
+	}
+	return validator.Commit{Hash: c.Hash, Tree: c.Tree, Parents: c.Parents, Message: c.Message}, nil
+}
+
+// Snapshot implements validator.Source.
+func (r *Repo) Snapshot(tree string) (*pool.Snapshot, error) { return r.loader.Load(tree) }
+
+// BlobSize implements validator.Source.
+func (r *Repo) BlobSize(hash string) (int64, error) { return r.Git.BlobSize(hash) }
+
+// SnapshotAt loads the snapshot of a commit.
+func (r *Repo) SnapshotAt(commit string) (*pool.Snapshot, error) {
+	c, err := r.RawCommit(commit)
+	if err != nil {
+		return nil, err
+	}
+	return r.Snapshot(c.Tree)
+}
+
+// fastWalkLimit bounds the in-process walk before falling back to git
+// rev-list; a pool-resource push is one commit.
+const fastWalkLimit = 1000
+
+// NewCommits returns the first-parent chain of commits in new that old does
+// not have, oldest first, and whether new descends from old. old may be zero
+// (a new branch: the whole first-parent history of new).
+//
+// The common case, new's first-parent chain reaching old within a few
+// steps, is answered from cat-file alone; anything else asks git, whose
+// commit-graph makes it cheap. Either way the cost follows the size of the
+// push, not the length of history.
+func (r *Repo) NewCommits(old, new string) (chain []string, fastForward bool, err error) {
+	if !validator.IsZero(old) {
+		h := new
+		for i := 0; i < fastWalkLimit; i++ {
+			if h == old {
+				reverse(chain)
+				return chain, true, nil
+			}
+			c, err := r.RawCommit(h)
+			if err != nil {
+				return nil, false, err
+			}
+			chain = append(chain, h)
+			if len(c.Parents) == 0 {
+				break
+			}
+			h = c.Parents[0]
+		}
+		chain = nil
+	}
+	args := []string{"rev-list", "--first-parent", "--reverse", new}
+	if !validator.IsZero(old) {
+		args = append(args, "--not", old)
+	}
+	out, err := r.Git.Git(append(args, "--")...)
+	if err != nil {
+		return nil, false, err
+	}
+	if out != "" {
+		chain = strings.Split(out, "\n")
+	}
+	if validator.IsZero(old) {
+		return chain, true, nil
+	}
+	ff, err := r.Git.IsAncestor(old, new)
+	if err != nil {
+		return nil, false, fmt.Errorf("checking fast-forward: %w", err)
+	}
+	return chain, ff, nil
+}
+
+func reverse(s []string) {
+	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+		s[i], s[j] = s[j], s[i]
+	}
+}
