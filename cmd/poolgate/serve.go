@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/daemon"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func init() {
+	register("serve", "run the git-over-SSH server (demo default without --config)", runServe)
+}
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
+	cfgFile := fs.String("config", "", "config file (without it: the demo default, data in ./"+daemon.DemoDataDir+")")
+	pos, code := parseFlags(fs, args, stderr)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "poolgate serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+
+	var cfg *config.Config
+	var demo *daemon.Demo
+	var err error
+	if *cfgFile != "" {
+		// Absolute, because the hook reads the same file from inside a repo.
+		abs, aerr := filepath.Abs(*cfgFile)
+		if aerr != nil {
+			abs = *cfgFile
+		}
+		cfg, err = config.Load(abs)
+	} else {
+		home, _ := os.UserHomeDir()
+		cfg, demo, err = daemon.DemoConfig(daemon.DemoDataDir, home)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitUsage
+	}
+	log := daemon.NewLogger(os.Stderr, cfg.Log)
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: cannot find own executable: %v\n", err)
+		return exitFailed
+	}
+	srv, err := daemon.New(cfg, log, exe)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		// A second signal during the drain kills at once, as usual.
+		<-ctx.Done()
+		stop()
+	}()
+	if err := srv.Prepare(ctx); err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitFailed
+	}
+	sshLn, err := net.Listen("tcp", cfg.SSH.Listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: ssh: %v\n", err)
+		return exitFailed
+	}
+	var httpLn net.Listener
+	httpAddr := ""
+	if l := cfg.HTTPListen(); l != "" {
+		if httpLn, err = net.Listen("tcp", l); err != nil {
+			fmt.Fprintf(stderr, "poolgate serve: http: %v\n", err)
+			return exitFailed
+		}
+		httpAddr = httpLn.Addr().String()
+	}
+	log.Info().Str("ssh", sshLn.Addr().String()).Str("http", httpAddr).Str("config", cfg.File).
+		Str("host_key", gossh.FingerprintSHA256(srv.HostKey())).Msg("listening")
+	if demo != nil {
+		if err := daemon.PrintDemo(stdout, srv, demo, sshLn.Addr().String(), httpAddr); err != nil {
+			log.Warn().Err(err).Msg("demo instructions")
+		}
+	}
+	if err := srv.Serve(ctx, sshLn, httpLn); err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}

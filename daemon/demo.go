@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/poolgate/poolgate/config"
+	"go.yaml.in/yaml/v3"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// Demo describes the no-config start of DESIGN.md §3.
+type Demo struct {
+	// ClientKey is the private key generated for the demo, "" when the
+	// user's own ~/.ssh keys are authorized instead.
+	ClientKey string
+	OwnKeys   []string // the ~/.ssh/*.pub files authorized
+}
+
+// Demo defaults.
+const (
+	DemoDataDir = "poolgate-data"
+	DemoSSH     = "127.0.0.1:2222"
+	DemoHTTP    = "127.0.0.1:8080"
+)
+
+// DemoConfig writes the demo's config into dataDir and loads it. The hook
+// reads the same file (POOLGATE_CONFIG), so the demo is configured exactly
+// like a real install. home is searched for .ssh/*.pub.
+func DemoConfig(dataDir, home string) (*config.Config, *Demo, error) {
+	dataDir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	d := &Demo{}
+	var keys []string
+	if home != "" {
+		files, _ := filepath.Glob(filepath.Join(home, ".ssh", "*.pub"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			if k, _, _, _, err := gossh.ParseAuthorizedKey(b); err == nil {
+				keys = append(keys, strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k))))
+				d.OwnKeys = append(d.OwnKeys, f)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		d.ClientKey = filepath.Join(dataDir, "client_ed25519")
+		if _, err := os.Stat(d.ClientKey); os.IsNotExist(err) {
+			if err := generateKey(d.ClientKey); err != nil {
+				return nil, nil, fmt.Errorf("generate client key: %w", err)
+			}
+		}
+		b, err := os.ReadFile(d.ClientKey + ".pub")
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, strings.TrimSpace(string(b)))
+	}
+	doc := map[string]any{
+		"data_dir": dataDir,
+		"ssh":      map[string]any{"listen": DemoSSH},
+		"http":     map[string]any{"listen": DemoHTTP},
+		"users":    []any{map[string]any{"name": "admin", "role": "admin", "keys": keys}},
+		"repos": []any{map[string]any{
+			"name": "locks", "branch": "master",
+			"pools": []any{map[string]any{"name": "demo", "locks": []string{"lock-a", "lock-b", "lock-c"}}},
+		}},
+	}
+	body, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	file := filepath.Join(dataDir, "demo-config.yaml")
+	header := "# Written by `poolgate serve` without --config at every start; edits are lost.\n" +
+		"# Copy it elsewhere and run `poolgate serve --config FILE` to change it.\n"
+	if err := os.WriteFile(file, append([]byte(header), body...), 0o644); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, d, nil
+}
+
+// PrintDemo tells the user how to use the running demo: commands that work
+// as printed, pinned to this server's host key through a known_hosts file
+// of its own rather than StrictHostKeyChecking=no.
+func PrintDemo(w io.Writer, s *Server, d *Demo, sshAddr, httpAddr string) error {
+	host, port, err := net.SplitHostPort(sshAddr)
+	if err != nil {
+		return err
+	}
+	known := filepath.Join(s.cfg.DataDir, "known_hosts")
+	line := knownHostsLine(host, port, s.HostKey())
+	if err := os.WriteFile(known, []byte(line+"\n"), 0o644); err != nil {
+		return err
+	}
+	sshCmd := "ssh -o UserKnownHostsFile=" + shq(known)
+	keyRef := "your private key (one of " + strings.Join(d.OwnKeys, ", ") + ")"
+	keyFile := "~/.ssh/id_ed25519"
+	if d.ClientKey != "" {
+		sshCmd = "ssh -i " + shq(d.ClientKey) + " -o IdentitiesOnly=yes -o UserKnownHostsFile=" + shq(known)
+		keyRef = "the generated key " + d.ClientKey
+		keyFile = d.ClientKey
+	}
+	url := fmt.Sprintf("ssh://git@%s/locks.git", net.JoinHostPort(host, port))
+	fmt.Fprintf(w, `
+poolgate demo is running (data in %s).
+  repo locks, branch master, pool demo with locks lock-a, lock-b, lock-c
+  authorized as admin: %s
+`, s.cfg.DataDir, keyRef)
+	if httpAddr != "" {
+		fmt.Fprintf(w, "  health: http://%s/healthz\n", httpAddr)
+	}
+	fmt.Fprintf(w, `
+Clone the lock repo:
+
+  GIT_SSH_COMMAND=%s git clone %s
+
+Point pool-resource at it (Concourse workers must reach this address: for
+anything beyond this machine, copy %s, set ssh.listen and use --config):
+
+  resources:
+  - name: demo-lock
+    type: pool
+    source:
+      uri: %s
+      branch: master
+      pool: demo
+      private_key: ((poolgate_private_key))
+
+  fly -t TARGET set-pipeline -p PIPELINE -c pipeline.yml -v poolgate_private_key="$(cat %s)"
+
+`, shq(sshCmd), url, s.cfg.File, url, keyFile)
+	return nil
+}
+
+func knownHostsLine(host, port string, key gossh.PublicKey) string {
+	addr := host
+	if port != "22" {
+		addr = "[" + host + "]:" + port
+	}
+	return addr + " " + strings.TrimSpace(string(gossh.MarshalAuthorizedKey(key)))
+}
+
+func shq(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,107 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/poolgate/poolgate/daemon"
+	"github.com/rs/zerolog"
+)
+
+// TestDemoPrintsCommandsThatWorkAsPrinted starts the demo default in
+// process (on free ports instead of 2222/8080) and runs the printed clone
+// command through a shell, exactly as a user would paste it.
+func TestDemoPrintsCommandsThatWorkAsPrinted(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home") // no ~/.ssh: the demo generates a key
+	cfg, demo, err := daemon.DemoConfig(filepath.Join(dir, "poolgate-data"), home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if demo.ClientKey == "" {
+		t.Fatal("no client key generated")
+	}
+	fi, err := os.Stat(demo.ClientKey)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("client key: %v %v", fi, err)
+	}
+	srv, err := daemon.New(cfg, zerolog.New(io.Discard), binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := srv.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sshLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	httpLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	var printed bytes.Buffer
+	if err := daemon.PrintDemo(&printed, srv, demo, sshLn.Addr().String(), httpLn.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, sshLn, httpLn) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	var clone string
+	for _, l := range strings.Split(printed.String(), "\n") {
+		if strings.Contains(l, "git clone ") {
+			clone = strings.TrimSpace(l)
+		}
+	}
+	if clone == "" || !strings.Contains(printed.String(), "uri: ssh://git@"+sshLn.Addr().String()+"/locks.git") || !strings.Contains(printed.String(), "pool: demo") {
+		t.Fatalf("demo output:\n%s", printed.String())
+	}
+	work := t.TempDir()
+	sh := exec.Command("sh", "-c", clone)
+	sh.Dir = work
+	sh.Env = append(os.Environ(), "HOME="+home, "SSH_AUTH_SOCK=", "GIT_CONFIG_NOSYSTEM=1")
+	if out, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", clone, err, out)
+	}
+	if _, err := os.Stat(filepath.Join(work, "locks", "demo", "unclaimed", "lock-a")); err != nil {
+		t.Fatalf("clone lacks the demo pool: %v", err)
+	}
+
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + httpLn.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.TrimSpace(string(body)) != "ok" {
+		t.Fatalf("/healthz said %q", body)
+	}
+}
+
+func TestDemoAuthorizesTheUsersOwnKeys(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	k := newKey(t, filepath.Join(home, ".ssh"), "id_ed25519")
+	os.WriteFile(k.path+".pub", []byte(k.public+" me@laptop\n"), 0o644)
+	cfg, demo, err := daemon.DemoConfig(filepath.Join(dir, "data"), home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if demo.ClientKey != "" || len(cfg.Users) != 1 || cfg.Users[0].Role != "admin" || len(cfg.Users[0].Keys) != 1 ||
+		!strings.HasPrefix(cfg.Users[0].Keys[0], k.public) {
+		t.Fatalf("demo users: %+v, generated key %q", cfg.Users, demo.ClientKey)
+	}
+}

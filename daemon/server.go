@@ -1,0 +1,229 @@
+// Package daemon serves pool repos over SSH to git clients, chiefly
+// Concourse's pool-resource, and runs the validator hook on every push.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/rs/zerolog"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// DrainTimeout bounds how long a stopping daemon waits for in-flight git
+// commands before killing them.
+const DrainTimeout = 30 * time.Second
+
+// Server is a running poolgate daemon.
+type Server struct {
+	cfg      *config.Config
+	log      zerolog.Logger
+	exe      string
+	users    map[string]*config.User // by the key's wire encoding
+	pushLock map[string]chan struct{}
+	sessions chan struct{}
+	inflight sync.WaitGroup
+	maint    *maintainer
+	ssh      *ssh.Server
+	signer   gossh.Signer
+
+	// DrainTimeout overrides the package default; tests shorten it.
+	DrainTimeout time.Duration
+}
+
+// New checks the config's keys and prepares a server. exe is the poolgate
+// binary the pre-receive hook runs.
+func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
+	keys, err := cfg.LoadKeys()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:          cfg,
+		log:          log,
+		exe:          exe,
+		users:        map[string]*config.User{},
+		pushLock:     map[string]chan struct{}{},
+		sessions:     make(chan struct{}, cfg.SSH.MaxSessions),
+		DrainTimeout: DrainTimeout,
+	}
+	for _, k := range keys {
+		id := string(k.Key.Marshal())
+		if prev, dup := s.users[id]; dup && prev != k.User {
+			return nil, &config.Error{File: cfg.File, Line: k.User.Line,
+				Msg: fmt.Sprintf("user %q: key %s also belongs to user %q", k.User.Name, gossh.FingerprintSHA256(k.Key), prev.Name)}
+		}
+		s.users[id] = k.User
+	}
+	for _, r := range cfg.Repos {
+		s.pushLock[r.Name] = make(chan struct{}, 1)
+	}
+	s.maint = newMaintainer(s)
+	return s, nil
+}
+
+// Prepare makes the data dir ready: hook, repos, pools. Safe to run at
+// every start.
+func (s *Server) Prepare(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	signer, err := loadHostKey(s.HostKeyPath())
+	if err != nil {
+		return err
+	}
+	s.signer = signer
+	if err := hooks.Install(s.hooksDir(), s.exe); err != nil {
+		return fmt.Errorf("install hook: %w", err)
+	}
+	for i := range s.cfg.Repos {
+		if err := s.ensureRepo(ctx, &s.cfg.Repos[i]); err != nil {
+			return fmt.Errorf("repo %s: %w", s.cfg.Repos[i].Name, err)
+		}
+	}
+	return nil
+}
+
+// HostKey is the server's public host key (after Prepare).
+func (s *Server) HostKey() gossh.PublicKey { return s.signer.PublicKey() }
+
+// HostKeyPath is where the SSH host key lives.
+func (s *Server) HostKeyPath() string {
+	if s.cfg.SSH.HostKey != "" {
+		return s.cfg.SSH.HostKey
+	}
+	return filepath.Join(s.cfg.DataDir, "ssh_host_ed25519_key")
+}
+
+// Serve runs until ctx ends, then stops accepting, lets in-flight git
+// commands finish (up to DrainTimeout) and returns. httpLn may be nil.
+func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
+	if s.signer == nil {
+		return errors.New("Serve called before Prepare")
+	}
+	s.ssh = s.newSSHServer(s.signer)
+	var err error
+	errc := make(chan error, 2)
+	go func() { errc <- s.ssh.Serve(sshLn) }()
+	var hs *http.Server
+	if httpLn != nil {
+		hs = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(httpLn) }()
+	}
+	mctx, stopMaint := context.WithCancel(context.Background())
+	maintDone := make(chan struct{})
+	go func() { s.maint.run(mctx); close(maintDone) }()
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		s.log.Error().Err(err).Msg("listener failed")
+	}
+	s.log.Info().Msg("stopping: no new connections, waiting for running git commands")
+	stopMaint()
+	dctx, cancel := context.WithTimeout(context.Background(), s.DrainTimeout)
+	defer cancel()
+	if hs != nil {
+		go hs.Shutdown(dctx)
+	}
+	if serr := s.ssh.Shutdown(dctx); serr != nil {
+		// Past the bound: closing the connections cancels their sessions'
+		// contexts, which kills their git process groups. A push killed
+		// before git's ref update lands nothing; git's ref update itself is
+		// atomic.
+		s.log.Warn().Msg("drain timeout: closing remaining connections")
+		s.ssh.Close()
+	}
+	s.inflight.Wait()
+	<-maintDone
+	s.log.Info().Msg("stopped")
+	if errors.Is(err, ssh.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
+	srv := &ssh.Server{
+		Handler:     s.handleSession,
+		HostSigners: []ssh.Signer{signer},
+		Version:     "poolgate",
+		IdleTimeout: s.cfg.SSH.IdleTimeout.D(),
+		// Public-key auth is set up in ServerConfigCallback, not through
+		// gliderlabs' PublicKeyHandler: see publicKeyCallback.
+		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
+			return &gossh.ServerConfig{
+				PublicKeyCallback: s.publicKeyCallback,
+				// gliderlabs turns NoClientAuth on when none of its own
+				// auth handlers is set; this keeps "none" auth refused.
+				NoClientAuthCallback: func(gossh.ConnMetadata) (*gossh.Permissions, error) {
+					return nil, errors.New("public key required")
+				},
+				MaxAuthTries: 6,
+			}
+		},
+		ConnCallback: s.admitConn,
+		PtyCallback:  func(ssh.Context, ssh.Pty) bool { return true }, // refused with a message in handleSession
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{
+			"default": func(sess ssh.Session) {
+				var who *identity
+				if id, ok := s.identityOf(sess.Context()); ok {
+					who = &id
+				}
+				s.refuse(sess, who, "subsystem "+sess.Subsystem(), "subsystems are not served here; use git")
+			},
+		},
+		ChannelHandlers: map[string]ssh.ChannelHandler{
+			"session": ssh.DefaultSessionHandler,
+			"default": func(_ *ssh.Server, _ *gossh.ServerConn, ch gossh.NewChannel, _ ssh.Context) {
+				ch.Reject(gossh.Prohibited, "poolgate: only git commands are served here")
+			},
+		},
+		ConnectionFailedCallback: func(c net.Conn, err error) {
+			s.log.Debug().Str("remote", c.RemoteAddr().String()).Err(err).Msg("handshake failed")
+		},
+	}
+	return srv
+}
+
+// admitConn caps concurrent connections at ssh.max_sessions; the slot is
+// given back when the connection closes.
+func (s *Server) admitConn(ctx ssh.Context, c net.Conn) net.Conn {
+	select {
+	case s.sessions <- struct{}{}:
+		return &slotConn{Conn: c, release: func() { <-s.sessions }}
+	default:
+		s.log.Warn().Str("remote", c.RemoteAddr().String()).Int("max_sessions", s.cfg.SSH.MaxSessions).Msg("connection refused: too many sessions")
+		return nil
+	}
+}
+
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

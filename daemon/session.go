@@ -1,0 +1,256 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/rs/zerolog"
+)
+
+// handleSession serves one exec request. Everything that is not one of the
+// three git services gets one line on stderr and exit status 1.
+func (s *Server) handleSession(sess ssh.Session) {
+	id, ok := s.identityOf(sess.Context())
+	if !ok {
+		// Unreachable with public-key auth on; kept so that a change in
+		// the auth set-up can never serve an anonymous session.
+		s.refuse(sess, nil, sess.RawCommand(), "authentication required")
+		return
+	}
+	if ssh.AgentRequested(sess) {
+		// pool-resource's forward_agent asks for this; no agent channel
+		// is ever opened, so it is ignored and the session goes on.
+		s.log.Debug().Str("user", id.user.Name).Msg("agent forwarding requested, ignored")
+	}
+	if _, _, isPty := sess.Pty(); isPty {
+		s.refuse(sess, &id, sess.RawCommand(), "interactive sessions are not served here; use git")
+		return
+	}
+	raw := sess.RawCommand()
+	if raw == "" {
+		s.refuse(sess, &id, "shell", fmt.Sprintf("hi %s, there is no shell here; use git clone ssh://HOST/REPO.git", id.user.Name))
+		return
+	}
+	svc, path, err := parseCommand(raw)
+	if err != nil {
+		s.refuse(sess, &id, raw, err.Error())
+		return
+	}
+	name, err := repoName(s.cfg, path)
+	if err != nil {
+		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, path))
+		return
+	}
+	repo := s.cfg.Repo(name)
+	role := s.cfg.RoleFor(id.user.Name, repo)
+	need := config.RoleRead
+	if svc.writes() {
+		need = config.RoleWrite
+	}
+	if role < need {
+		verb := "read"
+		if svc.writes() {
+			verb = "push to"
+		}
+		s.refuse(sess, &id, raw, fmt.Sprintf("%s (role %s) may not %s %s", id.user.Name, role, verb, name))
+		return
+	}
+	code := s.serveGit(sess, id, role, svc, repo)
+	sess.Exit(code)
+}
+
+// refuse ends a session with a one-line message; the detail goes to the log.
+func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
+	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", what)
+	if id != nil {
+		ev = ev.Str("user", id.user.Name).Str("key", id.key)
+	}
+	ev.Str("reason", msg).Msg("refused")
+	fmt.Fprintf(sess.Stderr(), "poolgate: %s\n", msg)
+	sess.Exit(1)
+}
+
+var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
+
+// serveGit runs the system git for one service and returns its exit status.
+func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	start := time.Now()
+	var ctx context.Context = sess.Context()
+	ev := func(level zerolog.Level) *zerolog.Event {
+		return s.log.WithLevel(level).Str("user", id.user.Name).Str("key", id.key).Str("repo", repo.Name).
+			Str("service", string(svc)).Str("remote", sess.RemoteAddr().String())
+	}
+
+	env := append(s.baseEnv(),
+		hooks.EnvConfig+"="+s.cfg.File,
+		hooks.EnvRepo+"="+repo.Name,
+		hooks.EnvUser+"="+id.user.Name,
+		hooks.EnvRole+"="+role.String(),
+		hooks.EnvKey+"="+id.key,
+	)
+	protocol := ""
+	for _, kv := range sess.Environ() {
+		// GIT_PROTOCOL only (protocol v2 for fetches); other env requests
+		// are ignored, as git-shell behind OpenSSH would.
+		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok && gitProtocolRe.MatchString(v) {
+			env = append(env, kv)
+			protocol = v
+		}
+	}
+
+	var verdictFile string
+	if svc == ReceivePack {
+		// One writer at a time per repo, for the whole receive-pack: the
+		// next pusher's advertisement shows the new tip, so the loser of a
+		// race gets git's own non-fast-forward rejection and retries.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.SSH.PushTimeout.D())
+		defer cancel()
+		lock := s.pushLock[repo.Name]
+		select {
+		case lock <- struct{}{}:
+			defer func() { <-lock }()
+		case <-ctx.Done():
+			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
+			fmt.Fprintln(sess.Stderr(), "poolgate: repository busy, try again")
+			return 1
+		}
+		tmp, err := os.MkdirTemp("", "poolgate-push-")
+		if err != nil {
+			ev(zerolog.ErrorLevel).Err(err).Msg("temp dir")
+			fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		verdictFile = filepath.Join(tmp, "verdict")
+		env = append(env, hooks.EnvVerdictFile+"="+verdictFile)
+	}
+
+	// "." with the repo as working directory: nothing the client sent is
+	// ever an argument to git.
+	cmd := exec.Command("git", svc.subcommand(), ".")
+	cmd.Dir = repoDir(s.cfg, repo.Name)
+	cmd.Env = env
+	cmd.Stderr = sess.Stderr()
+	// Own process group: a Ctrl-C on the daemon's terminal must not kill a
+	// push half-way, and killing the group also ends the hook.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return s.internal(sess, ev, err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return s.internal(sess, ev, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return s.internal(sess, ev, err)
+	}
+	killed := make(chan struct{})
+	stopKill := context.AfterFunc(ctx, func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		close(killed)
+	})
+
+	var cmds *commandReader
+	var in io.Reader = sess
+	if svc == ReceivePack {
+		cmds = &commandReader{r: sess}
+		in = cmds
+	}
+	go func() {
+		// Not waited for: a client that keeps its side open must not hold
+		// up the end of the session. It ends when the session closes.
+		io.Copy(stdin, in)
+		stdin.Close()
+	}()
+
+	var res relayResult
+	if svc == ReceivePack {
+		res, err = relayPush(sess, stdout, func() string {
+			b, _ := os.ReadFile(verdictFile)
+			return strings.TrimSpace(string(b))
+		})
+	} else {
+		_, err = io.Copy(sess, stdout)
+	}
+	if err != nil {
+		io.Copy(io.Discard, stdout)
+	}
+	werr := cmd.Wait()
+	stopKill()
+	code := 0
+	if werr != nil {
+		code = 1
+		var ee *exec.ExitError
+		if errors.As(werr, &ee) && ee.ExitCode() > 0 {
+			code = ee.ExitCode()
+		}
+	}
+	select {
+	case <-killed:
+		if ctx.Err() == context.DeadlineExceeded {
+			fmt.Fprintln(sess.Stderr(), "poolgate: push took too long and was stopped")
+		}
+		code = 1
+	default:
+	}
+
+	e := ev(zerolog.InfoLevel)
+	if protocol != "" {
+		e = e.Str("protocol", protocol)
+	}
+	if svc == ReceivePack {
+		verdict := "up-to-date"
+		if b, _ := os.ReadFile(verdictFile); len(b) > 0 {
+			verdict = strings.TrimSpace(string(b))
+		}
+		ok, ng := reportStatus(res.report)
+		switch {
+		case res.refused:
+			verdict = hooks.VerdictPermanent
+			code = 1
+		case len(ng) > 0 && verdict == "up-to-date":
+			verdict = "rejected"
+		case len(ng) > 0:
+		case len(ok) > 0:
+			verdict = "accepted"
+			s.maint.touched(repo.Name)
+		case code != 0:
+			verdict = "failed"
+		}
+		var ups []string
+		for _, u := range cmds.updates {
+			ups = append(ups, u.String())
+		}
+		e = e.Strs("refs", ups).Str("verdict", verdict)
+		if len(ng) > 0 {
+			e = e.Strs("ng", ng)
+		}
+	}
+	if err != nil {
+		e = e.AnErr("relay", err)
+	}
+	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
+	return code
+}
+
+func (s *Server) internal(sess ssh.Session, ev func(zerolog.Level) *zerolog.Event, err error) int {
+	ev(zerolog.ErrorLevel).Err(err).Msg("cannot run git")
+	fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+	return 1
+}
