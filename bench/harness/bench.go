@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// bench is one run: the temp dir, the client key, both servers and the
+// three client set-ups (targets).
+type bench struct {
+	o       options
+	rep     *report
+	root    string
+	key     string // client private key
+	pub     string // its authorized_keys line
+	pgCfg   string
+	pgData  string
+	pg      *server
+	sshd    *server
+	targets []*target
+	seq     int // unique dir names
+}
+
+// The pools of the small repo `locks`: `bench` for W1, and one per
+// (round, target) for W2 so every contention run starts from 4 free locks.
+func contendPool(round, target int) string { return fmt.Sprintf("c%d-%d", round, target) }
+
+func newBench(ctx context.Context, o options) (*bench, error) {
+	root, err := os.MkdirTemp("", "poolbench-")
+	if err != nil {
+		return nil, err
+	}
+	// The bench user (sshd's side) must reach its repos below root.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return nil, err
+	}
+	b := &bench{o: o, root: root, rep: &report{Started: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Kex: map[string]string{}}}
+	fmt.Printf("harness: temp dir %s, load %s\n", root, loadavg())
+	b.key = filepath.Join(root, "client", "id_ed25519")
+	os.MkdirAll(filepath.Dir(b.key), 0o700)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", b.key).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(b.key + ".pub")
+	if err != nil {
+		return nil, err
+	}
+	b.pub = strings.TrimSpace(string(pub))
+	os.MkdirAll(b.home(), 0o755)
+	os.MkdirAll(filepath.Join(root, "work"), 0o755)
+	return b, nil
+}
+
+func (b *bench) home() string { return filepath.Join(b.root, "client", "home") }
+
+func (b *bench) scratch(prefix string) string {
+	b.seq++
+	return filepath.Join(b.root, "work", fmt.Sprintf("%s-%d", prefix, b.seq))
+}
+
+func (b *bench) close() {
+	b.pg.stop()
+	b.sshd.stop()
+	if b.o.out != "" {
+		b.rep.Finished = time.Now().UTC().Format(time.RFC3339)
+		if err := b.rep.write(b.o.out); err != nil {
+			fmt.Fprintln(os.Stderr, "harness: writing results:", err)
+		}
+	}
+	if b.o.keep {
+		fmt.Println("harness: kept", b.root)
+		return
+	}
+	os.RemoveAll(b.root)
+}
+
+func (b *bench) writeConfig() error {
+	b.pgData = filepath.Join(b.root, "poolgate", "data")
+	b.pgCfg = filepath.Join(b.root, "poolgate", "poolgate.yaml")
+	var pools strings.Builder
+	pools.WriteString("      - name: bench\n        locks: [lock-0, lock-1, lock-2, lock-3]\n")
+	for r := 0; r < b.o.rounds; r++ {
+		for t := 0; t < 3; t++ {
+			fmt.Fprintf(&pools, "      - name: %s\n        locks: [lock-0, lock-1, lock-2, lock-3]\n", contendPool(r, t))
+		}
+	}
+	cfg := fmt.Sprintf(`data_dir: %s
+ssh:
+  listen: "127.0.0.1:0"
+http:
+  listen: ""
+log:
+  format: json
+users:
+  - name: bench
+    role: write
+    keys: [%q]
+repos:
+  - name: locks
+    branch: master
+    pools:
+%s  - name: big
+    branch: master
+    pools:
+      - name: big
+        locks: [lock-0, lock-1, lock-2, lock-3]
+`, b.pgData, b.pub, pools.String())
+	os.MkdirAll(filepath.Dir(b.pgCfg), 0o755)
+	return os.WriteFile(b.pgCfg, []byte(cfg), 0o644)
+}
+
+func (b *bench) startPoolgate(ctx context.Context, maintenance bool) error {
+	b.pg.stop()
+	env := []string{}
+	if !maintenance {
+		env = append(env, "POOLGATE_MAINTENANCE=off")
+	}
+	if p := os.Getenv("POOLGATE_PPROF"); p != "" {
+		env = append(env, "POOLGATE_PPROF="+p)
+	}
+	logf := filepath.Join(b.root, "poolgate", fmt.Sprintf("serve-%d.log", time.Now().UnixNano()))
+	s, err := startPoolgate(ctx, b.o.poolgate, b.pgCfg, logf, env)
+	if err != nil {
+		return err
+	}
+	s.repos = filepath.Join(b.pgData, "repos")
+	b.pg = s
+	if len(b.targets) > 0 {
+		b.targets[0].srv = s
+	}
+	return nil
+}
+
+func (b *bench) run(ctx context.Context) error {
+	o := b.o
+	if err := b.writeConfig(); err != nil {
+		return err
+	}
+	gen := filepath.Join(b.root, "gen")
+	big := filepath.Join(gen, "big.git")
+	if o.workloads[3] || o.workloads[4] {
+		start := time.Now()
+		if err := genPoolRepo(ctx, big, "big", o.commits); err != nil {
+			return err
+		}
+		fmt.Printf("harness: generated %d commits in %s (%s)\n", o.commits, time.Since(start).Round(time.Millisecond), duSize(big))
+	} else {
+		// The config names repo big; give it a small history.
+		if err := genPoolRepo(ctx, big, "big", 10); err != nil {
+			return err
+		}
+	}
+	os.MkdirAll(filepath.Join(b.pgData, "repos"), 0o755)
+	if err := copyDir(big, filepath.Join(b.pgData, "repos", "big.git")); err != nil {
+		return err
+	}
+	// W3 measures poolgate's repo before its maintenance first, so the
+	// daemon starts with maintenance off.
+	if err := b.startPoolgate(ctx, !o.workloads[3]); err != nil {
+		return err
+	}
+
+	// The baseline: the same repos, plain, no hook, owned by the bench user.
+	base := filepath.Join(b.root, "openssh", "repos")
+	os.MkdirAll(base, 0o755)
+	baseLocks := filepath.Join(base, "locks.git")
+	if err := gitRun(ctx, "", "init", "-q", "--bare", "--initial-branch=master", baseLocks); err != nil {
+		return err
+	}
+	if err := gitRun(ctx, baseLocks, "fetch", "-q", filepath.Join(b.pgData, "repos", "locks.git"), "+refs/heads/*:refs/heads/*"); err != nil {
+		return err
+	}
+	if err := copyDir(big, filepath.Join(base, "big.git")); err != nil {
+		return err
+	}
+	sshdDir := filepath.Join(b.root, "openssh")
+	s, err := startSSHD(ctx, sshdDir, base, b.pub)
+	if err != nil {
+		return err
+	}
+	b.sshd = s
+	b.targets = []*target{
+		{name: "poolgate", srv: b.pg, sshCmd: sshBase(b.key)},
+		{name: "openssh", srv: b.sshd, sshCmd: sshBase(b.key)},
+		{name: "openssh-c25519", srv: b.sshd, sshCmd: sshBase(b.key) + forceKex},
+	}
+	for _, t := range b.targets {
+		b.rep.Kex[t.name] = b.probeKex(ctx, t)
+		fmt.Printf("harness: %s at %s, kex %s\n", t.name, t.url("locks"), b.rep.Kex[t.name])
+	}
+
+	steps := []struct {
+		w  int
+		fn func(context.Context) error
+	}{
+		{3, b.w3Clone},
+		{1, b.w1AcquireRelease},
+		{2, b.w2Contention},
+		{6, b.w6Polling},
+		{5, b.w5Memory},
+		{4, b.w4Hook},
+	}
+	for _, st := range steps {
+		if !o.workloads[st.w] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fmt.Printf("harness: workload %d (load %s)\n", st.w, loadavg())
+		if err := st.fn(ctx); err != nil {
+			return fmt.Errorf("workload %d: %w", st.w, err)
+		}
+	}
+	return nil
+}
+
+// probeKex asks ssh which key exchange it negotiated with the target.
+func (b *bench) probeKex(ctx context.Context, t *target) string {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	args := strings.Fields(t.sshCmd)[1:]
+	for i, a := range args {
+		if a == "LogLevel=ERROR" {
+			args[i] = "LogLevel=DEBUG"
+		}
+	}
+	user := "git"
+	if t.srv.kind == "openssh" {
+		user = benchUser
+	}
+	args = append(args, "-p", fmt.Sprint(t.srv.port), user+"@127.0.0.1", "git-upload-pack", "'/nonexistent.git'")
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	cmd.Env = append(os.Environ(), t.env(b.home())...)
+	out, _ := cmd.CombinedOutput()
+	if m := regexp.MustCompile(`kex: algorithm: (\S+)`).FindSubmatch(out); m != nil {
+		return string(m[1])
+	}
+	return "unknown"
+}
+
+// gitRun runs a git command of the harness's own (not a measured client's).
+func gitRun(ctx context.Context, dir string, args ...string) error {
+	_, err := gitOut(ctx, dir, args...)
+	return err
+}
+
+func gitOut(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1"), safeEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func copyDir(src, dst string) error {
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp: %v: %s", err, out)
+	}
+	return nil
+}
+
+func duSize(dir string) string {
+	out, _ := exec.Command("du", "-sh", dir).Output()
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
