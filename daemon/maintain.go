@@ -31,6 +31,11 @@ func (m *maintainer) touched(repo string) {
 }
 
 func (m *maintainer) run(ctx context.Context) {
+	if maintenanceOff() {
+		m.s.log.Info().Msg("repo maintenance off (" + EnvMaintenance + ")")
+		return
+	}
+	m.startupPass(ctx)
 	t := time.NewTicker(m.interval)
 	defer t.Stop()
 	for {
@@ -43,7 +48,7 @@ func (m *maintainer) run(ctx context.Context) {
 		repos := m.dirty
 		m.dirty = map[string]bool{}
 		m.mu.Unlock()
-		for name := range repos {
+		for name := range m.due(repos) {
 			m.repack(ctx, name)
 		}
 	}
@@ -52,10 +57,7 @@ func (m *maintainer) run(ctx context.Context) {
 func (m *maintainer) repack(ctx context.Context, name string) {
 	dir := repoDir(m.s.cfg, name)
 	start := time.Now()
-	for _, args := range [][]string{
-		{"repack", "-a", "-d", "-q", "--write-bitmap-index"},
-		{"commit-graph", "write", "--reachable"},
-	} {
+	for _, args := range maintenanceSteps {
 		if _, err := m.s.git(ctx, dir, nil, nil, args...); err != nil {
 			m.s.log.Warn().Str("repo", name).Err(err).Msg("maintenance failed")
 			return

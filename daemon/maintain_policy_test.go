@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func gitT(t *testing.T, dir string, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir,
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@localhost", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@localhost")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// A repo is maintained when it has loose objects and no packs, or packs
+// without a bitmap or commit-graph; after the maintenance steps it is not,
+// and the steps keep an object that no ref reaches (a push's pack whose
+// ref has not moved yet, see maintenanceSteps).
+func TestNeedsMaintenance(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "r.git")
+	gitT(t, filepath.Dir(dir), "", "init", "-q", "--bare", dir)
+	if needsMaintenance(dir) {
+		t.Fatal("an empty repo needs no maintenance")
+	}
+	blob := gitT(t, dir, "x\n", "hash-object", "-w", "--stdin")
+	tree := gitT(t, dir, "100644 blob "+blob+"\tf\n", "mktree")
+	commit := gitT(t, dir, "", "commit-tree", tree, "-m", "m")
+	gitT(t, dir, "", "update-ref", "refs/heads/master", commit)
+	if !needsMaintenance(dir) {
+		t.Fatal("loose objects and no pack: maintenance needed")
+	}
+	// An unreachable object that sits in a pack, as a pushed pack does
+	// before its ref moves.
+	orphan := gitT(t, dir, "orphan\n", "hash-object", "-w", "--stdin")
+	gitT(t, dir, orphan+"\n", "pack-objects", "-q", "objects/pack/pack")
+	gitT(t, dir, "", "prune-packed")
+	gitT(t, dir, "", "repack", "-q", "-d") // packs the loose reachable ones, no bitmap
+	if !needsMaintenance(dir) {
+		t.Fatal("packs without a bitmap: maintenance needed")
+	}
+	for _, args := range maintenanceSteps {
+		gitT(t, dir, "", args...)
+	}
+	if needsMaintenance(dir) {
+		t.Fatal("after maintenance no further maintenance is needed")
+	}
+	if got := gitT(t, dir, "", "cat-file", "-t", orphan); got != "blob" {
+		t.Fatalf("unreachable packed object lost by maintenance: %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects", "info", "commit-graph")); err != nil {
+		t.Fatal("no commit-graph after maintenance")
+	}
+}
