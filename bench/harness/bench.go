@@ -14,17 +14,18 @@ import (
 // bench is one run: the temp dir, the client key, both servers and the
 // three client set-ups (targets).
 type bench struct {
-	o       options
-	rep     *report
-	root    string
-	key     string // client private key
-	pub     string // its authorized_keys line
-	pgCfg   string
-	pgData  string
-	pg      *server
-	sshd    *server
-	targets []*target
-	seq     int // unique dir names
+	o         options
+	rep       *report
+	root      string
+	key       string // client private key
+	pub       string // its authorized_keys line
+	pgCfg     string
+	pgData    string
+	pg        *server
+	sshd      *server
+	targets   []*target
+	seq       int // unique dir names
+	pprofAddr string
 }
 
 // The pools of the small repo `locks`: `bench` for W1, and one per
@@ -121,8 +122,13 @@ func (b *bench) startPoolgate(ctx context.Context, maintenance bool) error {
 	if !maintenance {
 		env = append(env, "POOLGATE_MAINTENANCE=off")
 	}
-	if p := os.Getenv("POOLGATE_PPROF"); p != "" {
-		env = append(env, "POOLGATE_PPROF="+p)
+	if b.o.pprofDir != "" {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		b.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		env = append(env, "POOLGATE_PPROF="+b.pprofAddr)
 	}
 	logf := filepath.Join(b.root, "poolgate", fmt.Sprintf("serve-%d.log", time.Now().UnixNano()))
 	s, err := startPoolgate(ctx, b.o.poolgate, b.pgCfg, logf, env)
@@ -205,6 +211,7 @@ func (b *bench) run(ctx context.Context) error {
 		{6, b.w6Polling},
 		{5, b.w5Memory},
 		{4, b.w4Hook},
+		{1, b.w1Profile},
 	}
 	for _, st := range steps {
 		if !o.workloads[st.w] {

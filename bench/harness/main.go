@@ -23,22 +23,23 @@ import (
 )
 
 type options struct {
-	poolgate  string
-	workloads map[int]bool
-	n         int           // W1 cycles per target
-	contend   time.Duration // W2 window per target and round
-	clients   int           // W2 clients
-	retry     time.Duration // W2 retry_delay
-	poll      time.Duration // W6 window per target and round
-	pollers   int           // W6 clients
-	rounds    int           // W2/W6 alternating rounds
-	commits   int           // W3/W4 big repo size
-	clones    int           // W3 clones per target and state
-	concur    int           // W5 concurrent clones
-	hookRuns  int           // W4 runs per size
-	keep      bool
-	out       string
-	noMaint   bool // skip W3's after-maintenance half
+	poolgate   string
+	workloads  map[int]bool
+	n          int           // W1 cycles per target
+	contend    time.Duration // W2 window per target and round
+	clients    int           // W2 clients
+	retry      time.Duration // W2 retry_delay
+	poll       time.Duration // W6 window per target and round
+	pollers    int           // W6 clients
+	rounds     int           // W2/W6 alternating rounds
+	commits    int           // W3/W4 big repo size
+	clones     int           // W3 clones per target and state
+	concur     int           // W5 concurrent clones
+	hookRuns   int           // W4 runs per size
+	keep       bool
+	out        string
+	pprofDir   string
+	profileFor time.Duration
 }
 
 func main() {
@@ -62,6 +63,8 @@ func main() {
 	flag.BoolVar(&quick, "quick", false, "smoke run: tiny sizes, seconds per workload")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir")
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON here")
+	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the daemon here: during W6's first poolgate round, and a W1-only pass of -profile-for")
+	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
 	flag.Parse()
 	if o.poolgate == "" {

@@ -272,23 +272,33 @@ func chownR(dir string, uid, gid int) error {
 // cpuTicks is a process's user+system time plus that of its reaped
 // children (/proc/PID/stat fields 14-17), in clock ticks.
 func cpuTicks(pid int) (int64, error) {
+	own, kids, err := cpuSplit(pid)
+	return own + kids, err
+}
+
+// cpuSplit is a process's own user+system time and its reaped children's,
+// in clock ticks.
+func cpuSplit(pid int) (own, kids int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s := string(b)
 	// Field 2 (comm) may hold spaces; everything after its ')' splits.
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	// f[0] is field 3; fields 14..17 are f[11..14].
-	var sum int64
-	for _, x := range f[11:15] {
+	for i, x := range f[11:15] {
 		n, err := strconv.ParseInt(x, 10, 64)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		sum += n
+		if i < 2 {
+			own += n
+		} else {
+			kids += n
+		}
 	}
-	return sum, nil
+	return own, kids, nil
 }
 
 const tickMs = 10.0 // CLK_TCK is 100 on Linux

@@ -317,6 +317,7 @@ func firstLine(s string) string {
 func (b *bench) w6Polling(ctx context.Context) error {
 	count := map[string]int{}
 	ticks := map[string]int64{}
+	ownTicks := map[string]int64{}
 	clones := map[string][]*poolclient.Client{}
 	for _, t := range b.targets {
 		for i := 0; i < b.o.pollers; i++ {
@@ -331,8 +332,11 @@ func (b *bench) w6Polling(ctx context.Context) error {
 		for _, t := range b.targets {
 			pid := t.srv.pid()
 			quiesce(pid)
-			before, _ := cpuTicks(pid)
+			ownBefore, kidsBefore, _ := cpuSplit(pid)
 			wctx, cancel := context.WithTimeout(ctx, b.o.poll)
+			if round == 0 && t.name == "poolgate" {
+				b.profile(wctx, "w6-polling", b.o.poll-time.Second)
+			}
 			var n atomic.Int64
 			var wg sync.WaitGroup
 			var firstErr atomic.Value
@@ -356,23 +360,26 @@ func (b *bench) w6Polling(ctx context.Context) error {
 			wg.Wait()
 			cancel()
 			quiesce(pid)
-			after, _ := cpuTicks(pid)
+			ownAfter, kidsAfter, _ := cpuSplit(pid)
 			count[t.name] += int(n.Load())
-			ticks[t.name] += after - before
+			ticks[t.name] += ownAfter + kidsAfter - ownBefore - kidsBefore
+			ownTicks[t.name] += ownAfter - ownBefore
 			if e := firstErr.Load(); e != nil {
 				b.rep.note("W6 %s: fetch failed: %s", t.name, firstLine(e.(string)))
 			}
 		}
 	}
-	rate, cpu := map[string]float64{}, map[string]float64{}
+	rate, cpu, own := map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, t := range b.targets {
 		rate[t.name] = float64(count[t.name]) / (b.o.poll.Seconds() * float64(b.o.rounds))
 		if count[t.name] > 0 {
 			cpu[t.name] = float64(ticks[t.name]) * tickMs / float64(count[t.name])
+			own[t.name] = float64(ownTicks[t.name]) * tickMs / float64(count[t.name])
 		}
 	}
 	b.rep.add("6", fmt.Sprintf("no-op fetches/s (%d parallel loops)", b.o.pollers), "1/s", rate)
 	b.rep.add("6", "server CPU per no-op fetch", "ms", cpu)
+	b.rep.add("6", "  of which the listener process itself", "ms", own)
 	return nil
 }
 
@@ -596,4 +603,55 @@ func claimCommit(ctx context.Context, dir, tip string) (string, error) {
 		return "", err
 	}
 	return run("", "commit-tree", tree, "-p", tip, "-m", "claiming: "+name+"\nBuild URL: https://ci.example.com/b/1")
+}
+
+// profile fetches a CPU profile of the daemon in the background, when the
+// harness runs with -pprof DIR (poolgate then serves pprof on loopback).
+func (b *bench) profile(ctx context.Context, name string, d time.Duration) {
+	if b.o.pprofDir == "" || b.pprofAddr == "" || d < time.Second {
+		return
+	}
+	go func() {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.pprofAddr, int(d.Seconds()))
+		out := filepath.Join(b.o.pprofDir, name+".pprof")
+		cmd := exec.Command("curl", "-sS", "-o", out, url)
+		if o, err := cmd.CombinedOutput(); err != nil {
+			fmt.Printf("  pprof %s: %v: %s\n", name, err, o)
+			return
+		}
+		fmt.Printf("  pprof %s written to %s\n", name, out)
+	}()
+}
+
+// w1Profile, with -pprof only: acquire+release cycles against poolgate alone
+// while a CPU profile is taken.
+func (b *bench) w1Profile(ctx context.Context) error {
+	if b.o.pprofDir == "" {
+		return nil
+	}
+	t := b.targets[0]
+	pctx, cancel := context.WithTimeout(ctx, b.o.profileFor)
+	defer cancel()
+	b.profile(pctx, "w1-acquire-release", b.o.profileFor-time.Second)
+	pid := t.srv.pid()
+	quiesce(pid)
+	own0, kids0, _ := cpuSplit(pid)
+	n := 0
+	for pctx.Err() == nil {
+		if _, err := b.cycle(pctx, t, "bench", nil); err != nil {
+			if pctx.Err() != nil {
+				break
+			}
+			return err
+		}
+		n++
+	}
+	time.Sleep(2 * time.Second) // let the profile arrive
+	quiesce(pid)
+	own1, kids1, _ := cpuSplit(pid)
+	if n > 0 {
+		b.rep.note("profile pass: %d poolgate cycles; daemon's own CPU %.1f ms/cycle, its children's (git, hook) %.1f ms/cycle",
+			n, float64(own1-own0)*tickMs/float64(n), float64(kids1-kids0)*tickMs/float64(n))
+	}
+	return nil
 }
