@@ -68,6 +68,12 @@ func (b *bench) scratch(prefix string) string {
 func (b *bench) close() {
 	b.pg.stop()
 	b.sshd.stop()
+	if len(b.rep.Figures) > 0 {
+		fmt.Printf("\nload at the end: %s\n\n%s", loadavg(), b.rep.markdown())
+		for _, n := range b.rep.Notes {
+			fmt.Println("- " + n)
+		}
+	}
 	if b.o.out != "" {
 		b.rep.Finished = time.Now().UTC().Format(time.RFC3339)
 		if err := b.rep.write(b.o.out); err != nil {

@@ -66,7 +66,14 @@ func main() {
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the daemon here: during W6's first poolgate round, and a W1-only pass of -profile-for")
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
+	gen := flag.String("gen", "", "only generate a pool repo of -commits commits here (bare), then exit")
 	flag.Parse()
+	if *gen != "" {
+		if err := genPoolRepo(context.Background(), *gen, "big", o.commits); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if o.poolgate == "" {
 		fmt.Fprintln(os.Stderr, "harness: -poolgate BIN is required (use bench/run.sh)")
 		os.Exit(2)
@@ -224,4 +231,37 @@ func (r *report) write(path string) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// markdown renders the figures as a table for bench/RESULTS.md.
+func (r *report) markdown() string {
+	var b strings.Builder
+	b.WriteString("| W | figure | poolgate | OpenSSH, default client | OpenSSH, client forced to curve25519 | poolgate / like-for-like | load (1/5/15 min) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, f := range r.Figures {
+		cells := []string{}
+		if _, ok := f.Values["poolgate"]; ok {
+			for _, k := range targetOrder {
+				if v, ok := f.Values[k]; ok {
+					cells = append(cells, fmtVal(v)+" "+f.Unit)
+				} else {
+					cells = append(cells, "—")
+				}
+			}
+		} else {
+			// W4: values by repo size, not by target.
+			var parts []string
+			for k, v := range f.Values {
+				parts = append(parts, k+": "+fmtVal(v)+" "+f.Unit)
+			}
+			sort.Strings(parts)
+			cells = []string{strings.Join(parts, "; "), "—", "—"}
+		}
+		ratio := "—"
+		if f.Ratio != nil {
+			ratio = fmt.Sprintf("%.2f", *f.Ratio)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", f.Workload, f.Name, strings.Join(cells, " | "), ratio, f.Load)
+	}
+	return b.String()
 }
