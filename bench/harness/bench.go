@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +25,7 @@ type bench struct {
 	pg        *server
 	sshd      *server
 	targets   []*target
-	seq       int // unique dir names
+	seq       atomic.Int64 // unique dir names
 	pprofAddr string
 }
 
@@ -61,8 +62,7 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 func (b *bench) home() string { return filepath.Join(b.root, "client", "home") }
 
 func (b *bench) scratch(prefix string) string {
-	b.seq++
-	return filepath.Join(b.root, "work", fmt.Sprintf("%s-%d", prefix, b.seq))
+	return filepath.Join(b.root, "work", fmt.Sprintf("%s-%d", prefix, b.seq.Add(1)))
 }
 
 func (b *bench) close() {
