@@ -79,7 +79,15 @@ func main() {
 		os.Exit(2)
 	}
 	if quick {
-		o.n, o.contend, o.poll, o.rounds, o.commits, o.clones, o.concur, o.hookRuns = 2, 4*time.Second, 3*time.Second, 1, 2000, 1, 10, 3
+		// Small sizes for whatever was not given explicitly.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, value := range map[string]string{"n": "2", "contend": "4s", "poll": "3s", "rounds": "1", "commits": "2000",
+			"clones": "1", "concurrent": "10", "hook-runs": "3", "profile-for": "5s"} {
+			if !set[name] {
+				flag.Set(name, value)
+			}
+		}
 	}
 	o.workloads = map[int]bool{}
 	for _, w := range strings.Split(wl, ",") {
