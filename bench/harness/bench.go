@@ -202,6 +202,13 @@ func (b *bench) run(ctx context.Context) error {
 		{name: "openssh", srv: b.sshd, sshCmd: sshBase(b.key)},
 		{name: "openssh-c25519", srv: b.sshd, sshCmd: sshBase(b.key) + forceKex},
 	}
+	for _, srv := range []*server{b.pg, b.sshd} {
+		src := "cgroup-v1 cpuacct (the server and every descendant, exact)"
+		if srv.cg == nil {
+			src = "/proc/PID/stat fields 14-17 (own + reaped children only)"
+		}
+		b.rep.Machine["cpu_source_"+srv.kind] = src
+	}
 	for _, t := range b.targets {
 		b.rep.Kex[t.name] = b.probeKex(ctx, t)
 		fmt.Printf("harness: %s at %s, kex %s\n", t.name, t.url("locks"), b.rep.Kex[t.name])

@@ -47,6 +47,7 @@ type server struct {
 	url   func(repo string) string
 	repos string // directory holding <name>.git
 	done  chan struct{}
+	cg    *cgroup // nil: CPU from /proc/PID/stat
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
@@ -67,6 +68,23 @@ func (s *server) stop() {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
+	quiesce(s.pid())
+	s.cg.remove()
+}
+
+// account puts a just-started server into its own cpuacct cgroup.
+func (s *server) account(name string) {
+	cg, err := newCgroup(fmt.Sprintf("%s-%d", name, s.pid()))
+	if err != nil {
+		fmt.Printf("harness: no cgroup for %s (%v): CPU from /proc/PID/stat, which misses what a level does not reap\n", name, err)
+		return
+	}
+	if err := cg.add(s.pid()); err != nil {
+		cg.remove()
+		fmt.Printf("harness: no cgroup for %s (%v)\n", name, err)
+		return
+	}
+	s.cg = cg
 }
 
 // sshBase is the client's ssh as the stock pool-resource runs it, minus its
@@ -94,6 +112,7 @@ func startPoolgate(ctx context.Context, bin, cfgFile, logFile string, env []stri
 		return nil, err
 	}
 	s := &server{kind: "poolgate", cmd: cmd, log: logFile, done: make(chan struct{})}
+	s.account("poolgate")
 	go func() { cmd.Wait(); lf.Close(); close(s.done) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -237,6 +256,7 @@ LogLevel INFO
 		return nil, err
 	}
 	s := &server{kind: "openssh", cmd: cmd, port: port, log: logFile, repos: reposDir, done: make(chan struct{})}
+	s.account("openssh")
 	s.url = func(repo string) string {
 		return fmt.Sprintf("ssh://%s@127.0.0.1:%d%s/%s.git", benchUser, port, reposDir, repo)
 	}
@@ -377,3 +397,56 @@ func mustGID() int { _, g := benchIDs(); return g }
 
 // safeEnv lets the harness (root) run git in the bench user's repos.
 var safeEnv = []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*"}
+
+// cgroup is a cgroup-v1 cpuacct group holding one server and, by
+// inheritance, every process it starts. It counts CPU exactly and whether
+// or not each level reaps its children: OpenSSH 9.2's privilege-separation
+// monitor exits without reaping the post-auth child that ran git, so the
+// listener's cutime misses a session's git entirely (see RESULTS.md).
+type cgroup struct{ dir string }
+
+const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
+
+func newCgroup(name string) (*cgroup, error) {
+	dir := filepath.Join(cpuacctRoot, fmt.Sprintf("poolbench-%d-%s", os.Getpid(), name))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &cgroup{dir: dir}, nil
+}
+
+func (c *cgroup) add(pid int) error {
+	return os.WriteFile(filepath.Join(c.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+// ns is the CPU time used so far by everything in the group.
+func (c *cgroup) ns() int64 {
+	b, err := os.ReadFile(filepath.Join(c.dir, "cpuacct.usage"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+func (c *cgroup) remove() {
+	if c != nil {
+		os.Remove(c.dir)
+	}
+}
+
+// cpuMs is a server's CPU time so far, its own and all its descendants':
+// from its cgroup when there is one, else from /proc/PID/stat fields 14-17.
+func (s *server) cpuMs() float64 {
+	if s.cg != nil {
+		return float64(s.cg.ns()) / 1e6
+	}
+	t, _ := cpuTicks(s.pid())
+	return float64(t) * tickMs
+}
+
+// statMs is the /proc/PID/stat view (own + reaped children), for contrast.
+func (s *server) statMs() float64 {
+	t, _ := cpuTicks(s.pid())
+	return float64(t) * tickMs
+}

@@ -48,24 +48,29 @@ func (b *bench) client(t *target, pool, dir string) *poolclient.Client {
 
 // meter attributes a server's CPU to the operations between snapshots.
 type meter struct {
-	pid   int
-	last  int64
-	ticks map[string]int64
+	srv   *server
+	last  float64
+	ms    map[string]float64
 	count map[string]int
 }
 
-func newMeter(pid int) *meter {
-	quiesce(pid)
-	t, _ := cpuTicks(pid)
-	return &meter{pid: pid, last: t, ticks: map[string]int64{}, count: map[string]int{}}
+func newMeter(srv *server) *meter {
+	quiesce(srv.pid())
+	return &meter{srv: srv, last: srv.cpuMs(), ms: map[string]float64{}, count: map[string]int{}}
 }
 
-// done waits for the server to reap the operation's processes and books
+// resync skips whatever ran since the last snapshot.
+func (m *meter) resync() {
+	quiesce(m.srv.pid())
+	m.last = m.srv.cpuMs()
+}
+
+// done waits for the server to finish the operation's processes and books
 // the CPU used since the last snapshot to op.
 func (m *meter) done(op string) {
-	quiesce(m.pid)
-	t, _ := cpuTicks(m.pid)
-	m.ticks[op] += t - m.last
+	quiesce(m.srv.pid())
+	t := m.srv.cpuMs()
+	m.ms[op] += t - m.last
 	m.count[op]++
 	m.last = t
 }
@@ -74,7 +79,7 @@ func (m *meter) msPer(op string) float64 {
 	if m.count[op] == 0 {
 		return 0
 	}
-	return float64(m.ticks[op]) * tickMs / float64(m.count[op])
+	return m.ms[op] / float64(m.count[op])
 }
 
 // cycle is one acquire + release, each a separate put step exactly as the
@@ -156,12 +161,11 @@ func (b *bench) w1AcquireRelease(ctx context.Context) error {
 		for _, t := range b.targets {
 			m := meters[t.name]
 			if m == nil {
-				m = newMeter(t.srv.pid())
+				m = newMeter(t.srv)
 				meters[t.name] = m
 			} else {
-				// The other target ran in between on the same server.
-				quiesce(m.pid)
-				m.last, _ = cpuTicks(m.pid)
+				// Other targets ran in between, one on the same server.
+				m.resync()
 			}
 			d, err := b.cycle(ctx, t, "bench", m)
 			if err != nil {
@@ -316,8 +320,9 @@ func firstLine(s string) string {
 // with nothing new, 8 at a time in a loop.
 func (b *bench) w6Polling(ctx context.Context) error {
 	count := map[string]int{}
-	ticks := map[string]int64{}
-	ownTicks := map[string]int64{}
+	total := map[string]float64{}
+	ownTotal := map[string]float64{}
+	statTotal := map[string]float64{}
 	clones := map[string][]*poolclient.Client{}
 	for _, t := range b.targets {
 		for i := 0; i < b.o.pollers; i++ {
@@ -332,7 +337,8 @@ func (b *bench) w6Polling(ctx context.Context) error {
 		for _, t := range b.targets {
 			pid := t.srv.pid()
 			quiesce(pid)
-			ownBefore, kidsBefore, _ := cpuSplit(pid)
+			ownBefore, _, _ := cpuSplit(pid)
+			cpuBefore, statBefore := t.srv.cpuMs(), t.srv.statMs()
 			wctx, cancel := context.WithTimeout(ctx, b.o.poll)
 			if round == 0 && t.name == "poolgate" {
 				b.profile(wctx, "w6-polling", b.o.poll-time.Second)
@@ -360,26 +366,29 @@ func (b *bench) w6Polling(ctx context.Context) error {
 			wg.Wait()
 			cancel()
 			quiesce(pid)
-			ownAfter, kidsAfter, _ := cpuSplit(pid)
+			ownAfter, _, _ := cpuSplit(pid)
 			count[t.name] += int(n.Load())
-			ticks[t.name] += ownAfter + kidsAfter - ownBefore - kidsBefore
-			ownTicks[t.name] += ownAfter - ownBefore
+			total[t.name] += t.srv.cpuMs() - cpuBefore
+			statTotal[t.name] += t.srv.statMs() - statBefore
+			ownTotal[t.name] += float64(ownAfter-ownBefore) * tickMs
 			if e := firstErr.Load(); e != nil {
 				b.rep.note("W6 %s: fetch failed: %s", t.name, firstLine(e.(string)))
 			}
 		}
 	}
-	rate, cpu, own := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	rate, cpu, own, stat := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, t := range b.targets {
 		rate[t.name] = float64(count[t.name]) / (b.o.poll.Seconds() * float64(b.o.rounds))
 		if count[t.name] > 0 {
-			cpu[t.name] = float64(ticks[t.name]) * tickMs / float64(count[t.name])
-			own[t.name] = float64(ownTicks[t.name]) * tickMs / float64(count[t.name])
+			cpu[t.name] = total[t.name] / float64(count[t.name])
+			own[t.name] = ownTotal[t.name] / float64(count[t.name])
+			stat[t.name] = statTotal[t.name] / float64(count[t.name])
 		}
 	}
 	b.rep.add("6", fmt.Sprintf("no-op fetches/s (%d parallel loops)", b.o.pollers), "1/s", rate)
 	b.rep.add("6", "server CPU per no-op fetch", "ms", cpu)
 	b.rep.add("6", "  of which the listener process itself", "ms", own)
+	b.rep.add("6", "  same, as /proc/PID/stat fields 14-17 see it", "ms", stat)
 	return nil
 }
 
@@ -387,12 +396,12 @@ func (b *bench) w6Polling(ctx context.Context) error {
 func (b *bench) w3Clone(ctx context.Context) error {
 	measure := func(state string) error {
 		durs := map[string][]float64{}
-		cpu := map[string]int64{}
+		cpu := map[string]float64{}
 		for i := 0; i < b.o.clones; i++ {
 			for _, t := range b.targets {
 				dir := b.scratch("w3")
 				quiesce(t.srv.pid())
-				before, _ := cpuTicks(t.srv.pid())
+				before := t.srv.cpuMs()
 				start := time.Now()
 				cmd := exec.CommandContext(ctx, "git", "clone", "-q", "--single-branch", "--branch", "master", t.url("big"), dir)
 				cmd.Env = append(os.Environ(), t.env(b.home())...)
@@ -402,16 +411,15 @@ func (b *bench) w3Clone(ctx context.Context) error {
 					return fmt.Errorf("clone from %s: %v: %s", t.name, err, out)
 				}
 				quiesce(t.srv.pid())
-				after, _ := cpuTicks(t.srv.pid())
 				durs[t.name] = append(durs[t.name], d.Seconds())
-				cpu[t.name] += after - before
+				cpu[t.name] += t.srv.cpuMs() - before
 				os.RemoveAll(dir)
 			}
 		}
 		med, scpu := map[string]float64{}, map[string]float64{}
 		for _, t := range b.targets {
 			med[t.name] = percentile(durs[t.name], 50)
-			scpu[t.name] = float64(cpu[t.name]) * tickMs / float64(b.o.clones)
+			scpu[t.name] = cpu[t.name] / float64(b.o.clones)
 		}
 		b.rep.add("3", fmt.Sprintf("clone %d commits, %s, median", b.o.commits, state), "s", med)
 		b.rep.add("3", fmt.Sprintf("server CPU per clone, %s", state), "ms", scpu)
@@ -635,7 +643,8 @@ func (b *bench) w1Profile(ctx context.Context) error {
 	b.profile(pctx, "w1-acquire-release", b.o.profileFor-time.Second)
 	pid := t.srv.pid()
 	quiesce(pid)
-	own0, kids0, _ := cpuSplit(pid)
+	own0, _, _ := cpuSplit(pid)
+	all0 := t.srv.cpuMs()
 	n := 0
 	for pctx.Err() == nil {
 		if _, err := b.cycle(pctx, t, "bench", nil); err != nil {
@@ -648,10 +657,12 @@ func (b *bench) w1Profile(ctx context.Context) error {
 	}
 	time.Sleep(2 * time.Second) // let the profile arrive
 	quiesce(pid)
-	own1, kids1, _ := cpuSplit(pid)
+	own1, _, _ := cpuSplit(pid)
+	all1 := t.srv.cpuMs()
 	if n > 0 {
+		own := float64(own1-own0) * tickMs / float64(n)
 		b.rep.note("profile pass: %d poolgate cycles; daemon's own CPU %.1f ms/cycle, its children's (git, hook) %.1f ms/cycle",
-			n, float64(own1-own0)*tickMs/float64(n), float64(kids1-kids0)*tickMs/float64(n))
+			n, own, (all1-all0)/float64(n)-own)
 	}
 	return nil
 }
