@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,16 +16,19 @@ import (
 // bench is one run: the temp dir, the client key, both servers and the
 // three client set-ups (targets).
 type bench struct {
-	o         options
-	rep       *report
-	root      string
-	key       string // client private key
-	pub       string // its authorized_keys line
-	pgCfg     string
-	pgData    string
-	pg        *server
-	sshd      *server
-	targets   []*target
+	o       options
+	rep     *report
+	root    string
+	key     string // client private key
+	pub     string // its authorized_keys line
+	pgCfg   string
+	pgData  string
+	pg      *server
+	sshd    *server
+	targets []*target
+	// variants are extra poolgate daemons with other environment settings
+	// (-variant), run as further targets in W1 and W6 only.
+	variants  []*target
 	seq       atomic.Int64 // unique dir names
 	pprofAddr string
 }
@@ -68,6 +72,9 @@ func (b *bench) scratch(prefix string) string {
 func (b *bench) close() {
 	b.pg.stop()
 	b.sshd.stop()
+	for _, v := range b.variants {
+		v.srv.stop()
+	}
 	if len(b.rep.Figures) > 0 {
 		fmt.Printf("\nload at the end: %s\n\n%s", loadavg(), b.rep.markdown())
 		for _, n := range b.rep.Notes {
@@ -202,6 +209,15 @@ func (b *bench) run(ctx context.Context) error {
 		{name: "openssh", srv: b.sshd, sshCmd: sshBase(b.key)},
 		{name: "openssh-c25519", srv: b.sshd, sshCmd: sshBase(b.key) + forceKex},
 	}
+	for i, v := range o.variants {
+		name, env, _ := strings.Cut(v, "=")
+		srv, err := b.startVariant(ctx, i, name, env)
+		if err != nil {
+			return err
+		}
+		b.variants = append(b.variants, &target{name: name, srv: srv, sshCmd: sshBase(b.key)})
+		b.rep.Machine["variant_"+name] = "poolgate with " + env
+	}
 	for _, srv := range []*server{b.pg, b.sshd} {
 		src := "cgroup-v1 cpuacct (the server and every descendant, exact)"
 		if srv.cg == nil {
@@ -239,6 +255,35 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (b *bench) withVariants() []*target {
+	return append(append([]*target(nil), b.targets...), b.variants...)
+}
+
+// startVariant runs one more poolgate, with its own data dir (the same
+// config otherwise, so its repo holds the same pools) and env added.
+func (b *bench) startVariant(ctx context.Context, i int, name, env string) (*server, error) {
+	cfg, err := os.ReadFile(b.pgCfg)
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(b.root, "variant-"+strconv.Itoa(i), "data")
+	file := filepath.Join(filepath.Dir(data), "poolgate.yaml")
+	os.MkdirAll(filepath.Join(data, "repos"), 0o755)
+	if err := copyDir(filepath.Join(b.pgData, "repos", "big.git"), filepath.Join(data, "repos", "big.git")); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(file, []byte(strings.Replace(string(cfg), "data_dir: "+b.pgData, "data_dir: "+data, 1)), 0o644); err != nil {
+		return nil, err
+	}
+	s, err := startPoolgate(ctx, b.o.poolgate, file, filepath.Join(filepath.Dir(data), "serve.log"), strings.Fields(env))
+	if err != nil {
+		return nil, err
+	}
+	s.repos = filepath.Join(data, "repos")
+	s.kind = "poolgate"
+	return s, nil
 }
 
 // probeKex asks ssh which key exchange it negotiated with the target.

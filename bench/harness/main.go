@@ -39,6 +39,7 @@ type options struct {
 	keep       bool
 	out        string
 	pprofDir   string
+	variants   multiFlag
 	profileFor time.Duration
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the daemon here: during W6's first poolgate round, and a W1-only pass of -profile-for")
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
+	flag.Var(&o.variants, "variant", "NAME=ENV...: one more poolgate with these environment settings, as a further target in W1 and W6 (repeatable), e.g. poolgate-v2off=POOLGATE_V2=off")
 	gen := flag.String("gen", "", "only generate a pool repo of -commits commits here (bare), then exit")
 	flag.Parse()
 	if *gen != "" {
@@ -164,6 +166,11 @@ func (r *report) note(format string, args ...any) {
 
 var targetOrder = []string{"poolgate", "openssh", "openssh-c25519"}
 
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
 func formatFigure(f figure) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[W%s] %-44s", f.Workload, f.Name)
@@ -254,6 +261,12 @@ func (r *report) markdown() string {
 					cells = append(cells, fmtVal(v)+" "+f.Unit)
 				} else {
 					cells = append(cells, "—")
+				}
+			}
+			// Variants (-variant) go beside poolgate's own figure.
+			for k, v := range f.Values {
+				if order(k) == len(targetOrder) {
+					cells[0] += fmt.Sprintf(" (%s: %s)", k, fmtVal(v))
 				}
 			}
 		} else {

@@ -148,17 +148,17 @@ func (b *bench) cycle(ctx context.Context, t *target, pool string, m *meter) (ti
 func (b *bench) w1AcquireRelease(ctx context.Context) error {
 	durs := map[string][]float64{}
 	meters := map[string]*meter{}
-	for _, t := range b.targets {
+	for _, t := range b.withVariants() {
 		// One warm-up cycle each: page cache, first host key generation.
 		if _, err := b.cycle(ctx, t, "bench", nil); err != nil {
 			return err
 		}
 	}
-	for _, t := range b.targets {
+	for _, t := range b.withVariants() {
 		meters[t.name] = nil
 	}
 	for i := 0; i < b.o.n; i++ {
-		for _, t := range b.targets {
+		for _, t := range b.withVariants() {
 			m := meters[t.name]
 			if m == nil {
 				m = newMeter(t.srv)
@@ -176,7 +176,7 @@ func (b *bench) w1AcquireRelease(ctx context.Context) error {
 	}
 	p50, p99 := map[string]float64{}, map[string]float64{}
 	cyc, push, fetch, clone := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
-	for _, t := range b.targets {
+	for _, t := range b.withVariants() {
 		p50[t.name] = percentile(durs[t.name], 50)
 		p99[t.name] = percentile(durs[t.name], 99)
 		m := meters[t.name]
@@ -324,7 +324,7 @@ func (b *bench) w6Polling(ctx context.Context) error {
 	ownTotal := map[string]float64{}
 	statTotal := map[string]float64{}
 	clones := map[string][]*poolclient.Client{}
-	for _, t := range b.targets {
+	for _, t := range b.withVariants() {
 		for i := 0; i < b.o.pollers; i++ {
 			c := b.client(t, "bench", b.scratch("w6"))
 			if err := c.Clone(ctx); err != nil {
@@ -334,7 +334,7 @@ func (b *bench) w6Polling(ctx context.Context) error {
 		}
 	}
 	for round := 0; round < b.o.rounds; round++ {
-		for _, t := range b.targets {
+		for _, t := range b.withVariants() {
 			pid := t.srv.pid()
 			quiesce(pid)
 			ownBefore, _, _ := cpuSplit(pid)
@@ -377,7 +377,7 @@ func (b *bench) w6Polling(ctx context.Context) error {
 		}
 	}
 	rate, cpu, own, stat := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
-	for _, t := range b.targets {
+	for _, t := range b.withVariants() {
 		rate[t.name] = float64(count[t.name]) / (b.o.poll.Seconds() * float64(b.o.rounds))
 		if count[t.name] > 0 {
 			cpu[t.name] = total[t.name] / float64(count[t.name])
