@@ -57,7 +57,7 @@ func (m *maintainer) run(ctx context.Context) {
 func (m *maintainer) repack(ctx context.Context, name string) {
 	dir := repoDir(m.s.cfg, name)
 	start := time.Now()
-	for _, args := range maintenanceSteps {
+	for _, args := range maintenanceSteps(ctx, m.s, dir) {
 		if _, err := m.s.git(ctx, dir, nil, nil, args...); err != nil {
 			m.s.log.Warn().Str("repo", name).Err(err).Msg("maintenance failed")
 			return

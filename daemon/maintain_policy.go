@@ -14,7 +14,8 @@ const EnvMaintenance = "POOLGATE_MAINTENANCE"
 
 func maintenanceOff() bool { return strings.EqualFold(os.Getenv(EnvMaintenance), "off") }
 
-// maintenanceSteps are the git commands of one maintenance run.
+// maintenanceSteps are the git commands of one maintenance run of the repo
+// in dir.
 //
 // repack -a -d -k: -k (--keep-unreachable) matters because the repack runs
 // beside pushes, unlocked. A push of more than transfer.unpackLimit objects
@@ -25,10 +26,28 @@ func maintenanceOff() bool { return strings.EqualFold(os.Getenv(EnvMaintenance),
 // loose objects, which repack never deletes, but an admin's import is not.
 // Pool repos have almost no garbage to keep: a refused push's objects never
 // leave its quarantine.
-var maintenanceSteps = [][]string{
-	{"repack", "-a", "-d", "-k", "-q", "--write-bitmap-index"},
-	{"commit-graph", "write", "--reachable"},
+//
+// pack.compression 0: a pool repo is ~100,000s of commits of ~250 bytes
+// that zlib barely shrinks, and a clone's cost is the client's index-pack
+// inflating each of them; stored uncompressed (and deltified against each
+// other) the pack is smaller and the client's clone CPU about a third
+// lower (bench/RESULTS.md). The first run recompresses what is there (-F,
+// seconds per 100,000 commits, once); later runs reuse it.
+func maintenanceSteps(ctx context.Context, s *Server, dir string) [][]string {
+	repack := []string{"repack", "-a", "-d", "-k", "-q", "--write-bitmap-index"}
+	if v, _ := s.git(ctx, dir, nil, nil, "config", "--get", markerKey); v != "true" {
+		repack = append(repack, "-F")
+	}
+	return [][]string{
+		{"config", "pack.compression", "0"},
+		repack,
+		{"commit-graph", "write", "--reachable"},
+		{"config", markerKey, "true"},
+	}
 }
+
+// markerKey records that the repo's packs were rewritten uncompressed.
+const markerKey = "poolgate.uncompressedPacks"
 
 // maxLoose and maxPacks decide when a repo that took no push through this
 // daemon (imported, restored, pushed to before an upgrade) is maintained

@@ -1,11 +1,15 @@
 package daemon
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/poolgate/poolgate/config"
 )
 
 func gitT(t *testing.T, dir string, stdin string, args ...string) string {
@@ -48,8 +52,16 @@ func TestNeedsMaintenance(t *testing.T) {
 	if !needsMaintenance(dir) {
 		t.Fatal("packs without a bitmap: maintenance needed")
 	}
-	for _, args := range maintenanceSteps {
+	s := &Server{cfg: &config.Config{DataDir: t.TempDir()}}
+	steps := maintenanceSteps(context.Background(), s, dir)
+	if !slices.Contains(steps[1], "-F") {
+		t.Fatalf("first maintenance must rewrite the packs uncompressed: %v", steps)
+	}
+	for _, args := range steps {
 		gitT(t, dir, "", args...)
+	}
+	if steps := maintenanceSteps(context.Background(), s, dir); slices.Contains(steps[1], "-F") {
+		t.Fatalf("later maintenance must reuse the packs: %v", steps)
 	}
 	if needsMaintenance(dir) {
 		t.Fatal("after maintenance no further maintenance is needed")
