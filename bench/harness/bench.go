@@ -29,6 +29,7 @@ type bench struct {
 	// variants are extra poolgate daemons with other environment settings
 	// (-variant), run as further targets in W1 and W6 only.
 	variants  []*target
+	clientCG  *cgroup      // the harness and every client git and ssh it starts
 	seq       atomic.Int64 // unique dir names
 	pprofAddr string
 }
@@ -58,6 +59,13 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 		return nil, err
 	}
 	b.pub = strings.TrimSpace(string(pub))
+	if cg, err := newCgroup("client"); err == nil {
+		if cg.add(os.Getpid()) == nil {
+			b.clientCG = cg
+		} else {
+			cg.remove()
+		}
+	}
 	os.MkdirAll(b.home(), 0o755)
 	os.MkdirAll(filepath.Join(root, "work"), 0o755)
 	return b, nil
@@ -74,6 +82,11 @@ func (b *bench) close() {
 	b.sshd.stop()
 	for _, v := range b.variants {
 		v.srv.stop()
+	}
+	if b.clientCG != nil {
+		// Back to the root group, so the client group can go.
+		os.WriteFile(filepath.Join(cpuacctRoot, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+		b.clientCG.remove()
 	}
 	if len(b.rep.Figures) > 0 {
 		fmt.Printf("\nload at the end: %s\n\n%s", loadavg(), b.rep.markdown())
@@ -255,6 +268,15 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// clientMs is the CPU used so far by the harness and its clients (0
+// without a cgroup).
+func (b *bench) clientMs() float64 {
+	if b.clientCG == nil {
+		return 0
+	}
+	return float64(b.clientCG.ns()) / 1e6
 }
 
 func (b *bench) withVariants() []*target {

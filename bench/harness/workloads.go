@@ -323,6 +323,7 @@ func (b *bench) w6Polling(ctx context.Context) error {
 	total := map[string]float64{}
 	ownTotal := map[string]float64{}
 	statTotal := map[string]float64{}
+	clientTotal := map[string]float64{}
 	clones := map[string][]*poolclient.Client{}
 	for _, t := range b.withVariants() {
 		for i := 0; i < b.o.pollers; i++ {
@@ -338,7 +339,7 @@ func (b *bench) w6Polling(ctx context.Context) error {
 			pid := t.srv.pid()
 			quiesce(pid)
 			ownBefore, _, _ := cpuSplit(pid)
-			cpuBefore, statBefore := t.srv.cpuMs(), t.srv.statMs()
+			cpuBefore, statBefore, clientBefore := t.srv.cpuMs(), t.srv.statMs(), b.clientMs()
 			wctx, cancel := context.WithTimeout(ctx, b.o.poll)
 			if round == 0 && t.name == "poolgate" {
 				b.profile(wctx, "w6-polling", b.o.poll-time.Second)
@@ -370,25 +371,30 @@ func (b *bench) w6Polling(ctx context.Context) error {
 			count[t.name] += int(n.Load())
 			total[t.name] += t.srv.cpuMs() - cpuBefore
 			statTotal[t.name] += t.srv.statMs() - statBefore
+			clientTotal[t.name] += b.clientMs() - clientBefore
 			ownTotal[t.name] += float64(ownAfter-ownBefore) * tickMs
 			if e := firstErr.Load(); e != nil {
 				b.rep.note("W6 %s: fetch failed: %s", t.name, firstLine(e.(string)))
 			}
 		}
 	}
-	rate, cpu, own, stat := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
+	rate, cpu, own, stat, client := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, t := range b.withVariants() {
 		rate[t.name] = float64(count[t.name]) / (b.o.poll.Seconds() * float64(b.o.rounds))
 		if count[t.name] > 0 {
 			cpu[t.name] = total[t.name] / float64(count[t.name])
 			own[t.name] = ownTotal[t.name] / float64(count[t.name])
 			stat[t.name] = statTotal[t.name] / float64(count[t.name])
+			client[t.name] = clientTotal[t.name] / float64(count[t.name])
 		}
 	}
 	b.rep.add("6", fmt.Sprintf("no-op fetches/s (%d parallel loops)", b.o.pollers), "1/s", rate)
 	b.rep.add("6", "server CPU per no-op fetch", "ms", cpu)
 	b.rep.add("6", "  of which the listener process itself", "ms", own)
 	b.rep.add("6", "  same, as /proc/PID/stat fields 14-17 see it", "ms", stat)
+	if b.clientCG != nil {
+		b.rep.add("6", "client CPU per no-op fetch (git + ssh)", "ms", client)
+	}
 	return nil
 }
 
@@ -397,11 +403,12 @@ func (b *bench) w3Clone(ctx context.Context) error {
 	measure := func(state string) error {
 		durs := map[string][]float64{}
 		cpu := map[string]float64{}
+		ccpu := map[string]float64{}
 		for i := 0; i < b.o.clones; i++ {
 			for _, t := range b.targets {
 				dir := b.scratch("w3")
 				quiesce(t.srv.pid())
-				before := t.srv.cpuMs()
+				before, cbefore := t.srv.cpuMs(), b.clientMs()
 				start := time.Now()
 				cmd := exec.CommandContext(ctx, "git", "clone", "-q", "--single-branch", "--branch", "master", t.url("big"), dir)
 				cmd.Env = append(os.Environ(), t.env(b.home())...)
@@ -413,6 +420,7 @@ func (b *bench) w3Clone(ctx context.Context) error {
 				quiesce(t.srv.pid())
 				durs[t.name] = append(durs[t.name], d.Seconds())
 				cpu[t.name] += t.srv.cpuMs() - before
+				ccpu[t.name] += b.clientMs() - cbefore
 				os.RemoveAll(dir)
 			}
 		}
@@ -420,9 +428,13 @@ func (b *bench) w3Clone(ctx context.Context) error {
 		for _, t := range b.targets {
 			med[t.name] = percentile(durs[t.name], 50)
 			scpu[t.name] = cpu[t.name] / float64(b.o.clones)
+			ccpu[t.name] /= float64(b.o.clones)
 		}
 		b.rep.add("3", fmt.Sprintf("clone %d commits, %s, median", b.o.commits, state), "s", med)
 		b.rep.add("3", fmt.Sprintf("server CPU per clone, %s", state), "ms", scpu)
+		if b.clientCG != nil {
+			b.rep.add("3", fmt.Sprintf("client CPU per clone, %s", state), "ms", ccpu)
+		}
 		return nil
 	}
 	if err := measure("as generated"); err != nil {
