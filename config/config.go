@@ -382,6 +382,12 @@ func expandEnv(n *yaml.Node) error {
 		if missing != "" {
 			return lineErr(n, "environment variable %s is not set", missing)
 		}
+		if n.Style == 0 {
+			// A plain scalar is typed by its expanded value (max_claimed:
+			// ${MAX} is a number); a quoted one stays a string, so a secret
+			// that reads "null" or "true" is not turned into something else.
+			n.Tag = ""
+		}
 	}
 	for _, c := range n.Content {
 		if err := expandEnv(c); err != nil {
@@ -462,7 +468,7 @@ func (c *Config) ResolvePath(p string) string {
 		return p
 	}
 	if c.File != "" {
-		return filepath.Join(filepath.Dir(c.File), p)
+		p = filepath.Join(filepath.Dir(c.File), p)
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
