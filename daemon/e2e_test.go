@@ -136,8 +136,8 @@ func TestRaceSixteenClientsNeverExceedMaxClaimed(t *testing.T) {
 		t.Skip("race of 16 clients")
 	}
 	f := newFixture(t)
-	s := f.start()
-	ctx := ctxT(t, 150*time.Second)
+	s, _ := f.startInProcess(0)
+	ctx := ctxT(t, 120*time.Second)
 	const clients, cycles = 16, 2
 	var wg sync.WaitGroup
 	errs := make([]error, clients)
@@ -147,7 +147,7 @@ func TestRaceSixteenClientsNeverExceedMaxClaimed(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c := s.client("writer", fmt.Sprintf("job-%02d", i))
-			c.RetryDelay = 100 * time.Millisecond
+			c.RetryDelay = 300 * time.Millisecond
 			if errs[i] = c.Clone(ctx); errs[i] != nil {
 				return
 			}
