@@ -86,7 +86,7 @@ func TestPoolResourceOperationsOverSSH(t *testing.T) {
 
 func TestMaxSessionsCapsConcurrentConnections(t *testing.T) {
 	f := newFixture(t)
-	f.ssh = "  max_sessions: 1\n"
+	f.ssh += "  max_sessions: 1\n"
 	f.writeConfig()
 	s := f.start()
 	first := s.dial(t, gossh.PublicKeys(f.keys["reader"].signer))
@@ -114,7 +114,7 @@ func TestMaxSessionsCapsConcurrentConnections(t *testing.T) {
 
 func TestIdleConnectionIsClosed(t *testing.T) {
 	f := newFixture(t)
-	f.ssh = "  idle_timeout: 1s\n"
+	f.ssh += "  idle_timeout: 1s\n"
 	f.writeConfig()
 	s := f.start()
 	c := s.dial(t, gossh.PublicKeys(f.keys["reader"].signer))
@@ -571,5 +571,38 @@ func TestRestartKeepsStateAndAddsNewPools(t *testing.T) {
 		if got := f.bareGit("config", kv[0]); got != kv[1] {
 			t.Errorf("%s = %s", kv[0], got)
 		}
+	}
+}
+
+// TestPushOverPushTimeoutIsStoppedAndFreesTheRepo: a push whose hook hangs
+// is killed at ssh.push_timeout, lands nothing, and the next push goes on.
+func TestPushOverPushTimeoutIsStoppedAndFreesTheRepo(t *testing.T) {
+	f := newFixture(t)
+	f.ssh = "  push_timeout: 1s\n"
+	f.writeConfig()
+	s := f.start()
+	real, err := os.ReadFile(filepath.Join(f.data, "hooks", "pre-receive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.setHook("#!/bin/sh\ncat >/dev/null\nsleep 60\n")
+	ctx := ctxT(t, 60*time.Second)
+	c := s.client("writer", "hang")
+	if err := c.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Git(ctx, "mv", "demo/unclaimed/lock-a", "demo/claimed/lock-a")
+	c.Git(ctx, "commit", "-m", c.Message("claiming", "lock-a"))
+	before := f.bareGit("rev-parse", "master")
+	out, err := c.Git(ctx, "push", "origin", "HEAD:master")
+	if err == nil || !strings.Contains(out, "push took too long") {
+		t.Fatalf("hung push: %v\n%s", err, out)
+	}
+	if after := f.bareGit("rev-parse", "master"); after != before {
+		t.Fatalf("master moved")
+	}
+	f.setHook(string(real))
+	if out, err := c.Git(ctx, "push", "origin", "HEAD:master"); err != nil {
+		t.Fatalf("push after the timeout: %v\n%s", err, out)
 	}
 }

@@ -109,6 +109,7 @@ func newFixture(t *testing.T) *fixture {
 	for _, n := range []string{"writer", "reader", "admin", "stranger"} {
 		f.keys[n] = newKey(t, dir, n)
 	}
+	f.ssh = "  push_timeout: 60s\n"
 	f.pools = `
       - name: demo
         max_claimed: 2
@@ -121,7 +122,6 @@ func (f *fixture) writeConfig() {
 	cfg := fmt.Sprintf(`data_dir: %s
 ssh:
   listen: "127.0.0.1:0"
-  push_timeout: 60s
 %shttp:
   listen: ""
 log:
