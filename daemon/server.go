@@ -32,7 +32,10 @@ type Server struct {
 	users    map[string]*config.User // by the key's wire encoding
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
-	inflight sync.WaitGroup
+
+	mu       sync.Mutex
+	stopping bool
+	inflight sync.WaitGroup // git commands running; Add only under mu
 	maint    *maintainer
 	ssh      *ssh.Server
 	signer   gossh.Signer
@@ -144,6 +147,9 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		s.log.Warn().Msg("drain timeout: closing remaining connections")
 		s.ssh.Close()
 	}
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 	s.inflight.Wait()
 	<-maintDone
 	s.log.Info().Msg("stopped")
@@ -194,6 +200,18 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 		},
 	}
 	return srv
+}
+
+// begin registers a git command about to run; false once the server is
+// past its drain and waits for nothing new.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
 }
 
 // admitConn caps concurrent connections at ssh.max_sessions; the slot is

@@ -86,7 +86,10 @@ var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
 
 // serveGit runs the system git for one service and returns its exit status.
 func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
-	s.inflight.Add(1)
+	if !s.begin() {
+		fmt.Fprintln(sess.Stderr(), "poolgate: server is stopping, try again")
+		return 1
+	}
 	defer s.inflight.Done()
 	start := time.Now()
 	var ctx context.Context = sess.Context()
