@@ -39,6 +39,7 @@ type Server struct {
 	maint    *maintainer
 	ssh      *ssh.Server
 	signer   gossh.Signer
+	mux      *http.ServeMux
 
 	// DrainTimeout overrides the package default; tests shorten it.
 	DrainTimeout time.Duration
@@ -72,8 +73,17 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 		s.pushLock[r.Name] = make(chan struct{}, 1)
 	}
 	s.maint = newMaintainer(s)
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
 	return s, nil
 }
+
+// Handle adds an HTTP handler (the status page, the API, /metrics) beside
+// /healthz. Call before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Prepare makes the data dir ready: hook, repos, pools. Safe to run at
 // every start.
@@ -120,7 +130,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	go func() { errc <- s.ssh.Serve(sshLn) }()
 	var hs *http.Server
 	if httpLn != nil {
-		hs = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		hs = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- hs.Serve(httpLn) }()
 	}
 	mctx, stopMaint := context.WithCancel(context.Background())
@@ -237,11 +247,3 @@ func (c *slotConn) Close() error {
 	return c.Conn.Close()
 }
 
-func (s *Server) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
-}
