@@ -246,4 +246,3 @@ func (c *slotConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
 }
-
