@@ -86,7 +86,10 @@ var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
 
 // serveGit runs the system git for one service and returns its exit status.
 func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
-	s.inflight.Add(1)
+	if !s.begin() {
+		fmt.Fprintln(sess.Stderr(), "poolgate: server is stopping, try again")
+		return 1
+	}
 	defer s.inflight.Done()
 	start := time.Now()
 	var ctx context.Context = sess.Context()
@@ -215,29 +218,30 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		e = e.Str("protocol", protocol)
 	}
 	if svc == ReceivePack {
-		verdict := "up-to-date"
-		if b, _ := os.ReadFile(verdictFile); len(b) > 0 {
-			verdict = strings.TrimSpace(string(b))
-		}
+		verdict, _ := os.ReadFile(verdictFile)
+		v := strings.TrimSpace(string(verdict))
 		ok, ng := reportStatus(res.report)
 		switch {
 		case res.refused:
-			verdict = hooks.VerdictPermanent
+			v = hooks.VerdictPermanent
 			code = 1
-		case len(ng) > 0 && verdict == "up-to-date":
-			verdict = "rejected"
 		case len(ng) > 0:
+			if v != hooks.VerdictTransient && v != hooks.VerdictPermanent {
+				v = "rejected" // by git itself, or a hook without a verdict
+			}
 		case len(ok) > 0:
-			verdict = "accepted"
+			v = "accepted"
 			s.maint.touched(repo.Name)
 		case code != 0:
-			verdict = "failed"
+			v = "failed"
+		default:
+			v = "up-to-date"
 		}
 		var ups []string
-		for _, u := range cmds.updates {
+		for _, u := range cmds.parsed() {
 			ups = append(ups, u.String())
 		}
-		e = e.Strs("refs", ups).Str("verdict", verdict)
+		e = e.Strs("refs", ups).Str("verdict", v)
 		if len(ng) > 0 {
 			e = e.Strs("ng", ng)
 		}
