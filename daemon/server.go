@@ -16,6 +16,7 @@ import (
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/metrics"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -26,6 +27,11 @@ const DrainTimeout = 30 * time.Second
 
 // Server is a running poolgate daemon.
 type Server struct {
+	// Metrics, if set, counts sessions, git commands and push verdicts.
+	Metrics *metrics.Metrics
+	// Observer, if set, hears of every push that moved a ref.
+	Observer PushObserver
+
 	cfg      *config.Config
 	log      zerolog.Logger
 	exe      string
@@ -47,6 +53,11 @@ type Server struct {
 
 // New checks the config's keys and prepares a server. exe is the poolgate
 // binary the pre-receive hook runs.
+// PushObserver is told after a push moved refs; it must return at once.
+type PushObserver interface {
+	Pushed(repo string)
+}
+
 func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 	keys, err := cfg.LoadKeys()
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 // handleSession serves one exec request. Everything that is not one of the
 // three git services gets one line on stderr and exit status 1.
 func (s *Server) handleSession(sess ssh.Session) {
+	s.Metrics.SessionOpened()
+	defer s.Metrics.SessionClosed()
 	id, ok := s.identityOf(sess.Context())
 	if !ok {
 		// Unreachable with public-key auth on; kept so that a change in
@@ -185,8 +187,8 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	var res relayResult
 	if svc == ReceivePack {
 		res, err = relayPush(sess, stdout, func() string {
-			b, _ := os.ReadFile(verdictFile)
-			return strings.TrimSpace(string(b))
+			v, _ := hooks.ReadVerdict(verdictFile)
+			return v
 		})
 	} else {
 		_, err = io.Copy(sess, stdout)
@@ -218,8 +220,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		e = e.Str("protocol", protocol)
 	}
 	if svc == ReceivePack {
-		verdict, _ := os.ReadFile(verdictFile)
-		v := strings.TrimSpace(string(verdict))
+		v, rules := hooks.ReadVerdict(verdictFile)
 		ok, ng := reportStatus(res.report)
 		switch {
 		case res.refused:
@@ -232,6 +233,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		case len(ok) > 0:
 			v = "accepted"
 			s.maint.touched(repo.Name)
+			if s.Observer != nil {
+				// Events are derived and delivered elsewhere, after the
+				// push: nothing here may wait on a webhook.
+				s.Observer.Pushed(repo.Name)
+			}
 		case code != 0:
 			v = "failed"
 		default:
@@ -242,6 +248,15 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			ups = append(ups, u.String())
 		}
 		e = e.Strs("refs", ups).Str("verdict", v)
+		if len(rules) > 0 {
+			e = e.Strs("rules", rules)
+		}
+		switch v {
+		case "accepted":
+			s.Metrics.Push(repo.Name, true, nil)
+		case hooks.VerdictTransient, hooks.VerdictPermanent:
+			s.Metrics.Push(repo.Name, false, rules)
+		}
 		if len(ng) > 0 {
 			e = e.Strs("ng", ng)
 		}
@@ -249,6 +264,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	if err != nil {
 		e = e.AnErr("relay", err)
 	}
+	s.Metrics.GitCommand(string(svc), time.Since(start).Seconds())
 	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
 	return code
 }
