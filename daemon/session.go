@@ -56,6 +56,10 @@ func (s *Server) handleSession(sess ssh.Session) {
 		return
 	}
 	repo := s.cfg.Repo(name)
+	if repo.Upstream != nil && svc.writes() {
+		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
+		return
+	}
 	role := s.cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
 	if svc.writes() {

@@ -227,3 +227,22 @@ func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
 	}
 	return nil
 }
+
+// Start runs a watcher for every repo with an upstream and returns the
+// webhook handler for them, or nil when there are none. changed may be nil.
+func Start(ctx context.Context, cfg *config.Config, log zerolog.Logger, changed func(repo string)) *Handler {
+	h := &Handler{Watchers: map[string]*Watcher{}, Log: log}
+	for i := range cfg.Repos {
+		r := &cfg.Repos[i]
+		if r.Upstream == nil {
+			continue
+		}
+		w := NewWatcher(cfg, r, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
+		h.Watchers[r.Name] = w
+		go w.Run(ctx)
+	}
+	if len(h.Watchers) == 0 {
+		return nil
+	}
+	return h
+}

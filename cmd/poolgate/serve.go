@@ -12,6 +12,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/upstream"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -70,6 +71,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err := srv.Prepare(ctx); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
+	}
+	if h := upstream.Start(ctx, cfg, log, nil); h != nil {
+		srv.Handle("POST /hooks/{provider}/{repo}", h)
 	}
 	sshLn, err := net.Listen("tcp", cfg.SSH.Listen)
 	if err != nil {
