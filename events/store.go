@@ -421,3 +421,15 @@ func (s *Store) Deliveries(ctx context.Context, webhook string, limit int) ([]De
 	}
 	return out, rows.Err()
 }
+
+// Append stores an event that was not derived from a repo (tests, and
+// future sources); false if one with its id exists already.
+func (s *Store) Append(ctx context.Context, e *Event) (bool, error) {
+	var isNew bool
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		var err error
+		isNew, err = insertEvent(tx, e)
+		return err
+	})
+	return isNew, err
+}
