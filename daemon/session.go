@@ -238,6 +238,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			ups = append(ups, u.String())
 		}
 		e = e.Strs("refs", ups).Str("verdict", verdict)
+		if s.Observer != nil && len(ups) > 0 {
+			s.Observer.Pushed(repo.Name)
+		}
 		if len(ng) > 0 {
 			e = e.Strs("ng", ng)
 		}

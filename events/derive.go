@@ -267,6 +267,10 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 	if from != "" {
 		if _, err := d.repo.RawCommit(from); err != nil {
 			from = "" // history rewritten and collected: start over, ids dedupe
+		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
+			// Another deriver on this store (a CLI catching up beside the
+			// daemon) already went further than the tip read here.
+			return nil, nil
 		}
 	}
 	old := from
