@@ -28,6 +28,14 @@ type PreReceive struct {
 type Result struct {
 	Violations []validator.Violation
 	Verdict    string // "", VerdictTransient or VerdictPermanent
+	Updates    []Update
+}
+
+// Update is one ref update of the push, with the new first-parent commits
+// it brings to the branch (oldest first).
+type Update struct {
+	validator.RefUpdate
+	Commits []string
 }
 
 var (
@@ -37,6 +45,9 @@ var (
 // Run executes the hook and returns its exit code: 0 accept, 1 reject.
 func (h *PreReceive) Run() int {
 	res, err := h.judge()
+	if err == nil {
+		err = h.record(res)
+	}
 	if err != nil {
 		// Fail closed: a validator that cannot run must not wave pushes through.
 		fmt.Fprintf(h.Stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
@@ -150,6 +161,7 @@ func (h *PreReceive) judge() (Result, error) {
 				return res, err
 			}
 		}
+		res.Updates = append(res.Updates, Update{RefUpdate: u, Commits: chain})
 		res.Violations = append(res.Violations, validator.CheckRef(u, set.Policy, set.Pusher)...)
 		if len(chain) > 0 {
 			vs, err := validator.CheckCommits(repo, chain, set.Pusher, set.Policy)

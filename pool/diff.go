@@ -39,6 +39,9 @@ func Diff(before, after *Snapshot) []Change {
 	}
 	for _, path := range sortedKeys(paths) {
 		bp, ap := before.Pool(path), after.Pool(path)
+		if Unchanged(bp, ap) {
+			continue
+		}
 		names := map[string]bool{}
 		for _, n := range bp.Names() {
 			names[n] = true
@@ -103,4 +106,10 @@ func (p *Pool) ClaimedCount() int {
 		return 0
 	}
 	return len(p.Claimed)
+}
+
+// Unchanged reports whether two pools are known to be identical: loaded
+// from the same tree object.
+func Unchanged(a, b *Pool) bool {
+	return a != nil && b != nil && a.Tree != "" && a.Tree == b.Tree
 }

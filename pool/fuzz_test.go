@@ -55,20 +55,23 @@ var verbSet = map[string]bool{
 // line, and the Build URL line of v1.8.0+.
 func renderMessage(in Intent) string {
 	var b strings.Builder
-	prefixSafe := func(s ...string) bool {
+	// The prefix regexps: TEAM, PIPELINE and JOB are [^/\s]+, the build
+	// number and one-off id \S+.
+	word := func(s string) bool { return s != "" && strings.IndexFunc(s, isSpaceRE2) < 0 }
+	segment := func(s ...string) bool {
 		for _, x := range s {
-			if x == "" || strings.ContainsAny(x, "/") || strings.IndexFunc(x, isSpaceRE2) >= 0 {
+			if !word(x) || strings.Contains(x, "/") {
 				return false
 			}
 		}
 		return true
 	}
 	switch {
-	case in.BuildID != "" && prefixSafe(in.BuildID):
+	case word(in.BuildID):
 		b.WriteString("one-off build " + in.BuildID + " ")
-	case in.Team == "" && in.Build != "" && prefixSafe(in.Pipeline, in.Job, in.Build):
+	case in.Team == "" && word(in.Build) && segment(in.Pipeline, in.Job):
 		b.WriteString(in.Pipeline + "/" + in.Job + " build " + in.Build + " ")
-	case in.Build != "" && prefixSafe(in.Team, in.Pipeline, in.Job, in.Build):
+	case word(in.Build) && segment(in.Team, in.Pipeline, in.Job):
 		b.WriteString(in.Team + "/" + in.Pipeline + "/" + in.Job + " build " + in.Build + " ")
 	}
 	b.WriteString(in.Verb + ": " + in.Name)
@@ -78,9 +81,9 @@ func renderMessage(in Intent) string {
 	return b.String()
 }
 
-// isSpaceRE2 is \s of Go's regexp (RE2): ASCII whitespace only.
+// isSpaceRE2 is \s of Go's regexp (RE2): [\t\n\f\r ], not \v.
 func isSpaceRE2(r rune) bool {
-	return r == ' ' || r == '\t' || r == '\n' || r == '\f' || r == '\r' || r == '\v'
+	return r == ' ' || r == '\t' || r == '\n' || r == '\f' || r == '\r'
 }
 
 func FuzzParseMessage(f *testing.F) {
@@ -113,8 +116,9 @@ func FuzzParseMessage(f *testing.F) {
 		if strings.TrimRight(in.Name, " \t") != in.Name {
 			t.Fatalf("ParseMessage(%q): name %q keeps trailing blanks", msg, in.Name)
 		}
-		if !strings.Contains(Subject(msg), in.Verb+": "+in.Name) {
-			t.Fatalf("ParseMessage(%q): %q is not in the subject", msg, in.Verb+": "+in.Name)
+		lines := strings.Split(strings.ReplaceAll(msg, "\r\n", "\n"), "\n")
+		if !strings.HasSuffix(strings.TrimRight(lines[0], " \t"), in.Verb+": "+in.Name) {
+			t.Fatalf("ParseMessage(%q): %q does not end the first line", msg, in.Verb+": "+in.Name)
 		}
 
 		// The bare operation line parses back to the same verb and name.
@@ -129,7 +133,6 @@ func FuzzParseMessage(f *testing.F) {
 
 		// Build URL: the first "Build URL:" line after the subject, trimmed.
 		wantURL := ""
-		lines := strings.Split(strings.ReplaceAll(msg, "\r\n", "\n"), "\n")
 		for _, l := range lines[1:] {
 			if u, ok := strings.CutPrefix(strings.TrimSpace(l), "Build URL:"); ok {
 				wantURL = strings.TrimSpace(u)
@@ -148,6 +151,11 @@ func FuzzParseMessage(f *testing.F) {
 
 		// The whole intent survives being written back in pool-resource's
 		// format: prefix (when the fields fit one), operation, Build URL.
+		// A name ending in CR cannot be followed by a line break without
+		// the pair reading as CRLF, so it only round-trips bare (above).
+		if strings.HasSuffix(in.Name, "\r") && in.BuildURL != "" {
+			return
+		}
 		again := ParseMessage(renderMessage(in))
 		if again != in {
 			t.Fatalf("ParseMessage(%q)\n = %+v\nrendered %q\n = %+v", msg, in, renderMessage(in), again)
@@ -184,8 +192,8 @@ func TestParseMessageFormats(t *testing.T) {
 // TestRenderMessageRoundTripsOddURLFields: URL fields that cannot be written
 // as an old-style prefix are still carried by the Build URL line.
 func TestRenderMessageRoundTripsOddURLFields(t *testing.T) {
-	in := ParseMessage("claiming: x\nBuild URL: https://h/teams/a%20b/pipelines/p%2Fq/jobs/j/builds/1")
-	if in.Team != "a b" || in.Pipeline != "p/q" {
+	in := ParseMessage("claiming: x\nBuild URL: https://h/teams/a%20b/pipelines/p%20q/jobs/j/builds/1")
+	if in.Team != "a b" || in.Pipeline != "p q" {
 		t.Fatalf("unescaping: %+v", in)
 	}
 	if r := renderMessage(in); strings.Contains(Subject(r), " build ") || ParseMessage(r) != in {

@@ -50,7 +50,10 @@ type Stray struct {
 
 // Pool is the state of one pool directory.
 type Pool struct {
-	Path      string
+	Path string
+	// Tree is the pool directory's tree hash: equal hashes, equal pools,
+	// which lets a diff skip every pool a commit did not touch.
+	Tree      string
 	Claimed   map[string]Lock
 	Unclaimed map[string]Lock
 	Dots      map[string]Lock // dot-files at the pool's top and in claimed/, unclaimed/
@@ -226,7 +229,7 @@ func (l *Loader) dir(hash string, depth int) ([]*Pool, error) {
 	}
 	var self *Pool
 	if isPool {
-		self = &Pool{Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}, Dots: map[string]Lock{}}
+		self = &Pool{Tree: hash, Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}, Dots: map[string]Lock{}}
 		out = append(out, self)
 	}
 	for _, e := range entries {

@@ -97,6 +97,9 @@ func CheckCommit(in Input) ([]Violation, error) {
 
 	for _, path := range in.After.PoolPaths() {
 		ap, bp := in.After.Pool(path), in.Before.Pool(path)
+		if pool.Unchanged(bp, ap) {
+			continue
+		}
 		for _, s := range ap.Strays {
 			if strayIn(bp, s) || inOthers(in.Others, path, s) {
 				continue

@@ -1,0 +1,427 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/poolgate/poolgate/config"
+)
+
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3EX/wMG3P8AdKtWqR4wVUhOzIcz3WxAxHJLuJlhYt0 test"
+
+// yamlLines joins lines into a config file; cases name the offending line by
+// its 1-based position, so the expected line is visible in the case itself.
+func yamlLines(lines ...string) string { return strings.Join(lines, "\n") + "\n" }
+
+func TestMalformedConfigNamesFileLineAndReason(t *testing.T) {
+	const unsetVar = "POOLGATE_TEST_SURELY_UNSET_VAR"
+	for _, tc := range []struct {
+		name   string
+		yaml   string
+		line   int
+		reason string // a fragment of the message
+	}{
+		{"unknown top-level key", yamlLines(
+			"data_dir: /tmp/x",
+			"ssh:",
+			"  listen: :2222",
+			"webhoooks: []",
+		), 4, `unknown key "webhoooks"`},
+		{"unknown key deep in a pool", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: staging",
+			"        max_claim: 1",
+		), 5, `unknown key "max_claim"`},
+		{"bad role", yamlLines(
+			"users:",
+			"  - name: alice",
+			"    role: boss",
+			"    keys: [\""+testKey+"\"]",
+		), 2, `unknown role "boss"`},
+		{"bad per-repo access role", yamlLines(
+			"users:",
+			"  - name: alice",
+			"    keys: [\""+testKey+"\"]",
+			"repos:",
+			"  - name: locks",
+			"    access: {alice: owner}",
+		), 5, `unknown role "owner"`},
+		{"access for an unknown user", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    access: {mallory: admin}",
+		), 2, `unknown user "mallory"`},
+		{"bad duration", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: staging",
+			"        stale_after: 2 hours",
+		), 5, `bad duration "2 hours"`},
+		{"negative duration", yamlLines(
+			"ssh:",
+			"  idle_timeout: -5m",
+		), 2, `bad duration "-5m"`},
+		{"duplicate repo", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"  - name: other",
+			"  - name: locks.git",
+		), 4, `repo "locks" is listed twice`},
+		{"pool name escaping the repo", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: staging",
+			"      - name: ../x",
+		), 5, `"../x"`},
+		{"pool name absolute", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: /etc",
+		), 4, `"/etc"`},
+		{"pool named claimed", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: team/claimed",
+		), 4, `"claimed"`},
+		{"duplicate pool", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: a",
+			"      - name: a",
+		), 5, `pool "a" is listed twice`},
+		{"bad lock name", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: a",
+			"        locks: [ok, \"bad\\nname\"]",
+		), 4, `lock name "bad\nname" is invalid`},
+		{"unset environment variable", yamlLines(
+			"http:",
+			"  listen: 127.0.0.1:8080",
+			"  token: ${"+unsetVar+"}",
+		), 3, "environment variable " + unsetVar + " is not set"},
+		{"bad key", yamlLines(
+			"users:",
+			"  - name: concourse",
+			"    role: write",
+			"    keys: [\"ssh-ed25519 not-base64 x\"]",
+		), 2, "is not an SSH public key"},
+		{"user without keys", yamlLines(
+			"users:",
+			"  - name: concourse",
+		), 2, "neither keys nor keys_file"},
+		{"YAML syntax error", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    branch: master: x",
+			"    pools: []",
+		), 3, "mapping values are not allowed"},
+		{"tab indentation", yamlLines(
+			"ssh:",
+			"\tlisten: :2222",
+		), 2, "cannot start any token"},
+		{"key given twice", yamlLines(
+			"data_dir: /srv/a",
+			"ssh:",
+			"  listen: :22",
+			"data_dir: /srv/b",
+		), 4, `"data_dir" already defined at line 1`},
+		{"type mismatch", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: a",
+			"        max_claimed: lots",
+		), 5, "lots"},
+		{"webhook with bad format", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"webhooks:",
+			"  - name: ops",
+			"    url: https://hooks.example.com/x",
+			"    format: xml",
+		), 4, `format "xml"`},
+		{"webhook secret without whsec_", yamlLines(
+			"webhooks:",
+			"  - name: ops",
+			"    url: https://hooks.example.com/x",
+			"    secret: hunter2",
+		), 2, "whsec_"},
+		{"webhook not http", yamlLines(
+			"webhooks:",
+			"  - name: ops",
+			"    url: ftp://hooks.example.com/x",
+		), 2, "not an http(s) URL"},
+		{"webhook unknown event", yamlLines(
+			"webhooks:",
+			"  - name: ops",
+			"    url: https://hooks.example.com/x",
+			"    events: [claimed, exploded]",
+		), 2, `unknown event "exploded"`},
+		{"bad branch", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    branch: refs/heads/master",
+		), 2, "not a valid branch name"},
+		{"bad repo name", yamlLines(
+			"repos:",
+			"  - name: ../etc",
+		), 2, `repo name "../etc"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Unsetenv(unsetVar)
+			const file = "/etc/poolgate/poolgate.yaml"
+			_, err := config.Parse(file, []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("config accepted:\n%s", tc.yaml)
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T) is not a *config.Error", err, err)
+			}
+			if ce.File != file || ce.Line != tc.line {
+				t.Errorf("error at %s:%d, want %s:%d: %v", ce.File, ce.Line, file, tc.line, err)
+			}
+			want := file + ":" + itoa(tc.line) + ": "
+			if !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("error %q does not start with %q", err, want)
+			}
+			if !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("error %q does not give the reason %q", err, tc.reason)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		if n /= 10; n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// TestLoadNamesTheFileItRead: errors from Load carry the path as given, and a
+// missing file is an error naming it.
+func TestLoadNamesTheFileItRead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "poolgate.yaml")
+	if err := os.WriteFile(path, []byte("repos:\n  - name: locks\n    colour: blue\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":3: ") || !strings.Contains(err.Error(), `"colour"`) {
+		t.Fatalf("Load: %v, want %s:3: unknown key \"colour\"", err, path)
+	}
+	missing := filepath.Join(dir, "nope.yaml")
+	if _, err := config.Load(missing); err == nil || !strings.HasPrefix(err.Error(), missing+": ") {
+		t.Fatalf("Load of a missing file: %v", err)
+	}
+}
+
+func TestEnvironmentVariablesAreExpanded(t *testing.T) {
+	t.Setenv("PG_TEST_SECRET", "whsec_c2VjcmV0")
+	t.Setenv("PG_TEST_HOST", "hooks.example.com")
+	t.Setenv("PG_TEST_TOKEN", "t0ken with spaces: and # not a comment")
+	c, err := config.Parse("x.yaml", []byte(yamlLines(
+		"http:",
+		"  token: ${PG_TEST_TOKEN}",
+		"repos:",
+		"  - name: locks",
+		"webhooks:",
+		"  - name: ops",
+		"    url: https://${PG_TEST_HOST}/hook/${PG_TEST_HOST}",
+		"    secret: \"${PG_TEST_SECRET}\"",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.Token != "t0ken with spaces: and # not a comment" {
+		t.Errorf("token = %q", c.HTTP.Token)
+	}
+	if w := c.Webhooks[0]; w.URL != "https://hooks.example.com/hook/hooks.example.com" || w.Secret != "whsec_c2VjcmV0" {
+		t.Errorf("webhook = %+v", w)
+	}
+}
+
+// TestEnvironmentVariableInANumberField: DESIGN.md §4 says values may name an
+// environment variable; a number is a value too.
+func TestEnvironmentVariableInANumberField(t *testing.T) {
+	t.Setenv("PG_TEST_MAX", "3")
+	c, err := config.Parse("x.yaml", []byte(yamlLines(
+		"repos:",
+		"  - name: locks",
+		"    pools:",
+		"      - name: staging",
+		"        max_claimed: ${PG_TEST_MAX}",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Repo("locks").Pool("staging").MaxClaimed; got != 3 {
+		t.Fatalf("max_claimed = %d, want 3", got)
+	}
+}
+
+func TestDefaultsAreApplied(t *testing.T) {
+	c, err := config.Parse("x.yaml", []byte(yamlLines(
+		"repos:",
+		"  - name: locks",
+		"    pools:",
+		"      - name: staging",
+		"  - name: big",
+		"    max_lock_bytes: 1048576",
+		"webhooks:",
+		"  - name: ops",
+		"    url: https://hooks.example.com/x",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Repo("locks")
+	if r == nil || r.Branch != "master" {
+		t.Fatalf("repo locks = %+v, want branch master", r)
+	}
+	if got := c.LockBytes(r); got != 64<<10 {
+		t.Errorf("max_lock_bytes = %d, want 64 KiB", got)
+	}
+	if got := c.LockBytes(c.Repo("big")); got != 1<<20 {
+		t.Errorf("per-repo max_lock_bytes = %d, want 1 MiB", got)
+	}
+	if c.SSH.Listen != ":2222" {
+		t.Errorf("ssh.listen = %q, want :2222", c.SSH.Listen)
+	}
+	if c.HTTPListen() != "127.0.0.1:8080" {
+		t.Errorf("http.listen = %q, want 127.0.0.1:8080", c.HTTPListen())
+	}
+	if c.SSH.IdleTimeout.D().Minutes() != 10 || c.SSH.MaxSessions != 256 {
+		t.Errorf("ssh idle_timeout %v, max_sessions %d; want 10m, 256", c.SSH.IdleTimeout.D(), c.SSH.MaxSessions)
+	}
+	if c.Webhooks[0].Format != "json" {
+		t.Errorf("webhook format = %q, want json", c.Webhooks[0].Format)
+	}
+	if p := r.Pool("staging"); p == nil || p.MaxClaimed != 0 || p.StaleAfter != 0 {
+		t.Errorf("pool staging = %+v, want no limit and no stale_after", p)
+	}
+
+	empty, err := config.Parse("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty.SSH.Listen != ":2222" || empty.LockBytes(nil) != 64<<10 || len(empty.Repos) != 0 {
+		t.Errorf("empty config: %+v", empty)
+	}
+}
+
+// TestRelativePathsResolveAgainstTheConfigFile: data_dir, host_key and
+// keys_file written relative mean relative to the config file, whatever
+// directory the daemon starts in; the default data_dir too.
+func TestRelativePathsResolveAgainstTheConfigFile(t *testing.T) {
+	c, err := config.Parse("/etc/poolgate/poolgate.yaml", []byte(yamlLines(
+		"ssh:",
+		"  host_key: keys/host",
+		"users:",
+		"  - name: alice",
+		"    keys_file: alice.pub",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/etc/poolgate/poolgate-data" || c.SSH.HostKey != "/etc/poolgate/keys/host" ||
+		c.Users[0].KeysFile != "/etc/poolgate/alice.pub" {
+		t.Fatalf("data_dir %q, host_key %q, keys_file %q", c.DataDir, c.SSH.HostKey, c.Users[0].KeysFile)
+	}
+	c, err = config.Parse("/etc/poolgate/poolgate.yaml", []byte("data_dir: /var/lib/poolgate\n"))
+	if err != nil || c.DataDir != "/var/lib/poolgate" {
+		t.Fatalf("absolute data_dir: %v %q", err, c.DataDir)
+	}
+}
+
+func TestEmptyHTTPListenTurnsHTTPOff(t *testing.T) {
+	c, err := config.Parse("x.yaml", []byte("http:\n  listen: \"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPListen() != "" {
+		t.Fatalf("http.listen \"\" gives %q, want HTTP off", c.HTTPListen())
+	}
+}
+
+func TestRoleForUsesPerRepoAccessOverrides(t *testing.T) {
+	c, err := config.Parse("x.yaml", []byte(yamlLines(
+		"users:",
+		"  - name: alice",
+		"    role: write",
+		"    keys: [\""+testKey+"\"]",
+		"  - name: bob",
+		"    role: read",
+		"    keys: [\""+testKey+"\"]",
+		"  - name: carol",
+		"    role: admin",
+		"    keys: [\""+testKey+"\"]",
+		"  - name: dave",
+		"    keys: [\""+testKey+"\"]",
+		"repos:",
+		"  - name: locks",
+		"    access: {alice: read, bob: admin}",
+		"  - name: other",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, other := c.Repo("locks"), c.Repo("other")
+	for _, tc := range []struct {
+		user string
+		repo *config.Repo
+		want config.Role
+	}{
+		{"alice", locks, config.RoleRead},  // lowered on locks
+		{"bob", locks, config.RoleAdmin},   // raised on locks
+		{"carol", locks, config.RoleAdmin}, // no override: own role
+		{"dave", locks, config.RoleWrite},  // no role given: write
+		{"alice", other, config.RoleWrite},
+		{"bob", other, config.RoleRead},
+		{"alice", nil, config.RoleWrite},
+		{"mallory", locks, config.RoleNone},
+		{"mallory", nil, config.RoleNone},
+	} {
+		if got := c.RoleFor(tc.user, tc.repo); got != tc.want {
+			name := "<nil>"
+			if tc.repo != nil {
+				name = tc.repo.Name
+			}
+			t.Errorf("RoleFor(%s, %s) = %s, want %s", tc.user, name, got, tc.want)
+		}
+	}
+}
+
+func TestParseRole(t *testing.T) {
+	for s, want := range map[string]config.Role{"read": config.RoleRead, "write": config.RoleWrite, "admin": config.RoleAdmin} {
+		if r, err := config.ParseRole(s); err != nil || r != want || r.String() != s {
+			t.Errorf("ParseRole(%q) = %v, %v", s, r, err)
+		}
+	}
+	for _, s := range []string{"", "Admin", "owner", "none"} {
+		if _, err := config.ParseRole(s); err == nil {
+			t.Errorf("ParseRole(%q) accepted", s)
+		}
+	}
+}

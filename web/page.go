@@ -1,0 +1,153 @@
+package web
+
+import (
+	_ "embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+)
+
+//go:embed page.html
+var pageHTML string
+
+//go:embed page.js
+var pageJS []byte
+
+var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
+	"held":    heldFor,
+	"ago":     func(t time.Time, now time.Time) string { return heldFor(int64(now.Sub(t).Seconds())) + " ago" },
+	"short":   func(s string) string { return s[:min(len(s), 10)] },
+	"holder":  holderText,
+	"deref":   func(p *int64) int64 { return *p },
+	"deref64": func(p *int) int { return *p },
+	"percent": func(a, b int) int { return 100 * a / max(b, 1) },
+	"limit":   limitText,
+	"safeURL": safeURL,
+}).Parse(pageHTML))
+
+type poolView struct {
+	Pool
+	History []Event
+}
+
+type repoView struct {
+	Repo
+	Pools      []poolView
+	Rejections []Event
+}
+
+type pageData struct {
+	Now      time.Time
+	Repos    []repoView
+	Webhooks []Webhook
+	Partial  bool
+}
+
+// page renders the status page; ?partial=1 renders only the part that the
+// page's script swaps in when it refreshes, so no full reload is needed.
+func (s *Server) page(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	d := pageData{Now: s.now(), Partial: r.URL.Query().Get("partial") == "1"}
+	for _, repo := range s.backend.Repos() {
+		pools, err := s.backend.Pools(ctx, repo.Name)
+		if err != nil {
+			s.pageFail(w, r, err)
+			return
+		}
+		rv := repoView{Repo: repo}
+		for _, p := range pools {
+			hist, err := s.backend.Events(ctx, repo.Name, Query{Pool: p.Name, Limit: 8})
+			if err != nil {
+				s.pageFail(w, r, err)
+				return
+			}
+			rv.Pools = append(rv.Pools, poolView{Pool: p, History: hist})
+		}
+		rej, err := s.backend.Rejections(ctx, repo.Name, 10)
+		if err != nil {
+			s.pageFail(w, r, err)
+			return
+		}
+		rv.Rejections = rej
+		d.Repos = append(d.Repos, rv)
+	}
+	hooks, err := s.backend.Webhooks(ctx)
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	d.Webhooks = hooks
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+	name := "page"
+	if d.Partial {
+		name = "content"
+	}
+	if err := pageTmpl.ExecuteTemplate(w, name, d); err != nil {
+		s.log.Error().Err(err).Msg("rendering status page")
+	}
+}
+
+func (s *Server) pageFail(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error().Err(err).Str("path", r.URL.Path).Msg("status page")
+	http.Error(w, "poolgate: the status page could not be built; see the server log", http.StatusInternalServerError)
+}
+
+func servePageJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Write(pageJS)
+}
+
+// heldFor renders seconds as "45s", "12m", "2h 5m", "3d 4h".
+func heldFor(sec int64) string {
+	if sec < 0 {
+		sec = 0
+	}
+	d := time.Duration(sec) * time.Second
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", sec)
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh %dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// holderText is "p/deploy #42" when the build is known, else the user.
+func holderText(h *Holder) string {
+	if h == nil {
+		return ""
+	}
+	switch {
+	case h.Pipeline != "" && h.Job != "":
+		s := h.Pipeline + "/" + h.Job
+		if h.Build != "" {
+			s += " #" + h.Build
+		}
+		return s
+	case h.BuildURL != "":
+		return "build"
+	}
+	return h.User
+}
+
+func limitText(p Pool) string {
+	if p.MaxClaimed == nil {
+		return fmt.Sprintf("%d of %d claimed", p.Claimed, p.Total)
+	}
+	return fmt.Sprintf("%d of max %d claimed (%d locks)", p.Claimed, *p.MaxClaimed, p.Total)
+}
+
+// safeURL lets only http(s) build links through: a commit message is
+// pusher-controlled, and a javascript: URL must not become a link.
+func safeURL(u string) template.URL {
+	if strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+		return template.URL(u)
+	}
+	return ""
+}
