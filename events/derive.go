@@ -17,48 +17,20 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitstore"
+	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 )
 
-// Files the pre-receive hook appends to, inside the repo's git dir. Each
-// line is fsynced before the hook exits, so they hold every push even if
-// the daemon dies right after it.
 const (
-	RecordDir       = "poolgate"
-	PushesFile      = "pushes.jsonl"
-	RejectionsFile  = "rejections.jsonl"
+	// CoalesceWindow is how long a transient rejection stays announced
+	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
 	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorRejection = "rejections"
 )
-
-// PushRecord is one line of pushes.jsonl: one accepted ref update.
-type PushRecord struct {
-	Time    time.Time `json:"time"`
-	User    string    `json:"user"`
-	Key     string    `json:"key"`
-	Role    string    `json:"role"`
-	Ref     string    `json:"ref"`
-	Old     string    `json:"old"`
-	New     string    `json:"new"`
-	Commits []string  `json:"commits"`
-}
-
-// RejectionRecord is one line of rejections.jsonl: one refused push.
-type RejectionRecord struct {
-	Time       time.Time   `json:"time"`
-	User       string      `json:"user"`
-	Key        string      `json:"key"`
-	Role       string      `json:"role"`
-	Ref        string      `json:"ref"`
-	Old        string      `json:"old"`
-	New        string      `json:"new"`
-	Verdict    string      `json:"verdict"`
-	Violations []Violation `json:"violations"`
-}
 
 // Deriver turns one repo's history and push records into stored events.
 // Safe for concurrent use; concurrent Deriver instances on one store (the
@@ -191,7 +163,7 @@ func readLines(path string, offset int64) ([][]byte, int64, error) {
 }
 
 func (d *Deriver) recordPath(name string) string {
-	return filepath.Join(d.dir, RecordDir, name)
+	return filepath.Join(d.dir, hooks.RecordDir, name)
 }
 
 func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
@@ -209,13 +181,13 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 	if err != nil {
 		return err
 	}
-	lines, next, err := readLines(d.recordPath(PushesFile), off)
+	lines, next, err := readLines(d.recordPath(hooks.PushesFile), off)
 	if err != nil || next == off {
 		return err
 	}
 	for _, l := range lines {
-		var p PushRecord
-		if json.Unmarshal(l, &p) != nil {
+		var p hooks.PushRecord
+		if !decodeRecord(l, &p) {
 			continue // a damaged line must not stop the audit
 		}
 		for _, c := range p.Commits {
@@ -402,21 +374,21 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines, next, err := readLines(d.recordPath(RejectionsFile), off)
+	lines, next, err := readLines(d.recordPath(hooks.RejectionsFile), off)
 	if err != nil || next == off {
 		return nil, err
 	}
 	var out []Event
 	for _, l := range lines {
-		var r RejectionRecord
-		if json.Unmarshal(l, &r) != nil {
+		var r hooks.RejectionRecord
+		if !decodeRecord(l, &r) {
 			continue
 		}
 		e := Event{
 			ID:   ID(d.cfg.Name, Rejected, string(l)),
 			Type: Rejected, Time: r.Time.UTC(), Announce: true,
 			Repo: d.cfg.Name, Branch: d.branch, Action: Rejected,
-			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: r.Violations,
+			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: violations(r.Violations),
 			Pusher: &Pusher{User: r.User, Key: r.Key},
 		}
 		if len(r.Violations) > 0 {
@@ -513,4 +485,25 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 	}
 	return out, nil
+}
+
+// decodeRecord parses one record line. A crash can leave a torn line that
+// the next push's record then continues on the same line; the intact
+// record at its end is still read.
+func decodeRecord(line []byte, v any) bool {
+	if json.Unmarshal(line, v) == nil {
+		return true
+	}
+	if i := bytes.LastIndex(line, []byte(`{"time"`)); i > 0 {
+		return json.Unmarshal(line[i:], v) == nil
+	}
+	return false
+}
+
+func violations(vs []hooks.ViolationRecord) []Violation {
+	out := make([]Violation, len(vs))
+	for i, v := range vs {
+		out[i] = Violation(v)
+	}
+	return out
 }

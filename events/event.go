@@ -46,6 +46,7 @@ type Violation struct {
 	Kind    string `json:"kind"`
 	Commit  string `json:"commit,omitempty"`
 	Subject string `json:"subject,omitempty"`
+	Ref     string `json:"ref,omitempty"`
 	Pool    string `json:"pool,omitempty"`
 	Lock    string `json:"lock,omitempty"`
 	Reason  string `json:"reason"`

@@ -27,9 +27,11 @@ type Options struct {
 	// GiveUpAfter is how long one event (or concourse batch) is retried
 	// before the target moves on without it (default 24h).
 	GiveUpAfter time.Duration
-	// Coalesce is how long a concourse target waits after the first
-	// change so that a burst becomes one check request (default 1.5s).
-	Coalesce time.Duration
+	// Coalesce is the quiet time that ends a burst of changes for a
+	// concourse target, CoalesceMax the longest a burst is held (default
+	// 1.5s, 5s).
+	Coalesce    time.Duration
+	CoalesceMax time.Duration
 	// SlackInterval is the least time between two messages to one Slack
 	// URL (default 1s: Slack's limit for incoming webhooks).
 	SlackInterval time.Duration
@@ -50,6 +52,7 @@ func (o *Options) defaults() {
 	def(&o.MaxBackoff, 10*time.Minute)
 	def(&o.GiveUpAfter, 24*time.Hour)
 	def(&o.Coalesce, 1500*time.Millisecond)
+	def(&o.CoalesceMax, 5*time.Second)
 	def(&o.SlackInterval, time.Second)
 	def(&o.Timeout, 10*time.Second)
 	def(&o.Poll, 5*time.Second)
@@ -219,28 +222,47 @@ func (t *target) step(ctx context.Context) (more bool, err error) {
 
 // stepConcourse waits out a burst, then sends one check request for every
 // matching change that arrived meanwhile: Concourse only needs to know
-// "look again", not what changed.
+// "look again", not what changed. A burst ends after Coalesce without a
+// new matching change, or CoalesceMax after its first one, whichever comes
+// first, so a pipeline's chain of puts becomes one check, yet a steady
+// stream still gets one at least every CoalesceMax.
 func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, error) {
 	if !slices.ContainsFunc(evs, func(e events.Event) bool { return t.matches(&e) }) {
 		return len(evs) == batchSize, t.advance(ctx, evs[len(evs)-1].Seq)
 	}
-	if !sleep(ctx, t.d.opt.Coalesce) {
-		return false, ctx.Err()
+	first := time.Now()
+	seen := evs[len(evs)-1].Seq
+	for {
+		wait := min(t.d.opt.Coalesce, t.d.opt.CoalesceMax-time.Since(first))
+		if !sleep(ctx, wait) {
+			return false, ctx.Err()
+		}
+		newer, err := t.d.store.After(ctx, seen, 10000)
+		if err != nil {
+			return false, err
+		}
+		if len(newer) > 0 {
+			seen = newer[len(newer)-1].Seq
+		}
+		quiet := !slices.ContainsFunc(newer, func(e events.Event) bool { return t.matches(&e) })
+		if quiet || time.Since(first) >= t.d.opt.CoalesceMax {
+			break
+		}
 	}
-	evs, err := t.d.store.After(ctx, t.seq, 10000)
+	evs, err := t.d.store.After(ctx, t.seq, 100000)
 	if err != nil {
 		return false, err
 	}
 	var batch []*events.Event
 	for i := range evs {
-		if t.matches(&evs[i]) {
+		if evs[i].Seq <= seen && t.matches(&evs[i]) {
 			batch = append(batch, &evs[i])
 		}
 	}
 	if err := t.deliver(ctx, batch); err != nil {
 		return false, err
 	}
-	return false, t.advance(ctx, evs[len(evs)-1].Seq)
+	return false, t.advance(ctx, seen)
 }
 
 func (t *target) advance(ctx context.Context, seq int64) error {
