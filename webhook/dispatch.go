@@ -28,8 +28,9 @@ type Options struct {
 	// before the target moves on without it (default 24h).
 	GiveUpAfter time.Duration
 	// Coalesce is the quiet time that ends a burst of changes for a
-	// concourse target, CoalesceMax the longest a burst is held (default
-	// 1.5s, 5s).
+	// concourse target (default 1.5s; a webhook's coalesce overrides it),
+	// CoalesceMax the longest a burst is held (default the larger of 5s
+	// and 4×Coalesce).
 	Coalesce    time.Duration
 	CoalesceMax time.Duration
 	// SlackInterval is the least time between two messages to one Slack
@@ -52,7 +53,7 @@ func (o *Options) defaults() {
 	def(&o.MaxBackoff, 10*time.Minute)
 	def(&o.GiveUpAfter, 24*time.Hour)
 	def(&o.Coalesce, 1500*time.Millisecond)
-	def(&o.CoalesceMax, 5*time.Second)
+	def(&o.CoalesceMax, max(5*time.Second, 4*o.Coalesce))
 	def(&o.SlackInterval, time.Second)
 	def(&o.Timeout, 10*time.Second)
 	def(&o.Poll, 5*time.Second)
@@ -232,8 +233,12 @@ func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, e
 	}
 	first := time.Now()
 	seen := evs[len(evs)-1].Seq
+	quietFor, maxHold := t.d.opt.Coalesce, t.d.opt.CoalesceMax
+	if c := t.cfg.Coalesce.D(); c > 0 {
+		quietFor, maxHold = c, max(maxHold, 4*c)
+	}
 	for {
-		wait := min(t.d.opt.Coalesce, t.d.opt.CoalesceMax-time.Since(first))
+		wait := min(quietFor, maxHold-time.Since(first))
 		if !sleep(ctx, wait) {
 			return false, ctx.Err()
 		}
@@ -245,7 +250,7 @@ func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, e
 			seen = newer[len(newer)-1].Seq
 		}
 		quiet := !slices.ContainsFunc(newer, func(e events.Event) bool { return t.matches(&e) })
-		if quiet || time.Since(first) >= t.d.opt.CoalesceMax {
+		if quiet || time.Since(first) >= maxHold {
 			break
 		}
 	}

@@ -226,7 +226,7 @@ func TestSlackBodyEscapesAndOneMessagePerIntervalAndHonours429(t *testing.T) {
 		t.Errorf("retry %v after a 429 with Retry-After: 1", gap)
 	}
 	for i := 2; i < 4; i++ {
-		if gap := g[i].at.Sub(g[i-1].at); gap < 190*time.Millisecond {
+		if gap := g[i].at.Sub(g[i-1].at); gap < 150*time.Millisecond {
 			t.Errorf("messages %d and %d only %v apart", i-1, i, gap)
 		}
 	}
