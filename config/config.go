@@ -170,6 +170,9 @@ type Webhook struct {
 	Repos  []string `yaml:"repos"`
 	Pools  []string `yaml:"pools"`
 	Secret string   `yaml:"secret"`
+	// Coalesce (concourse only) is the quiet time that ends a burst of
+	// changes, sent as one check request (default 1.5s).
+	Coalesce Duration `yaml:"coalesce"`
 
 	Line int `yaml:"-"`
 }

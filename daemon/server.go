@@ -29,8 +29,6 @@ const DrainTimeout = 30 * time.Second
 type Server struct {
 	// Metrics, if set, counts sessions, git commands and push verdicts.
 	Metrics *metrics.Metrics
-	// Observer, if set, hears of every push that moved a ref.
-	Observer PushObserver
 
 	cfg      *config.Config
 	log      zerolog.Logger
@@ -49,15 +47,18 @@ type Server struct {
 
 	// DrainTimeout overrides the package default; tests shorten it.
 	DrainTimeout time.Duration
+	// Observer, if set, hears of every push that ended (the event
+	// service); it must not block.
+	Observer PushObserver
 }
+
+// PushObserver is told when a receive-pack to repo has ended, accepted or
+// not, so events are derived right away instead of at the next poll. It is
+// only a wake-up: what happened is read from the repo and the hook's records.
+type PushObserver interface{ Pushed(repo string) }
 
 // New checks the config's keys and prepares a server. exe is the poolgate
 // binary the pre-receive hook runs.
-// PushObserver is told after a push moved refs; it must return at once.
-type PushObserver interface {
-	Pushed(repo string)
-}
-
 func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 	keys, err := cfg.LoadKeys()
 	if err != nil {

@@ -237,11 +237,6 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		case len(ok) > 0:
 			v = "accepted"
 			s.maint.touched(repo.Name)
-			if s.Observer != nil {
-				// Events are derived and delivered elsewhere, after the
-				// push: nothing here may wait on a webhook.
-				s.Observer.Pushed(repo.Name)
-			}
 		case code != 0:
 			v = "failed"
 		default:
@@ -260,6 +255,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			s.Metrics.Push(repo.Name, true, nil)
 		case hooks.VerdictTransient, hooks.VerdictPermanent:
 			s.Metrics.Push(repo.Name, false, rules)
+		}
+		if s.Observer != nil && len(ups) > 0 {
+			// Accepted or refused, the push left a record to derive events
+			// from; derivation and delivery happen elsewhere, never here.
+			s.Observer.Pushed(repo.Name)
 		}
 		if len(ng) > 0 {
 			e = e.Strs("ng", ng)
