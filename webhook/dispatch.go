@@ -41,6 +41,8 @@ type Options struct {
 	// Poll is how often an idle target looks for events without being
 	// notified (default 5s).
 	Poll time.Duration
+	// OnAttempt, if set, hears of every delivery attempt (metrics).
+	OnAttempt func(target string, ok bool)
 }
 
 func (o *Options) defaults() {
@@ -306,6 +308,9 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 		d := events.Delivery{Webhook: t.cfg.Name, Time: start, Events: ids, Attempt: attempt, Status: status, Duration: time.Since(start)}
 		if err != nil {
 			d.Error = err.Error()
+		}
+		if t.d.opt.OnAttempt != nil {
+			t.d.opt.OnAttempt(t.cfg.Name, err == nil)
 		}
 		if lerr := t.d.store.LogDelivery(ctx, d); lerr != nil {
 			t.logger().Error().Err(lerr).Msg("recording delivery")
