@@ -116,7 +116,9 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 		}
 	}
 
-	var repos struct{ Repos []struct{ Name, Branch string } }
+	var repos struct {
+		Repos []struct{ Name, Branch string }
+	}
 	if code := getJSON(t, base+"/api/v1/repos", token, &repos); code != 200 || len(repos.Repos) != 1 || repos.Repos[0].Name != "locks" {
 		t.Fatalf("repos %d %+v", code, repos)
 	}
@@ -125,7 +127,9 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, s, "env-a", "unclaimed")
-	var evs struct{ Events []struct{ Type, Lock, Pool, ID string } }
+	var evs struct {
+		Events []struct{ Type, Lock, Pool, ID string }
+	}
 	getJSON(t, base+"/api/v1/repos/locks/events?lock=env-a", token, &evs)
 	if len(evs.Events) < 2 || evs.Events[0].Type != "released" || evs.Events[1].Type != "claimed" {
 		t.Fatalf("env-a history, newest first: %+v", evs.Events)
