@@ -81,6 +81,9 @@ type Options struct {
 	Pools    string // YAML of the locks repo's pools list, e.g. "[{name: demo, locks: [a, b]}]"
 	Webhooks string // YAML of the webhooks list; "" for none
 	Token    string // http.token
+	// ExtraRepos is YAML appended to the repos list, indented as list
+	// items ("  - name: other\n    ...").
+	ExtraRepos string
 }
 
 // New writes a config with one user `writer` (role write, a fresh key) and
@@ -121,8 +124,9 @@ repos:
   - name: locks
     branch: master
     pools: %s
+%s
 webhooks: %s
-`, f.Data, o.Token, pub, o.Pools, o.Webhooks)
+`, f.Data, o.Token, pub, o.Pools, o.ExtraRepos, o.Webhooks)
 	if err := os.WriteFile(f.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
