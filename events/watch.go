@@ -48,7 +48,7 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 		}
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: true,
 			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: "permanent",
-			Ref: "refs/heads/" + d.branch,
+			Ref:    "refs/heads/" + d.branch,
 			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", short(r.Old), r.Dropped)}
 		if r.User != "" {
 			e.Pusher = &Pusher{User: r.User}
