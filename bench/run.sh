@@ -5,6 +5,13 @@
 #   bench/run.sh                    # every workload, full size (~10 min)
 #   bench/run.sh -quick             # seconds per workload: a smoke run
 #   bench/run.sh -workloads 1,6     # a subset; see `go run ./bench/harness -h`
+#   bench/run.sh -pprof bench/out   # also CPU profiles of the daemon (PROFILE.md)
+#   bench/run.sh -variant 'poolgate-v2off=POOLGATE_V2=off'
+#                                   # one more poolgate with other settings, as a
+#                                   # further target in W1 and W6 (before/after)
+#
+# Server CPU is read from one cpuacct cgroup per server (exact, descendants
+# included); client CPU from one for the harness and its git/ssh clients.
 #
 # Everything stays on 127.0.0.1 and stops by itself (-timeout, default 25m).
 set -euo pipefail
