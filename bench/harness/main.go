@@ -232,7 +232,8 @@ func machine() map[string]string {
 			m["cpu"] = string(mm[1])
 		}
 	}
-	for k, args := range map[string][]string{"git": {"git", "--version"}, "ssh": {"ssh", "-V"}, "kernel": {"uname", "-r"}} {
+	for k, args := range map[string][]string{"git": {"git", "--version"}, "ssh": {"ssh", "-V"}, "kernel": {"uname", "-r"},
+		"openssh-server": {"dpkg-query", "-W", "-f", "${Version}", "openssh-server"}} {
 		out, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
 		m[k] = strings.TrimSpace(string(out))
 	}
