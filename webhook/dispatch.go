@@ -92,6 +92,19 @@ func (d *Dispatcher) Notify() {
 	}
 }
 
+// Init gives every target seen for the first time its cursor: after the
+// newest stored event, so a new target (or a first start on a long
+// history) does not replay the past. Call it after an initial sync and
+// before pushes are served.
+func (d *Dispatcher) Init(ctx context.Context) error {
+	for _, t := range d.targets {
+		if _, err := d.store.InitWebhook(ctx, t.cfg.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Run delivers until ctx ends. A target whose cursor cannot be read is
 // retried; one that is disabled (after a 410) stays idle.
 func (d *Dispatcher) Run(ctx context.Context) {

@@ -118,6 +118,11 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server) (fu
 		return nil, err
 	}
 	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{})
+	svc.SyncAll(context.Background())
+	if err := disp.Init(context.Background()); err != nil {
+		svc.Store.Close()
+		return nil, err
+	}
 	svc.OnEvents = func([]events.Event) { disp.Notify() }
 	srv.Observer = svc
 	ctx, cancel := context.WithCancel(context.Background())
