@@ -132,9 +132,26 @@ type Repo struct {
 	Access       map[string]string `yaml:"access"`
 	MaxLockBytes int64             `yaml:"max_lock_bytes"`
 	Pools        []Pool            `yaml:"pools"`
+	// Upstream makes the repo a watched mirror of a repo hosted elsewhere
+	// (watch mode): poolgate follows it instead of serving pushes.
+	Upstream *Upstream `yaml:"upstream"`
 
 	Line int `yaml:"-"`
 }
+
+// Upstream is where a watched repo lives.
+type Upstream struct {
+	URL      string `yaml:"url"`
+	KeyFile  string `yaml:"key_file"`
+	Provider string `yaml:"provider"` // github | gitlab | gitea
+	// Secret verifies the provider's push webhooks; required.
+	Secret       string   `yaml:"secret"`
+	PollInterval Duration `yaml:"poll_interval"`
+}
+
+// DefaultPollInterval is how often a watched repo is fetched when no
+// webhook arrives.
+const DefaultPollInterval = 5 * time.Minute
 
 type Pool struct {
 	Name       string   `yaml:"name"`
@@ -385,6 +402,12 @@ func expandEnv(n *yaml.Node) error {
 		if missing != "" {
 			return lineErr(n, "environment variable %s is not set", missing)
 		}
+		if n.Style == 0 {
+			// A plain scalar is typed by its expanded value (max_claimed:
+			// ${MAX} is a number); a quoted one stays a string, so a secret
+			// that reads "null" or "true" is not turned into something else.
+			n.Tag = ""
+		}
 	}
 	for _, c := range n.Content {
 		if err := expandEnv(c); err != nil {
@@ -465,7 +488,7 @@ func (c *Config) ResolvePath(p string) string {
 		return p
 	}
 	if c.File != "" {
-		return filepath.Join(filepath.Dir(c.File), p)
+		p = filepath.Join(filepath.Dir(c.File), p)
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {

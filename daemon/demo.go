@@ -125,9 +125,9 @@ poolgate demo is running (data in %s).
 		fmt.Fprintf(w, "  health: http://%s/healthz\n", httpAddr)
 	}
 	fmt.Fprintf(w, `
-Clone the lock repo:
+Clone the lock repo (the ssh settings stay in the clone for fetch and push):
 
-  GIT_SSH_COMMAND=%s git clone %s
+  git clone -c %s %s
 
 Point pool-resource at it (Concourse workers must reach this address: for
 anything beyond this machine, copy %s, set ssh.listen and use --config):
@@ -143,7 +143,7 @@ anything beyond this machine, copy %s, set ssh.listen and use --config):
 
   fly -t TARGET set-pipeline -p PIPELINE -c pipeline.yml -v poolgate_private_key="$(cat %s)"
 
-`, shq(sshCmd), url, s.cfg.File, url, keyFile)
+`, shq("core.sshCommand="+sshCmd), url, s.cfg.File, url, keyFile)
 	return nil
 }
 

@@ -77,6 +77,14 @@ func TestDemoPrintsCommandsThatWorkAsPrinted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, "locks", "demo", "unclaimed", "lock-a")); err != nil {
 		t.Fatalf("clone lacks the demo pool: %v", err)
 	}
+	// The clone pushes as is: a claim by the demo's admin key.
+	push := exec.Command("sh", "-c", `git mv demo/unclaimed/lock-a demo/claimed/ &&
+		git -c user.name=me -c user.email=me@localhost commit -qm "claiming: lock-a" && git push -q origin HEAD:master`)
+	push.Dir = filepath.Join(work, "locks")
+	push.Env = sh.Env
+	if out, err := push.CombinedOutput(); err != nil {
+		t.Fatalf("push from the printed clone: %v\n%s", err, out)
+	}
 
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get("http://" + httpLn.Addr().String() + "/healthz")

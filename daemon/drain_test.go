@@ -1,48 +1,21 @@
 package daemon_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/daemon"
-	"github.com/rs/zerolog"
 )
 
 // TestPushPastTheDrainTimeoutLandsNothing: a push still in its hook when
 // the drain bound runs out is killed, and nothing of it lands.
 func TestPushPastTheDrainTimeoutLandsNothing(t *testing.T) {
 	f := newFixture(t)
-	cfg, err := config.Load(f.cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	srv, err := daemon.New(cfg, zerolog.New(logs), binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.DrainTimeout = 500 * time.Millisecond
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	if err := srv.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, stop := f.startInProcess(500 * time.Millisecond)
 	marker := f.dir + "/hook-started"
 	f.setHook(fmt.Sprintf("#!/bin/sh\ncat >/dev/null\ntouch %s\nsleep 60\nexit 0\n", marker))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln, nil) }()
-	s := &server{t: t, f: f, addr: ln.Addr().String(), port: strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)}
+	logs := s.logs
 
 	tctx := ctxT(t, 60*time.Second)
 	c := s.client("writer", "slow")
@@ -64,8 +37,8 @@ func TestPushPastTheDrainTimeoutLandsNothing(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
-	if err := <-served; err != nil {
-		t.Fatal(err)
+	if err, ok := s.wait(60 * time.Second); !ok || err != nil {
+		t.Fatalf("daemon did not stop cleanly: %v", err)
 	}
 	if err := <-pushed; err == nil {
 		t.Fatal("the client was told its killed push succeeded")

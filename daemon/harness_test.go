@@ -15,13 +15,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/internal/poolclient"
+	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -38,9 +42,14 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binPath = filepath.Join(dir, "poolgate")
-	build := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/poolgate")
-	if os.Getenv("POOLGATE_TEST_NORACE") != "" {
-		build = exec.Command("go", "build", "-o", binPath, "../cmd/poolgate")
+	// Built without -race: the binary is also the pre-receive hook, and a
+	// race-enabled process sleeps a second at exit, which would make every
+	// push take a second. The daemon's concurrency runs under the race
+	// detector in-process instead (startInProcess). POOLGATE_TEST_RACEBIN=1
+	// builds the binary with -race too.
+	build := exec.Command("go", "build", "-o", binPath, "../cmd/poolgate")
+	if os.Getenv("POOLGATE_TEST_RACEBIN") != "" {
+		build = exec.Command("go", "build", "-race", "-o", binPath, "../cmd/poolgate")
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -100,6 +109,7 @@ func newFixture(t *testing.T) *fixture {
 	for _, n := range []string{"writer", "reader", "admin", "stranger"} {
 		f.keys[n] = newKey(t, dir, n)
 	}
+	f.ssh = "  push_timeout: 60s\n"
 	f.pools = `
       - name: demo
         max_claimed: 2
@@ -112,7 +122,6 @@ func (f *fixture) writeConfig() {
 	cfg := fmt.Sprintf(`data_dir: %s
 ssh:
   listen: "127.0.0.1:0"
-  push_timeout: 60s
 %shttp:
   listen: ""
 log:
@@ -210,7 +219,7 @@ func (f *fixture) start() *server {
 	}
 	t.Cleanup(func() {
 		s.stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("POOLGATE_TEST_LOGS") != "" {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
@@ -218,6 +227,59 @@ func (f *fixture) start() *server {
 		f.setHook("#!/bin/sh\ncat >/dev/null\nexit 0\n")
 	}
 	return s
+}
+
+// startInProcess runs the daemon inside the test process, so the race
+// detector watches its goroutines; git and the hook are the real programs.
+func (f *fixture) startInProcess(drain time.Duration) (*server, context.CancelFunc) {
+	t := f.t
+	t.Helper()
+	cfg, err := config.Load(f.cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	srv, err := daemon.New(cfg, zerolog.New(logs), binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drain > 0 {
+		srv.DrainTimeout = drain
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	if err := srv.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !hasValidator {
+		f.setHook("#!/bin/sh\ncat >/dev/null\nexit 0\n")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, f: f, logs: logs, addr: ln.Addr().String(), port: strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), done: make(chan error, 1)}
+	go func() { s.done <- srv.Serve(ctx, ln, nil) }()
+	t.Cleanup(func() {
+		stop()
+		if _, ok := s.wait(60 * time.Second); !ok {
+			t.Error("in-process daemon did not stop")
+		}
+		if t.Failed() || os.Getenv("POOLGATE_TEST_LOGS") != "" {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return s, stop
+}
+
+// wait returns how the daemon exited, false if it has not within d.
+func (s *server) wait(d time.Duration) (error, bool) {
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err, true
+	case <-time.After(d):
+		return nil, false
+	}
 }
 
 // stop sends SIGTERM and waits for the daemon to exit.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/poolgate/poolgate/hooks"
 )
@@ -22,6 +23,8 @@ type pkt struct {
 
 const maxPkt = 65520
 
+// readPkt reads one pkt-line into buf's storage (grown as needed); the
+// result is valid until the next call with the same buf.
 func readPkt(r io.Reader, buf []byte) (pkt, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -31,14 +34,17 @@ func readPkt(r io.Reader, buf []byte) (pkt, error) {
 	if err != nil {
 		return pkt{}, fmt.Errorf("bad pkt-line header %q", hdr[:])
 	}
-	if n < 4 {
-		return pkt{raw: append(buf[:0], hdr[:]...), flush: n == 0, control: true}, nil
-	}
 	if n > maxPkt {
 		return pkt{}, fmt.Errorf("pkt-line of %d bytes", n)
 	}
-	raw := append(buf[:0], hdr[:]...)
-	raw = append(raw, make([]byte, n-4)...)
+	if n < 4 {
+		return pkt{raw: append(buf[:0], hdr[:]...), flush: n == 0, control: true}, nil
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n, maxPkt)
+	}
+	raw := buf[:n]
+	copy(raw, hdr[:])
 	if _, err := io.ReadFull(r, raw[4:]); err != nil {
 		return pkt{}, err
 	}
@@ -65,25 +71,41 @@ type commandReader struct {
 	buf     []byte
 	updates []RefUpdate
 	err     error
+
+	mu     sync.Mutex
+	result []RefUpdate // updates, once the command list has ended
+}
+
+// parsed returns the ref updates, or nil if the command list has not been
+// read to its end (the client sent nothing, or went away).
+func (c *commandReader) parsed() []RefUpdate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.result
+}
+
+func (c *commandReader) finish() {
+	c.done = true
+	c.mu.Lock()
+	c.result = c.updates
+	c.mu.Unlock()
 }
 
 func (c *commandReader) Read(p []byte) (int, error) {
 	for c.pending.Len() == 0 && !c.done {
 		k, err := readPkt(c.r, c.buf)
 		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				c.done = true
-				break
+			if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				// Not pkt-lines after all: stop looking and let git judge.
+				c.err = err
 			}
-			// Not pkt-lines after all: stop looking and let git judge.
-			c.err = err
-			c.done = true
+			c.finish()
 			break
 		}
 		c.buf = k.raw[:0]
 		c.pending.Write(k.raw)
 		if k.control {
-			c.done = true
+			c.finish()
 			break
 		}
 		line := string(k.payload)

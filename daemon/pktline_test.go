@@ -96,7 +96,7 @@ func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), in) {
 		t.Fatalf("stream changed")
 	}
-	if len(c.updates) != 1 || c.updates[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
-		t.Fatalf("updates %v", c.updates)
+	if u := c.parsed(); len(u) != 1 || u[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
+		t.Fatalf("updates %v", u)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/metrics"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -26,16 +27,23 @@ const DrainTimeout = 30 * time.Second
 
 // Server is a running poolgate daemon.
 type Server struct {
+	// Metrics, if set, counts sessions, git commands and push verdicts.
+	Metrics *metrics.Metrics
+
 	cfg      *config.Config
 	log      zerolog.Logger
 	exe      string
 	users    map[string]*config.User // by the key's wire encoding
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
-	inflight sync.WaitGroup
+
+	mu       sync.Mutex
+	stopping bool
+	inflight sync.WaitGroup // git commands running; Add only under mu
 	maint    *maintainer
 	ssh      *ssh.Server
 	signer   gossh.Signer
+	mux      *http.ServeMux
 
 	// DrainTimeout overrides the package default; tests shorten it.
 	DrainTimeout time.Duration
@@ -77,8 +85,17 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 		s.pushLock[r.Name] = make(chan struct{}, 1)
 	}
 	s.maint = newMaintainer(s)
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
 	return s, nil
 }
+
+// Handle adds an HTTP handler (the status page, the API, /metrics) beside
+// /healthz. Call before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Prepare makes the data dir ready: hook, repos, pools. Safe to run at
 // every start.
@@ -125,7 +142,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	go func() { errc <- s.ssh.Serve(sshLn) }()
 	var hs *http.Server
 	if httpLn != nil {
-		hs = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		hs = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- hs.Serve(httpLn) }()
 	}
 	mctx, stopMaint := context.WithCancel(context.Background())
@@ -152,6 +169,9 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		s.log.Warn().Msg("drain timeout: closing remaining connections")
 		s.ssh.Close()
 	}
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 	s.inflight.Wait()
 	<-maintDone
 	s.log.Info().Msg("stopped")
@@ -204,6 +224,18 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 	return srv
 }
 
+// begin registers a git command about to run; false once the server is
+// past its drain and waits for nothing new.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
+}
+
 // admitConn caps concurrent connections at ssh.max_sessions; the slot is
 // given back when the connection closes.
 func (s *Server) admitConn(ctx ssh.Context, c net.Conn) net.Conn {
@@ -225,13 +257,4 @@ type slotConn struct {
 func (c *slotConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
-}
-
-func (s *Server) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
 }

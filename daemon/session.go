@@ -22,6 +22,8 @@ import (
 // handleSession serves one exec request. Everything that is not one of the
 // three git services gets one line on stderr and exit status 1.
 func (s *Server) handleSession(sess ssh.Session) {
+	s.Metrics.SessionOpened()
+	defer s.Metrics.SessionClosed()
 	id, ok := s.identityOf(sess.Context())
 	if !ok {
 		// Unreachable with public-key auth on; kept so that a change in
@@ -54,6 +56,10 @@ func (s *Server) handleSession(sess ssh.Session) {
 		return
 	}
 	repo := s.cfg.Repo(name)
+	if repo.Upstream != nil && svc.writes() {
+		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
+		return
+	}
 	role := s.cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
 	if svc.writes() {
@@ -86,7 +92,10 @@ var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
 
 // serveGit runs the system git for one service and returns its exit status.
 func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
-	s.inflight.Add(1)
+	if !s.begin() {
+		fmt.Fprintln(sess.Stderr(), "poolgate: server is stopping, try again")
+		return 1
+	}
 	defer s.inflight.Done()
 	start := time.Now()
 	var ctx context.Context = sess.Context()
@@ -182,8 +191,8 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	var res relayResult
 	if svc == ReceivePack {
 		res, err = relayPush(sess, stdout, func() string {
-			b, _ := os.ReadFile(verdictFile)
-			return strings.TrimSpace(string(b))
+			v, _ := hooks.ReadVerdict(verdictFile)
+			return v
 		})
 	} else {
 		_, err = io.Copy(sess, stdout)
@@ -215,30 +224,41 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		e = e.Str("protocol", protocol)
 	}
 	if svc == ReceivePack {
-		verdict := "up-to-date"
-		if b, _ := os.ReadFile(verdictFile); len(b) > 0 {
-			verdict = strings.TrimSpace(string(b))
-		}
+		v, rules := hooks.ReadVerdict(verdictFile)
 		ok, ng := reportStatus(res.report)
 		switch {
 		case res.refused:
-			verdict = hooks.VerdictPermanent
+			v = hooks.VerdictPermanent
 			code = 1
-		case len(ng) > 0 && verdict == "up-to-date":
-			verdict = "rejected"
 		case len(ng) > 0:
+			if v != hooks.VerdictTransient && v != hooks.VerdictPermanent {
+				v = "rejected" // by git itself, or a hook without a verdict
+			}
 		case len(ok) > 0:
-			verdict = "accepted"
+			v = "accepted"
 			s.maint.touched(repo.Name)
 		case code != 0:
-			verdict = "failed"
+			v = "failed"
+		default:
+			v = "up-to-date"
 		}
 		var ups []string
-		for _, u := range cmds.updates {
+		for _, u := range cmds.parsed() {
 			ups = append(ups, u.String())
 		}
-		e = e.Strs("refs", ups).Str("verdict", verdict)
+		e = e.Strs("refs", ups).Str("verdict", v)
+		if len(rules) > 0 {
+			e = e.Strs("rules", rules)
+		}
+		switch v {
+		case "accepted":
+			s.Metrics.Push(repo.Name, true, nil)
+		case hooks.VerdictTransient, hooks.VerdictPermanent:
+			s.Metrics.Push(repo.Name, false, rules)
+		}
 		if s.Observer != nil && len(ups) > 0 {
+			// Accepted or refused, the push left a record to derive events
+			// from; derivation and delivery happen elsewhere, never here.
 			s.Observer.Pushed(repo.Name)
 		}
 		if len(ng) > 0 {
@@ -248,6 +268,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	if err != nil {
 		e = e.AnErr("relay", err)
 	}
+	s.Metrics.GitCommand(string(svc), time.Since(start).Seconds())
 	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
 	return code
 }

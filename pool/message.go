@@ -83,7 +83,7 @@ func (in *Intent) fromURL() {
 	if err != nil {
 		return
 	}
-	if m := buildURLRe.FindStringSubmatch(u.Path); m != nil {
+	if m := buildURLRe.FindStringSubmatch(u.EscapedPath()); m != nil {
 		unesc := func(s string) string {
 			if v, err := url.PathUnescape(s); err == nil {
 				return v
@@ -95,7 +95,7 @@ func (in *Intent) fromURL() {
 		}
 		return
 	}
-	if m := oneOffURL.FindStringSubmatch(u.Path); m != nil && in.BuildID == "" && in.Build == "" {
+	if m := oneOffURL.FindStringSubmatch(u.EscapedPath()); m != nil && in.BuildID == "" && in.Build == "" {
 		in.BuildID = m[1]
 	}
 }

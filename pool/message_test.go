@@ -106,3 +106,10 @@ func TestLoaderFindsNestedPoolsAndStrays(t *testing.T) {
 		t.Fatal("nested pool lock missing")
 	}
 }
+
+func TestBuildURLWithAnEscapedSlashStaysAJobBuild(t *testing.T) {
+	in := ParseMessage("claiming: x\nBuild URL: https://ci/teams/main/pipelines/a%2Fb/jobs/j/builds/3")
+	if in.Pipeline != "a/b" || in.Job != "j" || in.Build != "3" || in.BuildID != "" {
+		t.Fatalf("got %+v", in)
+	}
+}

@@ -22,9 +22,12 @@ import (
 // Encoding of data: byte 0 picks the message (kind = b%4: 0 the fuzzed
 // free-form msg, 1 "VERB: NAME" + Build URL, 2 "TEAM/P/J build N VERB: NAME",
 // 3 bare "VERB: NAME"; verb = (b/4)%6), byte 1 the message's lock name; then
-// 3-byte ops [action, pool, name]. An action with the high bit clear applies
-// to both trees (the parent's state), with it set to the commit's tree only.
-// Actions (low 7 bits % 12): 0 absent, 1 unclaimed, 2 claimed, 3 in both,
+// 3-byte ops [action, pool, name]. The action's top two bits say which trees
+// it changes: 00 all (the state both parents share), 10 the judged commit's
+// only, 01 a second parent's only, 11 the second parent's and the commit's
+// (a change the merge takes over). Any op with bit 6 set makes the commit a
+// merge of the first parent and that second parent, as a human's `git pull`
+// does. Actions (low 6 bits % 12): 0 absent, 1 unclaimed, 2 claimed, 3 in both,
 // 4 unclaimed with other bytes, 5 claimed with other bytes and mode 100755,
 // 6 delete the pool, 7 a .pending-triggers dot-file, 8 a directory inside
 // claimed/, 9 a symlink in unclaimed/, 10 a stray file at the pool's top,
@@ -63,7 +66,10 @@ const (
 	opStrayFile
 	opStraySubmodule
 	numOps
-	afterOnly = 0x80
+	afterOnly = 0x80 // the judged commit's tree only
+	otherOnly = 0x40 // a merge's second parent only
+	merged    = 0xc0 // the second parent's, taken over by the merge
+	opMask    = 0x3f
 )
 
 // Message kinds of byte 0.
@@ -147,6 +153,14 @@ var ruleSeeds = []ruleSeed{
 	{seed(msgBare, vRemoving, envD, [3]int{opClaimedV1, 2, envD}, [3]int{afterOnly | opAbsent, 2, envD}), "", 0, false},
 	// A message that lies about its change.
 	{seed(msgBuildURL, vUnclaiming, envC, [3]int{opUnclaimed, 0, envC}, [3]int{afterOnly | opClaimed, 0, envC}), "", 0, false},
+	// Merges from a human's git pull: the other parent's claims, new pool and
+	// legacy duplicate are taken over; an add-claimed the merge itself does
+	// is judged.
+	{seed(msgFree, 0, 0, [3]int{opUnclaimed, 0, envA}, [3]int{opUnclaimed, 0, envB}, [3]int{afterOnly | opClaimed, 0, envA},
+		[3]int{merged | opClaimed, 0, envB}, [3]int{merged | opUnclaimed, 1, envC}, [3]int{merged | opBoth, 1, envD}),
+		"Merge branch 'master' of ssh://git@host:2222/locks", 0x2, false},
+	{seed(msgFree, 0, 0, [3]int{opUnclaimed, 0, envA}, [3]int{otherOnly | opUnclaimed, 0, envB}, [3]int{afterOnly | opClaimed, 0, envB}),
+		"Merge branch 'master' of ssh://git@host:2222/locks", 0, false},
 	// Empty input: no pools at all.
 	{nil, "", 0, false},
 }
@@ -330,8 +344,9 @@ func (s fuzzState) tree(m memTrees) string {
 }
 
 // decode turns fuzz bytes into the two states and the commit message.
-func decode(data []byte, free string) (before, after fuzzState, msg string) {
-	before, after = fuzzState{}, fuzzState{}
+func decode(data []byte, free string) (before, after, other fuzzState, msg string) {
+	before, after, other = fuzzState{}, fuzzState{}, fuzzState{}
+	isMerge := false
 	next := func() byte {
 		if len(data) == 0 {
 			return 0
@@ -355,12 +370,27 @@ func decode(data []byte, free string) (before, after fuzzState, msg string) {
 	for len(data) > 0 {
 		action, p, n := next(), next(), next()
 		path, name := fuzzPools[int(p)%len(fuzzPools)], fuzzNames[int(n)%len(fuzzNames)]
-		if action&afterOnly == 0 {
-			before.apply(action&^afterOnly, path, name)
+		op := action & opMask
+		switch action &^ opMask {
+		case 0:
+			before.apply(op, path, name)
+			after.apply(op, path, name)
+			other.apply(op, path, name)
+		case afterOnly:
+			after.apply(op, path, name)
+		case otherOnly:
+			other.apply(op, path, name)
+			isMerge = true
+		case merged:
+			other.apply(op, path, name)
+			after.apply(op, path, name)
+			isMerge = true
 		}
-		after.apply(action&^afterOnly, path, name)
 	}
-	return before, after, msg
+	if !isMerge {
+		other = nil
+	}
+	return before, after, other, msg
 }
 
 // memSource is a validator.Source over the fake trees: a parent commit
@@ -386,7 +416,7 @@ func (s memSource) BlobSize(h string) (int64, error) {
 }
 
 func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool) {
-	before, after, msg := decode(data, free)
+	before, after, other, msg := decode(data, free)
 	trees := memTrees{}
 	beforeTree, afterTree := before.tree(trees), after.tree(trees)
 
@@ -399,7 +429,19 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 	who := validator.Pusher{Known: true, Admin: admin}
 	parent := validator.Commit{Hash: fakeHash("commit", "parent"), Tree: beforeTree, Message: "parent\n"}
 	commit := validator.Commit{Hash: fakeHash("commit", afterTree, msg), Tree: afterTree, Parents: []string{parent.Hash}, Message: msg}
-	src := memSource{commits: map[string]validator.Commit{parent.Hash: parent, commit.Hash: commit}, loader: pool.NewLoader(trees)}
+	src := memSource{commits: map[string]validator.Commit{parent.Hash: parent}, loader: pool.NewLoader(trees)}
+	var others []*pool.Snapshot
+	if other != nil {
+		second := validator.Commit{Hash: fakeHash("commit", "second parent"), Tree: other.tree(trees), Message: "theirs\n"}
+		src.commits[second.Hash] = second
+		commit.Parents = append(commit.Parents, second.Hash)
+		secondSnap, err := src.Snapshot(second.Tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, secondSnap)
+	}
+	src.commits[commit.Hash] = commit
 
 	bs, err := src.Snapshot(beforeTree)
 	if err != nil {
@@ -409,7 +451,7 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vs, err := validator.CheckCommit(validator.Input{Commit: commit, Before: bs, After: as, Pusher: who, Policy: policy, BlobSize: src.BlobSize})
+	vs, err := validator.CheckCommit(validator.Input{Commit: commit, Before: bs, After: as, Others: others, Pusher: who, Policy: policy, BlobSize: src.BlobSize})
 	if err != nil {
 		t.Fatalf("CheckCommit: %v", err)
 	}
@@ -424,7 +466,11 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 
 	report := func() string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "message %q, admin %v, limits %v\nbefore:\n%safter:\n%sviolations:\n", msg, admin, policy.MaxClaimed, before, after)
+		fmt.Fprintf(&b, "message %q, admin %v, limits %v\nbefore:\n%safter:\n%s", msg, admin, policy.MaxClaimed, before, after)
+		if other != nil {
+			fmt.Fprintf(&b, "second parent:\n%s", other)
+		}
+		b.WriteString("violations:\n")
 		for _, v := range vs {
 			fmt.Fprintf(&b, "  %s\n", v)
 		}
@@ -453,7 +499,18 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 		if bp == nil {
 			bp = &fuzzPool{}
 		}
+		var op *fuzzPool
+		if other != nil {
+			if op = other[path]; op == nil {
+				op = &fuzzPool{}
+			}
+		}
 		for _, name := range fuzzNames {
+			// A lock state a merge takes over unchanged from its second
+			// parent was judged when that parent landed.
+			if op != nil && op.lockState(name) == ap.lockState(name) {
+				continue
+			}
 			_, ac := ap.claimed[name]
 			_, au := ap.unclaimed[name]
 			_, bc := bp.claimed[name]
@@ -473,9 +530,11 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 				t.Fatalf("new bad name %q in %s, no bad-name:\n%s", name, path, report())
 			}
 		}
-		// (b) over max_claimed, and more claimed than before.
+		// (b) over max_claimed, and more claimed than before (than in
+		// either parent, for a merge: a merge may bring in a pool already
+		// over a lowered limit, not combine two lines into one over it).
 		if max := policy.MaxClaimed[path]; max > 0 && len(ap.claimed) > max && len(ap.claimed) > len(bp.claimed) &&
-			!reported(validator.OverLimit, path, "") {
+			(op == nil || len(ap.claimed) > len(op.claimed)) && !reported(validator.OverLimit, path, "") {
 			t.Fatalf("%s has %d claimed (was %d), over max_claimed %d, no over-limit:\n%s",
 				path, len(ap.claimed), len(bp.claimed), max, report())
 		}
@@ -526,6 +585,22 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 
 func has(m map[string]fuzzFile, k string) bool { _, ok := m[k]; return ok }
 
+// lockState is a name's state and its file as the validator compares them
+// (the claimed copy when there are two).
+func (p *fuzzPool) lockState(name string) string {
+	c, hc := p.claimed[name]
+	u, hu := p.unclaimed[name]
+	switch {
+	case hc && hu:
+		return fmt.Sprintf("both %o %s", c.mode, c.hash)
+	case hc:
+		return fmt.Sprintf("claimed %o %s", c.mode, c.hash)
+	case hu:
+		return fmt.Sprintf("unclaimed %o %s", u.mode, u.hash)
+	}
+	return "absent"
+}
+
 // String prints a state for failure reports.
 func (s fuzzState) String() string {
 	var b strings.Builder
@@ -563,14 +638,20 @@ func TestFuzzRulesSeedsReportTheirRule(t *testing.T) {
 		12: validator.BadMode,
 		13: validator.PoolChange,
 		18: validator.IntentMismatch,
+		20: validator.ClaimMissing,
 	}
-	clean := []int{0, 1, 3, 4, 8, 14, 15, 16, 17}
+	clean := []int{0, 1, 3, 4, 8, 14, 15, 16, 17, 19}
 	for i, s := range ruleSeeds {
-		before, after, msg := decode(s.data, s.msg)
+		before, after, other, msg := decode(s.data, s.msg)
 		trees := memTrees{}
 		l := pool.NewLoader(trees)
 		bs, _ := l.Load(before.tree(trees))
 		as, _ := l.Load(after.tree(trees))
+		var others []*pool.Snapshot
+		if other != nil {
+			secondSnap, _ := l.Load(other.tree(trees))
+			others = append(others, secondSnap)
+		}
 		policy := validator.Policy{MaxClaimed: map[string]int{}}
 		for j, p := range fuzzPools {
 			if m := int(s.limit>>(2*j)) & 3; m > 0 {
@@ -578,7 +659,7 @@ func TestFuzzRulesSeedsReportTheirRule(t *testing.T) {
 			}
 		}
 		vs, err := validator.CheckCommit(validator.Input{Commit: validator.Commit{Hash: "c0ffee", Message: msg},
-			Before: bs, After: as, Pusher: validator.Pusher{Known: true, Admin: s.admin}, Policy: policy})
+			Before: bs, After: as, Others: others, Pusher: validator.Pusher{Known: true, Admin: s.admin}, Policy: policy})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -597,4 +678,43 @@ func TestFuzzRulesSeedsReportTheirRule(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMergeCannotTakeAPoolOverMaxClaimed: a human claims env-a locally
+// while origin claims env-b and env-c, then `git pull` merges. Each line of
+// history kept staging within max_claimed 2, but the merge holds three
+// claims. Judged against its first parent, the merge only "takes over"
+// origin's two claims, and nothing reports that together they go over the
+// limit; the push (local claim + merge) lands with 3 of 2 claimed.
+func TestMergeCannotTakeAPoolOverMaxClaimed(t *testing.T) {
+	base := fuzzState{}
+	for _, n := range []string{"env-a", "env-b", "env-c"} {
+		base.apply(opUnclaimed, "staging", n)
+	}
+	local := base.clone()
+	local.apply(opClaimed, "staging", "env-a")
+	origin := base.clone()
+	origin.apply(opClaimed, "staging", "env-b")
+	origin.apply(opClaimed, "staging", "env-c")
+	merge := origin.clone()
+	merge.apply(opClaimed, "staging", "env-a")
+
+	trees := memTrees{}
+	l := pool.NewLoader(trees)
+	ls, _ := l.Load(local.tree(trees))
+	ors, _ := l.Load(origin.tree(trees))
+	ms, _ := l.Load(merge.tree(trees))
+	policy := validator.Policy{Branch: "master", MaxClaimed: map[string]int{"staging": 2}}
+	vs, err := validator.CheckCommit(validator.Input{
+		Commit: validator.Commit{Hash: "4d3e1f", Message: "Merge branch 'master' of ssh://git@host:2222/locks\n"},
+		Before: ls, After: ms, Others: []*pool.Snapshot{ors}, Pusher: validator.Pusher{Known: true}, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs {
+		if v.Rule == validator.OverLimit && v.Pool == "staging" {
+			return
+		}
+	}
+	t.Fatalf("merge leaves %d locks claimed in staging (max_claimed 2), no over-limit: %v", ms.Pool("staging").ClaimedCount(), vs)
 }

@@ -3,6 +3,7 @@ package validator
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/poolgate/poolgate/pool"
 )
@@ -137,8 +138,14 @@ func CheckCommit(in Input) ([]Violation, error) {
 }
 
 func overLimit(in Input, changes []pool.Change, add func(Violation)) {
-	var newly = map[string][]string{}
-	for _, c := range changes {
+	// The full diff, not the merge-filtered one: claims a merge takes over
+	// from another parent still add up with the ones on this side.
+	all := changes
+	if len(in.Others) > 0 {
+		all = pool.Diff(in.Before, in.After)
+	}
+	newly := map[string][]string{}
+	for _, c := range all {
 		if c.After == pool.StateClaimed || c.After == pool.StateBoth {
 			if c.Before != pool.StateClaimed && c.Before != pool.StateBoth {
 				newly[c.Pool] = append(newly[c.Pool], c.Name)
@@ -154,6 +161,17 @@ func overLimit(in Input, changes []pool.Change, add func(Violation)) {
 		max := in.Policy.MaxClaimed[p]
 		after := in.After.Pool(p).ClaimedCount()
 		if max <= 0 || after <= max || after <= in.Before.Pool(p).ClaimedCount() {
+			continue
+		}
+		// A merge that only keeps a count some parent already had adds
+		// nothing; one that sums both sides' claims does.
+		inherited := false
+		for _, o := range in.Others {
+			if after <= o.Pool(p).ClaimedCount() {
+				inherited = true
+			}
+		}
+		if inherited {
 			continue
 		}
 		add(newViolation(OverLimit, p, newly[p][0],
@@ -192,6 +210,11 @@ func performs(changes []pool.Change, in pool.Intent) bool {
 	for _, c := range changes {
 		if c.Name != in.Name {
 			continue
+		}
+		if c.Op == pool.OpDuplicate && strings.HasPrefix(in.Verb, "adding ") {
+			// The add happened; that it made a duplicate is duplicate-name's
+			// to say, once.
+			return true
 		}
 		for _, op := range in.Ops() {
 			if c.Op != op {

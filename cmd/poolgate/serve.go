@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/upstream"
 	"github.com/poolgate/poolgate/webhook"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
@@ -73,6 +74,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err := srv.Prepare(ctx); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
+	}
+	if h := upstream.Start(ctx, cfg, log, nil); h != nil {
+		srv.Handle("POST /hooks/{provider}/{repo}", h)
 	}
 	sshLn, err := net.Listen("tcp", cfg.SSH.Listen)
 	if err != nil {
