@@ -489,6 +489,7 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	f := newFixture(t, `
       - name: demo
         stale_after: 1s
+        max_claimed: 1
         locks: [lock-a, lock-b]`, fmt.Sprintf(`
   - name: json
     url: %s/json
@@ -517,6 +518,15 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	if err := c.Claim(ctx, "lock-b"); err != nil {
 		t.Fatal(err)
 	}
+	// A second build waiting on the full pool is refused every retry,
+	// transiently: all recorded, announced once.
+	waiting := s.client("waiting", buildURL)
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	waiting.Claim(wctx, "lock-a")
+	cancel()
+	if n := waiting.Stats().Conflicts; n < 2 {
+		t.Fatalf("the waiting build was refused %d times; the test needs 2 or more", n)
+	}
 	waitFor(t, "the stale event", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.stale")) == 1 })
 	time.Sleep(2500 * time.Millisecond)
 	s.stop(syscall.SIGTERM)
@@ -531,6 +541,16 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	}
 	if out := f.poolgate("history", "--config", f.cfgFile, "locks", "--type", "stale", "--json"); strings.Count(out, `"type": "stale"`) != 1 {
 		t.Errorf("history --type stale:\n%s", out)
+	}
+	var overLimit []payload
+	for _, p := range rc.payloads("/json", "lock.rejected") {
+		if p.Data["rule"] == "over-limit" {
+			overLimit = append(overLimit, p)
+		}
+	}
+	recorded := strings.Count(f.poolgate("history", "--config", f.cfgFile, "locks", "--type", "rejected"), "over-limit (transient)")
+	if len(overLimit) != 1 || recorded < 2 || overLimit[0].Data["kind"] != "transient" || overLimit[0].Data["lock"] != "lock-a" {
+		t.Errorf("over-limit: %d announced, %d recorded; want 1 announced of 2 or more", len(overLimit), recorded)
 	}
 }
 

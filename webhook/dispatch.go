@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -41,6 +42,9 @@ type Options struct {
 	// Poll is how often an idle target looks for events without being
 	// notified (default 5s).
 	Poll time.Duration
+	// OnAttempt, if set, hears of every delivery attempt (metrics). It
+	// must not block.
+	OnAttempt func(webhook string, ok bool)
 }
 
 func (o *Options) defaults() {
@@ -75,7 +79,13 @@ type Dispatcher struct {
 func New(cfg *config.Config, store *events.Store, log zerolog.Logger, opt Options) *Dispatcher {
 	opt.defaults()
 	d := &Dispatcher{store: store, log: log, opt: opt, slackNext: map[string]time.Time{},
-		client: &http.Client{Timeout: opt.Timeout}}
+		client: &http.Client{
+			Timeout: opt.Timeout,
+			// A redirected POST would become a GET, and a signed body
+			// sent somewhere the config does not name: a 3xx is a
+			// failed attempt instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}}
 	for i := range cfg.Webhooks {
 		d.targets = append(d.targets, &target{d: d, cfg: cfg.Webhooks[i], wake: make(chan struct{}, 1)})
 	}
@@ -320,6 +330,9 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 		if err != nil {
 			d.Error = err.Error()
 		}
+		if t.d.opt.OnAttempt != nil {
+			t.d.opt.OnAttempt(t.cfg.Name, err == nil)
+		}
 		if lerr := t.d.store.LogDelivery(ctx, d); lerr != nil {
 			t.logger().Error().Err(lerr).Msg("recording delivery")
 		}
@@ -417,6 +430,12 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 	req.Header.Set("User-Agent", "poolgate-webhook")
 	resp, err := t.d.client.Do(req)
 	if err != nil {
+		// Without the URL: it may hold a token (a Concourse webhook's
+		// always does), and this error goes to logs and the API.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return 0, 0, err
 	}
 	defer resp.Body.Close()

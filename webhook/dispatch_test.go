@@ -331,3 +331,20 @@ func TestTargetGivesUpOnAnEventAfterTheBoundAndMovesOn(t *testing.T) {
 		t.Errorf("no give-up entry in the delivery log: %+v", log)
 	}
 }
+
+func TestDeliveryErrorsKeepTheURLsTokenOutOfLogAndAPI(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	url := dead.URL + "/api/v1/teams/main/pipelines/p/resources/locks/check/webhook?webhook_token=s3cret"
+	dead.Close() // connection refused from now on
+	st, d := start(t, fast, config.Webhook{Name: "check", URL: url, Format: "concourse"})
+	st.Append(context.Background(), claimEvent("env-a"))
+	d.Notify()
+	waitFor(t, "a failed attempt", 5*time.Second, func() bool {
+		log, _ := st.Deliveries(context.Background(), "check", 0)
+		return len(log) > 0
+	})
+	log, _ := st.Deliveries(context.Background(), "check", 0)
+	if l := log[0]; l.Error == "" || strings.Contains(l.Error, "s3cret") || l.Status != 0 {
+		t.Errorf("delivery log entry %+v", l)
+	}
+}
