@@ -261,7 +261,43 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 		}
 		out = append(out, evs...)
 	}
+	if err := d.reconcileHolds(tx, tip); err != nil {
+		return nil, err
+	}
 	return out, setCursor(tx, d.cfg.Name, cursorCommit, tip)
+}
+
+// reconcileHolds drops holds of locks the tip does not have claimed. Only
+// history rewritten by an admin's forced push can leave such a hold
+// (its release is in no commit that is still on the branch); without this
+// it would show as held, and go stale, forever.
+func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string) error {
+	snap, err := d.repo.SnapshotAt(tip)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
+	if err != nil {
+		return err
+	}
+	var gone [][2]string
+	for rows.Next() {
+		var p, l string
+		if err := rows.Scan(&p, &l); err != nil {
+			rows.Close()
+			return err
+		}
+		if st := snap.Pool(p).StateOf(l); st != pool.StateClaimed && st != pool.StateBoth {
+			gone = append(gone, [2]string{p, l})
+		}
+	}
+	rows.Close()
+	for _, g := range gone {
+		if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, g[0], g[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {

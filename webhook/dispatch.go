@@ -453,33 +453,56 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 // Status is a webhook with its cursor and recent deliveries (the API's
 // /webhooks).
 type Status struct {
-	Name       string            `json:"name"`
-	Format     string            `json:"format"`
-	URL        string            `json:"-"` // may hold a token
-	Cursor     int64             `json:"cursor"`
-	Pending    int64             `json:"pending"` // events after the cursor, matching or not
+	Name   string `json:"name"`
+	Format string `json:"format"`
+	URL    string `json:"-"` // may hold a token: redact before showing
+	Cursor int64  `json:"cursor"`
+	// Pending counts the events after the cursor that this target will
+	// send (its filters applied), up to 10,000.
+	Pending    int64             `json:"pending"`
 	Disabled   string            `json:"disabled,omitempty"`
+	LastOK     *time.Time        `json:"last_ok,omitempty"`
+	LastError  string            `json:"last_error,omitempty"` // of the latest attempt, if it failed
 	Deliveries []events.Delivery `json:"deliveries"`
 }
 
-// Targets reports every configured webhook's state.
+// Targets reports every configured webhook's state, with its most recent
+// delivery attempts (at most recent, newest first).
 func Targets(ctx context.Context, cfg *config.Config, st *events.Store, recent int) ([]Status, error) {
-	maxSeq, err := st.MaxSeq(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []Status
 	for _, w := range cfg.Webhooks {
 		ws, err := st.Webhook(ctx, w.Name)
 		if err != nil {
 			return nil, err
 		}
-		ds, err := st.Deliveries(ctx, w.Name, recent)
+		ds, err := st.Deliveries(ctx, w.Name, events.DeliveryLogSize)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Status{Name: w.Name, Format: w.Format, URL: w.URL, Cursor: ws.Seq,
-			Pending: max(0, maxSeq-ws.Seq), Disabled: ws.Disabled, Deliveries: ds})
+		after, err := st.After(ctx, ws.Seq, 10000)
+		if err != nil {
+			return nil, err
+		}
+		t := &target{cfg: w}
+		s := Status{Name: w.Name, Format: w.Format, URL: w.URL, Cursor: ws.Seq, Disabled: ws.Disabled, Deliveries: ds}
+		for i := range after {
+			if t.matches(&after[i]) {
+				s.Pending++
+			}
+		}
+		for i, d := range ds {
+			if d.Error == "" && s.LastOK == nil {
+				at := d.Time
+				s.LastOK = &at
+			}
+			if i == 0 && d.Error != "" {
+				s.LastError = d.Error
+			}
+		}
+		if recent >= 0 && len(s.Deliveries) > recent {
+			s.Deliveries = s.Deliveries[:recent]
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }

@@ -348,3 +348,26 @@ func TestDeliveryErrorsKeepTheURLsTokenOutOfLogAndAPI(t *testing.T) {
 		t.Errorf("delivery log entry %+v", l)
 	}
 }
+
+func TestTargetsCountOnlyWhatEachTargetWillSend(t *testing.T) {
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	hooks := []config.Webhook{{Name: "staging", Format: "json", Pools: []string{"staging"}}, {Name: "all", Format: "json"}}
+	for _, h := range hooks {
+		st.InitWebhook(context.Background(), h.Name)
+	}
+	st.Append(context.Background(), claimEvent("env-a"))
+	other := claimEvent("db")
+	other.Pool = "prod"
+	st.Append(context.Background(), other)
+	ts, err := Targets(context.Background(), &config.Config{Webhooks: hooks}, st, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 || ts[0].Pending != 1 || ts[1].Pending != 2 || ts[0].LastOK != nil {
+		t.Errorf("targets: %+v", ts)
+	}
+}
