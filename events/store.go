@@ -80,6 +80,11 @@ CREATE TABLE IF NOT EXISTS webhooks (
 	seq      INTEGER NOT NULL,
 	disabled TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS failing (
+	webhook TEXT PRIMARY KEY,
+	seq     INTEGER NOT NULL,
+	since   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deliveries (
 	n        INTEGER PRIMARY KEY AUTOINCREMENT,
 	webhook  TEXT NOT NULL,
@@ -432,4 +437,26 @@ func (s *Store) Append(ctx context.Context, e *Event) (bool, error) {
 		return err
 	})
 	return isNew, err
+}
+
+// FailingSince returns when delivery of the event at seq to a webhook
+// first failed, recording now if this is the first failure. Kept in the
+// store so the give-up bound counts across restarts.
+func (s *Store) FailingSince(ctx context.Context, webhook string, seq int64, now time.Time) (time.Time, error) {
+	var since int64
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		var got int64
+		err := tx.QueryRow(`SELECT seq, since FROM failing WHERE webhook=?`, webhook).Scan(&got, &since)
+		if err == nil && got == seq {
+			return nil
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		since = now.UnixNano()
+		_, err = tx.Exec(`INSERT INTO failing(webhook,seq,since) VALUES(?,?,?)
+			ON CONFLICT(webhook) DO UPDATE SET seq=excluded.seq, since=excluded.since`, webhook, seq, since)
+		return err
+	})
+	return time.Unix(0, since), err
 }

@@ -349,6 +349,13 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 			}
 			return errDisabled
 		}
+		if attempt == 1 {
+			// The bound counts from the first failure ever, across
+			// restarts, not from this process's first try.
+			if since, ferr := t.d.store.FailingSince(ctx, t.cfg.Name, batch[0].Seq, start); ferr == nil {
+				first = since
+			}
+		}
 		delay := backoff(t.d.opt.Backoff, t.d.opt.MaxBackoff, attempt)
 		if wait > 0 {
 			// The receiver said when; it knows its limits better than

@@ -371,3 +371,32 @@ func TestTargetsCountOnlyWhatEachTargetWillSend(t *testing.T) {
 		t.Errorf("targets: %+v", ts)
 	}
 }
+
+func TestGiveUpBoundCountsFromTheFirstFailureBeforeARestart(t *testing.T) {
+	rc := newReceiver(t, func(int, *http.Request) (int, http.Header) { return 503, nil })
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st.InitWebhook(ctx, "x")
+	e := claimEvent("env-a")
+	st.Append(ctx, e)
+	// A previous run of the daemon has been failing on this event for 25h.
+	st.FailingSince(ctx, "x", e.Seq, time.Now().Add(-25*time.Hour))
+	opt := fast
+	opt.GiveUpAfter = 24 * time.Hour
+	d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: rc.URL, Format: "json"}}}, st, zerolog.Nop(), opt)
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "giving up", 5*time.Second, func() bool {
+		w, _ := st.Webhook(ctx, "x")
+		return w.Seq == e.Seq
+	})
+	if n := len(rc.got()); n != 1 {
+		t.Errorf("%d attempts after the restart, want 1", n)
+	}
+}
