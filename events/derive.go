@@ -56,17 +56,9 @@ func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {
 	return &Deriver{store: store, cfg: repo, dir: dir, Now: time.Now, branch: repo.Branch}
 }
 
-// Close stops the deriver's git reader.
-func (d *Deriver) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.repo != nil {
-		err := d.repo.Close()
-		d.repo = nil
-		return err
-	}
-	return nil
-}
+// Close releases the deriver (nothing is held between syncs today; kept
+// so callers need not change if that does).
+func (d *Deriver) Close() error { return nil }
 
 // Sync derives everything new: commits on the branch since the last sync,
 // new rejections, claims that went stale. It returns the new events in
@@ -74,17 +66,19 @@ func (d *Deriver) Close() error {
 func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.repo == nil {
-		d.repo = poolrepo.Open(d.dir)
-	}
+	// A reader per sync: its caches (commits, trees) then never outgrow
+	// one push's worth in a daemon that runs for months, and an idle sync
+	// starts no cat-file process at all.
+	d.repo = poolrepo.Open(d.dir)
+	defer func() {
+		d.repo.Close()
+		d.repo = nil
+	}()
 	// The tip first, the push records second: the hook writes a push's
 	// record before git moves the ref, so every commit reachable from this
 	// tip has its record on disk by now.
 	tip, err := d.repo.Git.ResolveBranch(d.branch)
 	if err != nil {
-		// A broken cat-file process is restarted at the next sync.
-		d.repo.Close()
-		d.repo = nil
 		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 	}
 	var out []Event
@@ -113,8 +107,6 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 		return nil
 	})
 	if err != nil {
-		d.repo.Close()
-		d.repo = nil
 		return nil, err
 	}
 	return out, nil
