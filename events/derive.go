@@ -99,6 +99,11 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 			return err
 		}
 		out = append(out, evs...)
+		evs, err = d.readWatchRecords(tx)
+		if err != nil {
+			return err
+		}
+		out = append(out, evs...)
 		evs, err = d.checkStale(tx)
 		if err != nil {
 			return err

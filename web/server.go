@@ -183,7 +183,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
 
 func knownType(t string) bool {
 	switch strings.TrimPrefix(t, "lock.") {
-	case "added", "removed", "claimed", "released", "updated", "stale", "rejected":
+	case "added", "removed", "claimed", "released", "updated", "stale", "rejected", "violation":
 		return true
 	}
 	return false
