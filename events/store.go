@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
 	data     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_repo ON events(repo, seq);
+CREATE INDEX IF NOT EXISTS events_time ON events(repo, time);
 CREATE TABLE IF NOT EXISTS cursors (
 	repo  TEXT NOT NULL,
 	name  TEXT NOT NULL,
@@ -227,7 +228,7 @@ type Query struct {
 	Limit         int // 0: no limit
 }
 
-// Events returns matching events, newest first.
+// Events returns matching events, newest first (by event time).
 func (s *Store) Events(ctx context.Context, q Query) ([]Event, error) {
 	var where []string
 	var args []any
@@ -251,7 +252,10 @@ func (s *Store) Events(ctx context.Context, q Query) ([]Event, error) {
 	if q.AnnouncedOnly {
 		add("announce = 1")
 	}
-	stmt := `SELECT seq,type,time,announce,data FROM events WHERE ` + strings.Join(where, " AND ") + ` ORDER BY seq DESC`
+	// Newest first by when it happened: a rejection or a commit without a
+	// push record can be derived later than events that came after it.
+	// Within one time (a push of several commits), derivation order.
+	stmt := `SELECT seq,type,time,announce,data FROM events WHERE ` + strings.Join(where, " AND ") + ` ORDER BY time DESC, seq DESC`
 	if q.Limit > 0 {
 		stmt += fmt.Sprintf(" LIMIT %d", q.Limit)
 	}
