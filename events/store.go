@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
 	seq      INTEGER NOT NULL,
 	disabled TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS webhook_urls (
+	name TEXT PRIMARY KEY,
+	hash TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failing (
 	webhook TEXT PRIMARY KEY,
 	seq     INTEGER NOT NULL,
@@ -372,6 +376,25 @@ func (s *Store) DisableWebhook(ctx context.Context, name, why string) error {
 		_, err := tx.Exec(`UPDATE webhooks SET disabled=? WHERE name=?`, why, name)
 		return err
 	})
+}
+
+// WebhookURLChanged records the hash of a webhook's URL and reports
+// whether it differs from the one recorded before. A target disabled by a
+// 410 is enabled again when its URL changes: that is how an operator says
+// "it lives elsewhere now".
+func (s *Store) WebhookURLChanged(ctx context.Context, name, hash string) (bool, error) {
+	changed := false
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRow(`SELECT hash FROM webhook_urls WHERE name=?`, name).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		changed = err == nil && old != hash
+		_, err = tx.Exec(`INSERT INTO webhook_urls(name,hash) VALUES(?,?) ON CONFLICT(name) DO UPDATE SET hash=excluded.hash`, name, hash)
+		return err
+	})
+	return changed, err
 }
 
 // EnableWebhook clears a disabled target.

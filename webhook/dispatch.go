@@ -3,6 +3,8 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,8 +110,20 @@ func (d *Dispatcher) Notify() {
 // before pushes are served.
 func (d *Dispatcher) Init(ctx context.Context) error {
 	for _, t := range d.targets {
-		if _, err := d.store.InitWebhook(ctx, t.cfg.Name); err != nil {
+		w, err := d.store.InitWebhook(ctx, t.cfg.Name)
+		if err != nil {
 			return err
+		}
+		sum := sha256.Sum256([]byte(t.cfg.URL))
+		changed, err := d.store.WebhookURLChanged(ctx, t.cfg.Name, hex.EncodeToString(sum[:]))
+		if err != nil {
+			return err
+		}
+		if changed && w.Disabled != "" {
+			d.log.Info().Str("webhook", t.cfg.Name).Str("was", w.Disabled).Msg("webhook URL changed: enabled again")
+			if err := d.store.EnableWebhook(ctx, t.cfg.Name); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

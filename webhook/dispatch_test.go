@@ -400,3 +400,28 @@ func TestGiveUpBoundCountsFromTheFirstFailureBeforeARestart(t *testing.T) {
 		t.Errorf("%d attempts after the restart, want 1", n)
 	}
 }
+
+func TestTargetDisabledByGoneIsEnabledAgainOnlyWhenItsURLChanges(t *testing.T) {
+	ctx := context.Background()
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	init := func(url string) string {
+		d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: url, Format: "json"}}}, st, zerolog.Nop(), fast)
+		if err := d.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := st.Webhook(ctx, "x")
+		return w.Disabled
+	}
+	init("https://old.example.com/hook")
+	st.DisableWebhook(ctx, "x", "410 Gone")
+	if init("https://old.example.com/hook") == "" {
+		t.Error("a restart with the same URL enabled a target that answered 410")
+	}
+	if got := init("https://new.example.com/hook"); got != "" {
+		t.Errorf("still disabled (%q) after the URL changed", got)
+	}
+}
