@@ -30,6 +30,7 @@ const (
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorRejection = "rejections"
+	cursorCreated   = "created" // repo "": the store's creation time
 )
 
 // Deriver turns one repo's history and push records into stored events.
@@ -37,13 +38,15 @@ const (
 // daemon and a CLI catching up) are serialized by the store's write lock
 // and reach the same result.
 type Deriver struct {
-	store  *Store
-	cfg    *config.Repo
-	dir    string
-	Now    func() time.Time
-	mu     sync.Mutex
-	repo   *poolrepo.Repo
-	branch string
+	// created is when the store began (read at each sync).
+	created time.Time
+	store   *Store
+	cfg     *config.Repo
+	dir     string
+	Now     func() time.Time
+	mu      sync.Mutex
+	repo    *poolrepo.Repo
+	branch  string
 }
 
 // RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
@@ -84,6 +87,11 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 	var out []Event
 	err = d.store.update(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
+		created, err := cursorInt(tx, "", cursorCreated)
+		if err != nil {
+			return err
+		}
+		d.created = time.Unix(0, created)
 		if err := d.readPushes(tx); err != nil {
 			return err
 		}
@@ -331,7 +339,7 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 		maxClaimed, _ := d.poolCfg(ch.Pool)
 		e := Event{
 			ID:   ID(d.cfg.Name, hash, ch.Pool, ch.Name, typ),
-			Type: typ, Time: when, Announce: true,
+			Type: typ, Time: when, Announce: d.announce(when),
 			Repo: d.cfg.Name, Branch: d.branch, Pool: ch.Pool, Lock: ch.Name,
 			Action: typ, State: stateName(ch.After), Commit: hash, Message: pool.Subject(c.Message),
 			BuildURL: intent.BuildURL, Team: intent.Team, Pipeline: intent.Pipeline, Job: intent.Job,
@@ -374,6 +382,15 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// announce says whether an event is news: anything that happened before
+// the store began (a first start on a repo with years of history, or a
+// store deleted by an operator) is recorded as history but sent to no
+// webhook. The store's creation is rounded down to the second, as commit
+// times are.
+func (d *Deriver) announce(when time.Time) bool {
+	return !when.Before(d.created.Truncate(time.Second))
 }
 
 func authorOf(c *gitstore.Commit) *Person {
@@ -419,7 +436,7 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 		}
 		e := Event{
 			ID:   ID(d.cfg.Name, Rejected, string(l)),
-			Type: Rejected, Time: r.Time.UTC(), Announce: true,
+			Type: Rejected, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Rejected,
 			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: violations(r.Violations),
 			Pusher: &Pusher{User: r.User, Key: r.Key},
@@ -436,7 +453,7 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
 			e.MaxClaimed = mc
 		}
-		if r.Verdict != "permanent" {
+		if r.Verdict != "permanent" && e.Announce {
 			var last int64
 			err := tx.QueryRow(`SELECT time FROM announced WHERE repo=? AND user=? AND rule=? AND pool=?`,
 				d.cfg.Name, r.User, e.Rule, e.Pool).Scan(&last)
@@ -500,7 +517,8 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		e := x.claim
 		held := int64(now.Sub(x.since).Seconds())
 		e.ID = ID(d.cfg.Name, e.Commit, e.Pool, e.Lock, Stale)
-		e.Type, e.Action, e.Time, e.Announce = Stale, Stale, x.since.Add(x.after), true
+		e.Type, e.Action, e.Time = Stale, Stale, x.since.Add(x.after)
+		e.Announce = d.announce(e.Time)
 		e.HeldSeconds, e.ClaimCommit, e.State = &held, e.Commit, "claimed"
 		var n int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM holds WHERE repo=? AND pool=?`, d.cfg.Name, e.Pool).Scan(&n); err == nil {

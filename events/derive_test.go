@@ -175,6 +175,8 @@ func TestTransientRejectionsAreRecordedAllAndAnnouncedOncePerWindow(t *testing.T
 	r := newWorkRepo(t)
 	r.write("staging/unclaimed/env-a", "a")
 	r.commit(time.Time{}, "init")
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
 	t0 := time.Now().UTC()
 	over := func(at time.Time, user string) hooks.RejectionRecord {
 		return hooks.RejectionRecord{Time: at, User: user, Key: "SHA256:k", Role: "write", Ref: "refs/heads/master", Old: "a", New: "b",
@@ -193,8 +195,6 @@ func TestTransientRejectionsAreRecordedAllAndAnnouncedOncePerWindow(t *testing.T
 	f.WriteString(`{"time":"`)
 	f.Close()
 
-	st, _ := Open(t.TempDir(), false)
-	defer st.Close()
 	d := NewDeriver(st, testRepoCfg(), r.gitDir())
 	defer d.Close()
 	if _, err := d.Sync(ctx); err != nil {
@@ -288,5 +288,32 @@ func TestForcedPushThatDropsAClaimDropsItsHoldAndPoolsShowTheTip(t *testing.T) {
 	a, b := pools[1].Locks[0], pools[1].Locks[1]
 	if a.State != "unclaimed" || a.By != nil || b.State != "claimed" || b.HeldSeconds == nil || *pools[1].MaxClaimed != 1 || *pools[1].StaleAfterSeconds != 3600 {
 		t.Errorf("locks: %+v %+v", a, b)
+	}
+}
+
+func TestHistoryFromBeforeTheStoreIsRecordedButNotAnnounced(t *testing.T) {
+	ctx := context.Background()
+	r := newWorkRepo(t)
+	old := time.Now().Add(-48 * time.Hour)
+	r.write("staging/unclaimed/env-a", "a")
+	r.commit(old, "init")
+	r.move(old, "staging", "env-a", "unclaimed", "claimed", "claiming: env-a")
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
+	d := NewDeriver(st, testRepoCfg(), r.gitDir())
+	defer d.Close()
+	evs, err := d.Sync(ctx)
+	if err != nil || len(evs) != 3 { // added, claimed, and stale long ago
+		t.Fatalf("%v %+v", err, evs)
+	}
+	for _, e := range evs {
+		if e.Announce {
+			t.Errorf("%s from two days before the store was announced", e.Type)
+		}
+	}
+	r.move(time.Now().Add(time.Second), "staging", "env-a", "claimed", "unclaimed", "unclaiming: env-a")
+	evs, _ = d.Sync(ctx)
+	if len(evs) != 1 || !evs[0].Announce || evs[0].HeldSeconds == nil {
+		t.Errorf("a new release: %+v", evs)
 	}
 }

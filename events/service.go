@@ -58,16 +58,6 @@ func (s *Service) Pushed(repo string) {
 // Deriver returns a repo's deriver (nil for an unknown repo).
 func (s *Service) Deriver(repo string) *Deriver { return s.derivers[repo] }
 
-// SyncAll brings every repo up to date once, logging (not returning)
-// failures: a broken repo must not keep the others from being served.
-func (s *Service) SyncAll(ctx context.Context) {
-	for name, d := range s.derivers {
-		if _, err := d.Sync(ctx); err != nil {
-			s.log.Error().Err(err).Str("repo", name).Msg("deriving events")
-		}
-	}
-}
-
 // Run syncs every repo, at once, on Pushed and every PollInterval, until
 // ctx ends; then closes the derivers (not the store).
 func (s *Service) Run(ctx context.Context) {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -136,6 +137,13 @@ func Open(dataDir string, readOnly bool) (*Store, error) {
 	s := &Store{db: db, readOnly: readOnly}
 	if !readOnly {
 		if _, err := db.Exec(schema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("event store %s: %w", path, err)
+		}
+		// When the store began: what happened before is history to
+		// import, not news to announce (see Deriver.announce).
+		if _, err := db.Exec(`INSERT OR IGNORE INTO cursors(repo,name,value) VALUES('', ?, ?)`,
+			cursorCreated, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("event store %s: %w", path, err)
 		}

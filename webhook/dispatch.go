@@ -104,10 +104,10 @@ func (d *Dispatcher) Notify() {
 	}
 }
 
-// Init gives every target seen for the first time its cursor: after the
-// newest stored event, so a new target (or a first start on a long
-// history) does not replay the past. Call it after an initial sync and
-// before pushes are served.
+// Init gives every target seen for the first time its cursor (after the
+// newest stored event: a new target does not replay the past), and enables
+// a target disabled by a 410 whose URL has changed since. Call it before
+// the first sync of a start.
 func (d *Dispatcher) Init(ctx context.Context) error {
 	for _, t := range d.targets {
 		w, err := d.store.InitWebhook(ctx, t.cfg.Name)

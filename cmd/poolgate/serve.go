@@ -139,7 +139,9 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 		}
 		disp.Notify()
 	}
-	svc.SyncAll(context.Background())
+	// Cursors before the first sync: a new target starts after the newest
+	// event; history found on a first start is recorded, not announced
+	// (events.Deriver), and deriving it does not hold up serving.
 	if err := disp.Init(context.Background()); err != nil {
 		svc.Store.Close()
 		return nil, nil, err
