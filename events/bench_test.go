@@ -84,3 +84,33 @@ func BenchmarkDeriveHistory(b *testing.B) {
 	}
 	_ = os.Getenv
 }
+
+func TestLongHistoryIsDerivedInChunksWithTheSameResult(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "locks.git")
+	genHistory(t, dir, 50, 1201) // 1201 commits: the last claim is still held
+	st, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := testRepoCfg()
+	cfg.Pools[0].StaleAfter = 0
+	d := NewDeriver(st, cfg, dir)
+	evs, err := d.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 50+1201 {
+		t.Fatalf("%d events, want one per lock added and one per commit", len(evs))
+	}
+	holds, _ := st.Holds(context.Background(), "locks")
+	if len(holds) != 1 {
+		t.Errorf("%d holds after the history, want the one claim still held", len(holds))
+	}
+	all, _ := st.Events(context.Background(), Query{Repo: "locks", Types: []string{Released}})
+	for _, e := range all {
+		if e.HeldSeconds == nil || *e.HeldSeconds != 60 {
+			t.Fatalf("release held %v, want 60s (one commit a minute)", e.HeldSeconds)
+		}
+	}
+}

@@ -27,6 +27,7 @@ const (
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
 	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
+	commitsPerTx    = 500      // about 0.2s of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorRejection = "rejections"
@@ -85,8 +86,26 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 	}
 	var out []Event
-	err = d.store.update(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
+	for more := true; more; {
+		more = false
+		err = d.store.update(ctx, func(tx *sql.Tx) error {
+			var evs []Event
+			evs, more, err = d.syncStep(tx, tip)
+			out = append(out, evs...)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// syncStep is one transaction of a sync: at most commitsPerTx commits, so
+// a first start on a long history never holds the store (and with it the
+// status page, the API and the CLI) for more than a moment.
+func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err error) {
+	err = func() error {
 		created, err := cursorInt(tx, "", cursorCreated)
 		if err != nil {
 			return err
@@ -96,11 +115,11 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 			return err
 		}
 		if tip != "" {
-			evs, err := d.deriveCommits(tx, tip)
+			evs, m, err := d.deriveCommits(tx, tip)
 			if err != nil {
 				return err
 			}
-			out = append(out, evs...)
+			out, more = append(out, evs...), m
 		}
 		evs, err := d.readRejections(tx)
 		if err != nil {
@@ -112,17 +131,19 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 			return err
 		}
 		out = append(out, evs...)
+		if more {
+			// Mid-history, a hold may still be released in a later
+			// chunk: staleness is judged at the tip only.
+			return nil
+		}
 		evs, err = d.checkStale(tx)
 		if err != nil {
 			return err
 		}
 		out = append(out, evs...)
 		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	}()
+	return out, more, err
 }
 
 // readLines returns the complete lines of a record file from offset on,
@@ -233,13 +254,13 @@ func (d *Deriver) poolCfg(path string) (maxClaimed *int, staleAfter time.Duratio
 // deriveCommits walks the first-parent chain from the last derived commit
 // to tip. After a forced push (admin only) the walk covers the commits the
 // old cursor does not have, each diffed against its own parent.
-func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
+func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 	from, err := getCursor(tx, d.cfg.Name, cursorCommit)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if from == tip {
-		return nil, nil
+		return nil, false, nil
 	}
 	if from != "" {
 		if _, err := d.repo.RawCommit(from); err != nil {
@@ -247,7 +268,7 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
 			// Another deriver on this store (a CLI catching up beside the
 			// daemon) already went further than the tip read here.
-			return nil, nil
+			return nil, false, nil
 		}
 	}
 	old := from
@@ -256,20 +277,27 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 	}
 	chain, _, err := d.repo.NewCommits(old, tip)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	more := len(chain) > commitsPerTx
+	if more {
+		chain = chain[:commitsPerTx]
 	}
 	var out []Event
 	for _, h := range chain {
 		evs, err := d.deriveCommit(tx, h)
 		if err != nil {
-			return nil, fmt.Errorf("commit %s: %w", h, err)
+			return nil, false, fmt.Errorf("commit %s: %w", h, err)
 		}
 		out = append(out, evs...)
 	}
-	if err := d.reconcileHolds(tx, tip); err != nil {
-		return nil, err
+	if more {
+		return out, true, setCursor(tx, d.cfg.Name, cursorCommit, chain[len(chain)-1])
 	}
-	return out, setCursor(tx, d.cfg.Name, cursorCommit, tip)
+	if err := d.reconcileHolds(tx, tip); err != nil {
+		return nil, false, err
+	}
+	return out, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
 }
 
 // reconcileHolds drops holds of locks the tip does not have claimed. Only
