@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -82,7 +81,6 @@ func BenchmarkDeriveHistory(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*commits), "µs/commit")
 		})
 	}
-	_ = os.Getenv
 }
 
 func TestLongHistoryIsDerivedInChunksWithTheSameResult(t *testing.T) {
