@@ -38,6 +38,28 @@ func (c *Config) validate() error {
 	if c.SSH.PushTimeout <= 0 {
 		c.SSH.PushTimeout = Duration(DefaultPushTimeout)
 	}
+	if c.SSH.HandshakeTimeout <= 0 {
+		c.SSH.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.SSH.MaxSessionsPerKey <= 0 {
+		c.SSH.MaxSessionsPerKey = min(DefaultMaxSessionsPerKey, c.SSH.MaxSessions)
+	}
+	for _, l := range []struct {
+		v   *int64
+		key string
+		def int64
+	}{
+		{&c.Limits.MaxPushBytes, "max_push_bytes", DefaultMaxPushBytes},
+		{&c.Limits.MaxObjectBytes, "max_object_bytes", DefaultMaxObjectBytes},
+		{&c.Limits.MaxPushObjects, "max_push_objects", DefaultMaxPushObjects},
+	} {
+		if *l.v < 0 {
+			return &posErr{msg: "limits." + l.key + " must not be negative"}
+		}
+		if *l.v == 0 {
+			*l.v = l.def
+		}
+	}
 	if c.SSH.HostKey != "" {
 		c.SSH.HostKey = c.ResolvePath(c.SSH.HostKey)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gliderlabs/ssh"
@@ -29,9 +30,10 @@ type Server struct {
 	cfg      *config.Config
 	log      zerolog.Logger
 	exe      string
-	users    map[string]*config.User // by the key's wire encoding
+	live     atomic.Pointer[liveConfig] // what SIGHUP may change; see reload.go
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
+	perKey   keySessions
 
 	mu       sync.Mutex
 	stopping bool
@@ -48,7 +50,7 @@ type Server struct {
 // New checks the config's keys and prepares a server. exe is the poolgate
 // binary the pre-receive hook runs.
 func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
-	keys, err := cfg.LoadKeys()
+	lc, err := newLiveConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -56,19 +58,11 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 		cfg:          cfg,
 		log:          log,
 		exe:          exe,
-		users:        map[string]*config.User{},
 		pushLock:     map[string]chan struct{}{},
 		sessions:     make(chan struct{}, cfg.SSH.MaxSessions),
 		DrainTimeout: DrainTimeout,
 	}
-	for _, k := range keys {
-		id := string(k.Key.Marshal())
-		if prev, dup := s.users[id]; dup && prev != k.User {
-			return nil, &config.Error{File: cfg.File, Line: k.User.Line,
-				Msg: fmt.Sprintf("user %q: key %s also belongs to user %q", k.User.Name, gossh.FingerprintSHA256(k.Key), prev.Name)}
-		}
-		s.users[id] = k.User
-	}
+	s.live.Store(lc)
 	for _, r := range cfg.Repos {
 		s.pushLock[r.Name] = make(chan struct{}, 1)
 	}
@@ -98,6 +92,9 @@ func (s *Server) Prepare(ctx context.Context) error {
 	s.signer = signer
 	if err := hooks.Install(s.hooksDir(), s.exe); err != nil {
 		return fmt.Errorf("install hook: %w", err)
+	}
+	if err := s.writeHookConfig(s.conf().raw); err != nil {
+		return fmt.Errorf("hook config: %w", err)
 	}
 	for i := range s.cfg.Repos {
 		if err := s.ensureRepo(ctx, &s.cfg.Repos[i]); err != nil {
@@ -188,6 +185,8 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 				MaxAuthTries: 6,
 			}
 		},
+		// Counts the connection against max_sessions and cuts it if the
+		// handshake does not finish in time (limits.go).
 		ConnCallback: s.admitConn,
 		PtyCallback:  func(ssh.Context, ssh.Pty) bool { return true }, // refused with a message in handleSession
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{
@@ -229,6 +228,7 @@ func (s *Server) begin() bool {
 func (s *Server) admitConn(ctx ssh.Context, c net.Conn) net.Conn {
 	select {
 	case s.sessions <- struct{}{}:
+		s.handshakeDeadline(ctx, c)
 		return &slotConn{Conn: c, release: func() { <-s.sessions }}
 	default:
 		s.log.Warn().Str("remote", c.RemoteAddr().String()).Int("max_sessions", s.cfg.SSH.MaxSessions).Msg("connection refused: too many sessions")
