@@ -147,9 +147,26 @@ type Repo struct {
 	Access       map[string]string `yaml:"access"`
 	MaxLockBytes int64             `yaml:"max_lock_bytes"`
 	Pools        []Pool            `yaml:"pools"`
+	// Upstream makes the repo a watched mirror of a repo hosted elsewhere
+	// (watch mode): poolgate follows it instead of serving pushes.
+	Upstream *Upstream `yaml:"upstream"`
 
 	Line int `yaml:"-"`
 }
+
+// Upstream is where a watched repo lives.
+type Upstream struct {
+	URL      string `yaml:"url"`
+	KeyFile  string `yaml:"key_file"`
+	Provider string `yaml:"provider"` // github | gitlab | gitea
+	// Secret verifies the provider's push webhooks; required.
+	Secret       string   `yaml:"secret"`
+	PollInterval Duration `yaml:"poll_interval"`
+}
+
+// DefaultPollInterval is how often a watched repo is fetched when no
+// webhook arrives.
+const DefaultPollInterval = 5 * time.Minute
 
 type Pool struct {
 	Name       string   `yaml:"name"`
@@ -168,6 +185,9 @@ type Webhook struct {
 	Repos  []string `yaml:"repos"`
 	Pools  []string `yaml:"pools"`
 	Secret string   `yaml:"secret"`
+	// Coalesce (concourse only) is the quiet time that ends a burst of
+	// changes, sent as one check request (default 1.5s).
+	Coalesce Duration `yaml:"coalesce"`
 
 	Line int `yaml:"-"`
 }

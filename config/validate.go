@@ -19,7 +19,7 @@ var RepoNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
 var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
 
 // EventTypes are the event names webhooks may filter on (DESIGN.md §5).
-var EventTypes = []string{"added", "removed", "claimed", "released", "updated", "stale", "rejected"}
+var EventTypes = []string{"added", "removed", "claimed", "released", "updated", "stale", "rejected", "violation"}
 
 func (c *Config) validate() error {
 	if c.DataDir == "" {
@@ -124,6 +124,25 @@ func (c *Config) validate() error {
 			}
 			if _, err := ParseRole(role); err != nil {
 				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access for %q: %v", r.Name, who, err)}
+			}
+		}
+		if u := r.Upstream; u != nil {
+			if u.URL == "" {
+				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.url is required", r.Name)}
+			}
+			switch u.Provider {
+			case "github", "gitlab", "gitea":
+			default:
+				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.provider %q (want github, gitlab or gitea)", r.Name, u.Provider)}
+			}
+			if u.Secret == "" {
+				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.secret is required: unsigned webhooks are refused", r.Name)}
+			}
+			if u.KeyFile != "" {
+				u.KeyFile = c.ResolvePath(u.KeyFile)
+			}
+			if u.PollInterval <= 0 {
+				u.PollInterval = Duration(DefaultPollInterval)
 			}
 		}
 		pools := map[string]bool{}

@@ -61,6 +61,11 @@ func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
 			return err
 		}
 	}
+	if r.Upstream != nil {
+		// A watched mirror holds exactly what upstream has; creating pools
+		// here would make it diverge.
+		return nil
+	}
 	for i := range r.Pools {
 		if err := s.ensurePool(ctx, dir, r, &r.Pools[i]); err != nil {
 			return fmt.Errorf("repo %s pool %s: %w", r.Name, r.Pools[i].Name, err)

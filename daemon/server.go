@@ -17,6 +17,7 @@ import (
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/metrics"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -27,6 +28,9 @@ const DrainTimeout = 30 * time.Second
 
 // Server is a running poolgate daemon.
 type Server struct {
+	// Metrics, if set, counts sessions, git commands and push verdicts.
+	Metrics *metrics.Metrics
+
 	cfg      *config.Config
 	log      zerolog.Logger
 	exe      string
@@ -45,7 +49,15 @@ type Server struct {
 
 	// DrainTimeout overrides the package default; tests shorten it.
 	DrainTimeout time.Duration
+	// Observer, if set, hears of every push that ended (the event
+	// service); it must not block.
+	Observer PushObserver
 }
+
+// PushObserver is told when a receive-pack to repo has ended, accepted or
+// not, so events are derived right away instead of at the next poll. It is
+// only a wake-up: what happened is read from the repo and the hook's records.
+type PushObserver interface{ Pushed(repo string) }
 
 // New checks the config's keys and prepares a server. exe is the poolgate
 // binary the pre-receive hook runs.

@@ -23,6 +23,8 @@ import (
 // handleSession serves one exec request. Everything that is not one of the
 // three git services gets one line on stderr and exit status 1.
 func (s *Server) handleSession(sess ssh.Session) {
+	s.Metrics.SessionOpened()
+	defer s.Metrics.SessionClosed()
 	id, ok := s.identityOf(sess.Context())
 	if !ok {
 		// Unreachable with public-key auth on; kept so that a change in
@@ -56,6 +58,10 @@ func (s *Server) handleSession(sess ssh.Session) {
 		return
 	}
 	repo := cfg.Repo(name)
+	if repo.Upstream != nil && svc.writes() {
+		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
+		return
+	}
 	role := cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
 	if svc.writes() {
@@ -219,8 +225,8 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			if limitErr.Load() != nil {
 				return hooks.VerdictPermanent
 			}
-			b, _ := os.ReadFile(verdictFile)
-			return strings.TrimSpace(string(b))
+			v, _ := hooks.ReadVerdict(verdictFile)
+			return v
 		})
 	} else {
 		_, err = io.Copy(sess, stdout)
@@ -252,8 +258,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		e = e.Str("protocol", protocol)
 	}
 	if svc == ReceivePack {
-		verdict, _ := os.ReadFile(verdictFile)
-		v := strings.TrimSpace(string(verdict))
+		v, rules := hooks.ReadVerdict(verdictFile)
 		ok, ng := reportStatus(res.report)
 		switch {
 		case res.refused:
@@ -279,6 +284,20 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		if le := limitErr.Load(); le != nil {
 			e = e.Str("limit", le.Key).Str("reason", le.Msg)
 		}
+		if len(rules) > 0 {
+			e = e.Strs("rules", rules)
+		}
+		switch v {
+		case "accepted":
+			s.Metrics.Push(repo.Name, true, nil)
+		case hooks.VerdictTransient, hooks.VerdictPermanent:
+			s.Metrics.Push(repo.Name, false, rules)
+		}
+		if s.Observer != nil && len(ups) > 0 {
+			// Accepted or refused, the push left a record to derive events
+			// from; derivation and delivery happen elsewhere, never here.
+			s.Observer.Pushed(repo.Name)
+		}
 		if len(ng) > 0 {
 			e = e.Strs("ng", ng)
 		}
@@ -286,6 +305,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	if err != nil {
 		e = e.AnErr("relay", err)
 	}
+	s.Metrics.GitCommand(string(svc), time.Since(start).Seconds())
 	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
 	return code
 }

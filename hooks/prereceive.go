@@ -51,11 +51,11 @@ func (h *PreReceive) Run() int {
 	if err != nil {
 		// Fail closed: a validator that cannot run must not wave pushes through.
 		fmt.Fprintf(h.Stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
-		h.writeVerdict(VerdictPermanent)
+		h.writeVerdict(VerdictPermanent, nil)
 		return 1
 	}
 	if len(res.Violations) == 0 {
-		h.writeVerdict("accepted")
+		h.writeVerdict("accepted", nil)
 		return 0
 	}
 	var b strings.Builder
@@ -73,16 +73,34 @@ func (h *PreReceive) Run() int {
 		b.WriteString("poolgate: this is temporary; the push will land once the pool allows it.\n")
 	}
 	io.WriteString(h.Stderr, b.String())
-	h.writeVerdict(res.Verdict)
+	h.writeVerdict(res.Verdict, res.Violations)
 	return 1
 }
 
-func (h *PreReceive) writeVerdict(v string) {
+func (h *PreReceive) writeVerdict(v string, vs []validator.Violation) {
 	if p := h.Getenv(EnvVerdictFile); p != "" {
+		var rules []string
+		for _, x := range vs {
+			rules = append(rules, string(x.Rule))
+		}
 		// Best effort: the daemon treats a missing verdict as transient,
 		// the safe default for the stock client's retry loop.
-		_ = os.WriteFile(p, []byte(v+"\n"), 0o600)
+		_ = os.WriteFile(p, []byte(v+"\nrules: "+strings.Join(rules, ",")+"\n"), 0o600)
 	}
+}
+
+// ReadVerdict reads a verdict file: its first line is the verdict, its
+// second the rules that were broken. A missing file reads as "".
+func ReadVerdict(path string) (verdict string, rules []string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil
+	}
+	first, rest, _ := strings.Cut(string(b), "\n")
+	if r, ok := strings.CutPrefix(strings.TrimSpace(rest), "rules: "); ok && r != "" {
+		rules = strings.Split(r, ",")
+	}
+	return strings.TrimSpace(first), rules
 }
 
 // Settings is what a hook run needs from the config for one repo.

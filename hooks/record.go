@@ -103,12 +103,12 @@ func (h *PreReceive) record(res Result) error {
 	if len(lines) == 0 {
 		return nil
 	}
-	return appendJSONLines(filepath.Join(h.gitDir(), RecordDir, file), lines)
+	return AppendJSONLines(filepath.Join(h.gitDir(), RecordDir, file), lines...)
 }
 
-// appendJSONLines appends and fsyncs. One write call per batch, so a crash
+// AppendJSONLines appends and fsyncs. One write call per batch, so a crash
 // leaves at worst one torn last line, which readers skip.
-func appendJSONLines(path string, lines []any) error {
+func AppendJSONLines(path string, lines ...any) error {
 	var buf []byte
 	for _, l := range lines {
 		b, err := json.Marshal(l)

@@ -3,6 +3,7 @@ package validator
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/poolgate/poolgate/pool"
 )
@@ -209,6 +210,11 @@ func performs(changes []pool.Change, in pool.Intent) bool {
 	for _, c := range changes {
 		if c.Name != in.Name {
 			continue
+		}
+		if c.Op == pool.OpDuplicate && strings.HasPrefix(in.Verb, "adding ") {
+			// The add happened; that it made a duplicate is duplicate-name's
+			// to say, once.
+			return true
 		}
 		for _, op := range in.Ops() {
 			if c.Op != op {

@@ -11,6 +11,10 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/upstream"
+	"github.com/poolgate/poolgate/webhook"
+	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -75,6 +79,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
+	if h := upstream.Start(ctx, cfg, log, nil); h != nil {
+		srv.Handle("POST /hooks/{provider}/{repo}", h)
+	}
 	sshLn, httpLn, inherited, err := daemon.Listeners(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
@@ -116,10 +123,40 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	stopEvents, err := startEvents(cfg, log, srv)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitFailed
+	}
+	// Events stop after the drain, so the last pushes are still derived.
+	defer stopEvents()
 	daemon.Ready(log)
 	if err := srv.Serve(serveCtx, sshLn, httpLn); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
 	return exitOK
+}
+
+// startEvents runs event derivation and webhook delivery beside the daemon,
+// never in a push's path: the daemon only pokes the service when a push
+// ends. The returned func stops both and closes the store.
+func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server) (func(), error) {
+	svc, err := events.NewService(cfg, log.With().Str("part", "events").Logger())
+	if err != nil {
+		return nil, err
+	}
+	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{})
+	svc.OnEvents = func([]events.Event) { disp.Notify() }
+	srv.Observer = svc
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { svc.Run(ctx); done <- struct{}{} }()
+	go func() { disp.Run(ctx); done <- struct{}{} }()
+	return func() {
+		cancel()
+		<-done
+		<-done
+		svc.Store.Close()
+	}, nil
 }

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/webhook"
+)
+
+func init() {
+	register("history", "the audit trail of a repo, newest first", runHistory)
+}
+
+func runHistory(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("history", "history [--config FILE] REPO [--pool P] [--lock L] [--type T[,T]] [--since T] [--limit N] [--json]", stdout, stderr)
+	cfgFile := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
+	poolName := fs.String("pool", "", "only this pool")
+	lock := fs.String("lock", "", "only this lock")
+	types := fs.String("type", "", "only these event types, comma-separated: "+strings.Join(config.EventTypes, ", "))
+	since := fs.String("since", "", "only events since a time: RFC 3339 (2026-11-27T10:00:00Z), a date (2026-11-27), or an age (90m, 2h)")
+	limit := fs.Int("limit", 0, "at most N events (0: all)")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, code := parseFlags(fs, args, stderr)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "poolgate history: want exactly one REPO (see --help)")
+		return exitUsage
+	}
+	q := events.Query{Repo: pos[0], Pool: *poolName, Lock: *lock, Limit: *limit}
+	if *types != "" {
+		for _, t := range strings.Split(*types, ",") {
+			t = strings.TrimSpace(t)
+			if !slices.Contains(config.EventTypes, t) {
+				fmt.Fprintf(stderr, "poolgate history: unknown event type %q (want %s)\n", t, strings.Join(config.EventTypes, ", "))
+				return exitUsage
+			}
+			q.Types = append(q.Types, t)
+		}
+	}
+	if *since != "" {
+		t, err := parseSince(*since, time.Now())
+		if err != nil {
+			fmt.Fprintf(stderr, "poolgate history: --since: %v\n", err)
+			return exitUsage
+		}
+		q.Since = t
+	}
+	cfg, err := loadDataConfig(*cfgFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate history: %v\n", err)
+		return exitUsage
+	}
+	if cfg.Repo(q.Repo) == nil {
+		fmt.Fprintf(stderr, "poolgate history: unknown repo %q\n", q.Repo)
+		return exitUsage
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, []string{q.Repo})
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
+		return exitFailed
+	}
+	defer st.Close()
+	evs, err := st.Events(ctx, q)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
+		return exitFailed
+	}
+	if *asJSON {
+		type row struct {
+			Type string    `json:"type"`
+			Time time.Time `json:"time"`
+			*events.Event
+		}
+		out := make([]row, len(evs))
+		for i := range evs {
+			out[i] = row{evs[i].Type, evs[i].Time, &evs[i]}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+		return exitOK
+	}
+	if len(evs) == 0 {
+		fmt.Fprintln(stdout, "no events")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tEVENT\tPOOL\tLOCK\tPUSHER\tBUILD\tDETAIL\tCOMMIT")
+	for _, e := range evs {
+		pusher := "-"
+		if e.Pusher != nil && e.Pusher.User != "" {
+			pusher = e.Pusher.User
+		}
+		commit := e.Commit
+		if len(commit) > 10 {
+			commit = commit[:10]
+		}
+		fmt.Fprintln(tw, strings.Join([]string{fmtTime(e.Time), e.Type, dash(e.Pool), dash(e.Lock), pusher,
+			buildOf(e.Pipeline, e.Job, e.Build, e.BuildID), detail(&e), dash(commit)}, "\t"))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// detail is the one thing worth knowing beyond the columns.
+func detail(e *events.Event) string {
+	switch e.Type {
+	case events.Released, events.Removed, events.Stale:
+		if e.HeldSeconds != nil {
+			return "held " + webhook.Human(time.Duration(*e.HeldSeconds)*time.Second)
+		}
+	case events.Added:
+		if e.State == "claimed" {
+			return "added claimed"
+		}
+	case events.Rejected:
+		s := e.Rule + " (" + e.Kind + "): " + e.Reason
+		if !e.Announce {
+			s += " [repeat, not announced]"
+		}
+		return strings.ReplaceAll(s, "\t", " ")
+	}
+	return "-"
+}
+
+// parseSince reads an absolute time, a date, or an age.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339, YYYY-MM-DD) or an age (90m, 2h)", s)
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/webhook"
+)
+
+func init() {
+	register("status", "who holds what now: pool, lock, state, since, held for, by, build", runStatus)
+}
+
+// loadDataConfig loads the config the way serve does, for commands that
+// read the daemon's data dir. Without --config it uses the demo data dir,
+// but only if it exists: a read command must not create one.
+func loadDataConfig(file string) (*config.Config, error) {
+	if file != "" {
+		abs, err := filepath.Abs(file)
+		if err != nil {
+			abs = file
+		}
+		return config.Load(abs)
+	}
+	if _, err := os.Stat(daemon.DemoDataDir); err != nil {
+		return nil, fmt.Errorf("no --config given and no ./%s here", daemon.DemoDataDir)
+	}
+	home, _ := os.UserHomeDir()
+	cfg, _, err := daemon.DemoConfig(daemon.DemoDataDir, home)
+	return cfg, err
+}
+
+// openStore opens the event store and, where it may write, brings the
+// named repos up to date first, so the answer is current even when the
+// daemon is stopped. Beside a running daemon this is safe: derivation
+// transactions serialize and produce the same events.
+func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events.Store, error) {
+	st, err := events.Open(cfg.DataDir, false)
+	if err != nil {
+		ro, rerr := events.Open(cfg.DataDir, true)
+		if rerr != nil {
+			return nil, err
+		}
+		return ro, nil
+	}
+	for _, name := range repos {
+		d := events.NewDeriver(st, cfg.Repo(name), events.RepoDir(cfg, name))
+		_, err := d.Sync(ctx)
+		d.Close()
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", "status [--config FILE] [REPO] [--json]", stdout, stderr)
+	cfgFile := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, code := parseFlags(fs, args, stderr)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 1 {
+		fmt.Fprintf(stderr, "poolgate status: unexpected argument %q\n", pos[1])
+		return exitUsage
+	}
+	cfg, err := loadDataConfig(*cfgFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate status: %v\n", err)
+		return exitUsage
+	}
+	var repos []string
+	if len(pos) == 1 {
+		if cfg.Repo(pos[0]) == nil {
+			fmt.Fprintf(stderr, "poolgate status: unknown repo %q\n", pos[0])
+			return exitUsage
+		}
+		repos = pos
+	} else {
+		for _, r := range cfg.Repos {
+			repos = append(repos, r.Name)
+		}
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, repos)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate status: %v\n", oneLine(err))
+		return exitFailed
+	}
+	defer st.Close()
+	now := time.Now()
+	all := []events.LockStatus{}
+	for _, r := range repos {
+		ls, err := events.Status(ctx, st, cfg, r, now)
+		if err != nil {
+			fmt.Fprintf(stderr, "poolgate status: %s: %v\n", r, oneLine(err))
+			return exitFailed
+		}
+		all = append(all, ls...)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(all)
+		return exitOK
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(stdout, "no locks")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	head := "POOL\tLOCK\tSTATE\tSINCE\tHELD FOR\tBY\tBUILD\tBUILD URL"
+	if len(repos) > 1 {
+		head = "REPO\t" + head
+	}
+	fmt.Fprintln(tw, head)
+	for _, l := range all {
+		row := []string{l.Pool, l.Lock, l.State, fmtTime(l.Since), "-", "-", "-", dash(l.BuildURL)}
+		if l.HeldSeconds != nil {
+			row[4] = webhook.Human(time.Duration(*l.HeldSeconds) * time.Second)
+			if l.Stale {
+				row[4] += " (stale)"
+			}
+		}
+		if l.By != nil {
+			row[5] = l.By.User
+		}
+		if l.State != "unclaimed" {
+			row[6] = buildOf(l.Pipeline, l.Job, l.Build, "")
+		}
+		if len(repos) > 1 {
+			row = append([]string{l.Repo}, row...)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// buildOf is "p/deploy #42" (or a one-off build's id), "-" if unknown.
+func buildOf(pipeline, job, build, buildID string) string {
+	switch {
+	case pipeline != "" && job != "" && build != "":
+		return pipeline + "/" + job + " #" + build
+	case pipeline != "" && job != "":
+		return pipeline + "/" + job
+	case buildID != "":
+		return "one-off #" + buildID
+	case build != "":
+		return "#" + build
+	}
+	return "-"
+}
+
+// oneLine keeps an error to the one line DESIGN.md §3 promises.
+func oneLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}

@@ -1,0 +1,139 @@
+// Package events turns a pool repo's history, and the push records the
+// pre-receive hook leaves beside it, into the lock events of DESIGN.md §5,
+// and keeps them in a durable store that the daemon, the webhook delivery
+// and the status/history commands share.
+//
+// Events are derived, never captured: the branch's first-parent chain and
+// the hook's fsynced JSON-lines records are the source of truth, so an event
+// lost to a crash is derived again, with the same id, at the next start.
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/poolgate/poolgate/pool"
+)
+
+// Event types (config.EventTypes).
+const (
+	Added    = "added"
+	Removed  = "removed"
+	Claimed  = "claimed"
+	Released = "released"
+	Updated  = "updated"
+	Stale    = "stale"
+	Rejected = "rejected"
+)
+
+// Person is a commit author.
+type Person struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
+}
+
+// Pusher is who pushed, as the SSH key proved it.
+type Pusher struct {
+	User string `json:"user"`
+	Key  string `json:"key"`
+}
+
+// Violation is one reason a push was refused (the hook's record).
+type Violation struct {
+	Rule    string `json:"rule"`
+	Kind    string `json:"kind"`
+	Commit  string `json:"commit,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+	Pool    string `json:"pool,omitempty"`
+	Lock    string `json:"lock,omitempty"`
+	Reason  string `json:"reason"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// Event is one thing that happened to a lock, or one refused push. Its JSON
+// form is the `data` object of the webhook payload (DESIGN.md §5).
+type Event struct {
+	// Seq orders events in the store; 0 until stored.
+	Seq  int64     `json:"-"`
+	Type string    `json:"-"`
+	Time time.Time `json:"-"`
+	// Announce is false for a transient rejection repeated within the
+	// coalescing window: recorded for the history, not sent to webhooks.
+	Announce bool `json:"-"`
+
+	ID       string `json:"id"`
+	Repo     string `json:"repo"`
+	Branch   string `json:"branch"`
+	Pool     string `json:"pool"`
+	Lock     string `json:"lock"`
+	Action   string `json:"action"`
+	State    string `json:"state,omitempty"` // the lock's state after the event: claimed, unclaimed, absent
+	Commit   string `json:"commit"`
+	Message  string `json:"message"`
+	BuildURL string `json:"build_url"`
+	Team     string `json:"team"`
+	Pipeline string `json:"pipeline"`
+	Job      string `json:"job"`
+	Build    string `json:"build"`
+	// BuildID is a one-off build's id (old message format); build is empty then.
+	BuildID     string  `json:"build_id,omitempty"`
+	Pusher      *Pusher `json:"pusher"`
+	Author      *Person `json:"author"`
+	Claimed     int     `json:"claimed"`
+	MaxClaimed  *int    `json:"max_claimed"` // null: no limit
+	HeldSeconds *int64  `json:"held_seconds"`
+	// ClaimCommit is the commit that claimed the lock (released, removed, stale).
+	ClaimCommit string `json:"claim_commit,omitempty"`
+
+	// Rejections only.
+	Rule       string      `json:"rule,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Kind       string      `json:"kind,omitempty"`
+	Ref        string      `json:"ref,omitempty"`
+	Violations []Violation `json:"violations,omitempty"`
+}
+
+// WebhookType is the payload's type field: "lock.claimed", "lock.rejected".
+func (e *Event) WebhookType() string { return "lock." + e.Type }
+
+// ID is an event's stable id: the same inputs always give the same id, so
+// re-deriving after a crash cannot duplicate an event and receivers can
+// de-duplicate redeliveries.
+func ID(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return "evt_" + hex.EncodeToString(h[:16])
+}
+
+// TypeOf maps a tree operation to its event type. An add-claimed is an
+// `added` event whose state is claimed (one event per lock per commit, as
+// DESIGN.md §5 says); it starts a hold like a claim does, so its release
+// reports how long it was held. A name in both directories (only possible
+// in histories from before poolgate) surfaces as `updated`.
+func TypeOf(op pool.Op) string {
+	switch op {
+	case pool.OpAdd, pool.OpAddClaimed:
+		return Added
+	case pool.OpClaim:
+		return Claimed
+	case pool.OpRelease:
+		return Released
+	case pool.OpRemove, pool.OpRemoveFree:
+		return Removed
+	}
+	return Updated
+}
+
+func stateName(s pool.State) string {
+	switch s {
+	case pool.StateClaimed:
+		return "claimed"
+	case pool.StateUnclaimed:
+		return "unclaimed"
+	case pool.StateBoth:
+		return "claimed+unclaimed"
+	}
+	return "absent"
+}

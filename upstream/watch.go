@@ -1,0 +1,248 @@
+// Package upstream is watch mode: a pool repo that stays on GitHub, GitLab
+// or Gitea, followed by a local mirror. Nothing can be refused there, so
+// the validator runs after the fact and what it finds is recorded as
+// violations; the mirror's history feeds the same events as a served repo.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/validator"
+)
+
+// Files beside the hook's records in the mirror's git dir.
+const (
+	ViolationsFile = "violations.jsonl"
+	RewritesFile   = "rewrites.jsonl"
+)
+
+// ViolationRecord is a rule broken by a commit that already landed upstream.
+type ViolationRecord struct {
+	Time time.Time `json:"time"`
+	User string    `json:"user,omitempty"`
+	hooks.ViolationRecord
+}
+
+// RewriteRecord is a history rewrite (force push) seen upstream.
+type RewriteRecord struct {
+	Time time.Time `json:"time"`
+	User string    `json:"user,omitempty"`
+	Old  string    `json:"old"`
+	New  string    `json:"new"`
+	// Dropped counts the first-parent commits of old that new lost.
+	Dropped int `json:"dropped"`
+}
+
+// Watcher keeps one mirror in step with its upstream.
+type Watcher struct {
+	Repo *config.Repo
+	Dir  string // the mirror's bare repo
+	Cfg  *config.Config
+	Log  zerolog.Logger
+	// Changed is told the repo's branch moved (the event deriver).
+	Changed func(repo string)
+
+	mu      sync.Mutex // one fetch at a time
+	trigger chan string
+}
+
+// NewWatcher makes a watcher; Run starts it.
+func NewWatcher(cfg *config.Config, r *config.Repo, dir string, log zerolog.Logger, changed func(string)) *Watcher {
+	return &Watcher{Repo: r, Dir: dir, Cfg: cfg, Log: log.With().Str("repo", r.Name).Logger(), Changed: changed,
+		trigger: make(chan string, 1)}
+}
+
+// Trigger asks for a fetch soon, naming who pushed upstream if known. It
+// never blocks: a webhook handler must answer at once.
+func (w *Watcher) Trigger(pusher string) {
+	select {
+	case w.trigger <- pusher:
+	default: // a fetch is already due; it will see this push too
+	}
+}
+
+// Run fetches on every trigger and at the poll interval until ctx ends. A
+// missed webhook therefore costs at most one interval, never an event.
+func (w *Watcher) Run(ctx context.Context) {
+	t := time.NewTicker(w.Repo.Upstream.PollInterval.D())
+	defer t.Stop()
+	pusher := ""
+	for {
+		if _, err := w.Sync(ctx, pusher); err != nil && ctx.Err() == nil {
+			w.Log.Warn().Err(err).Msg("upstream fetch failed; will retry")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case pusher = <-w.trigger:
+		case <-t.C:
+			pusher = ""
+		}
+	}
+}
+
+// Result of one sync.
+type Result struct {
+	Old, New   string
+	Rewritten  bool
+	Violations int
+}
+
+// Sync fetches the upstream branch into the mirror, judges what arrived and
+// records it. pusher is recorded as who pushed the new commits ("" when a
+// poll, not a webhook, found them).
+func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var res Result
+	if err := w.ensureMirror(ctx); err != nil {
+		return res, err
+	}
+	repo := poolrepo.Open(w.Dir)
+	defer repo.Close()
+	branch := w.Repo.Branch
+	old, err := repo.Git.ResolveBranch(branch)
+	if err != nil {
+		return res, err
+	}
+	if err := w.fetch(ctx); err != nil {
+		return res, err
+	}
+	newTip, err := repo.Git.ResolveBranch(branch)
+	if err != nil {
+		return res, err
+	}
+	res.Old, res.New = old, newTip
+	if newTip == "" || newTip == old {
+		return res, nil
+	}
+	zero := old == ""
+	if zero {
+		old = validator.ZeroSHA
+	}
+	chain, ff, err := repo.NewCommits(old, newTip)
+	if err != nil {
+		return res, err
+	}
+	now := time.Now().UTC()
+	dir := filepath.Join(w.Dir, hooks.RecordDir)
+	if !ff {
+		res.Rewritten = true
+		dropped := 0
+		if out, err := repo.Git.Git("rev-list", "--first-parent", "--count", old, "--not", newTip, "--"); err == nil {
+			fmt.Sscan(out, &dropped)
+		}
+		if err := hooks.AppendJSONLines(filepath.Join(dir, RewritesFile), RewriteRecord{Time: now, User: pusher, Old: old, New: newTip, Dropped: dropped}); err != nil {
+			return res, err
+		}
+		w.Log.Warn().Str("old", old).Str("new", newTip).Int("dropped", dropped).Msg("upstream history was rewritten (force push)")
+	}
+	// Who pushed, for the events: the same record the hook writes for
+	// served repos, so the deriver needs no second code path.
+	user := pusher
+	if user == "" {
+		user = "upstream"
+	}
+	if err := hooks.AppendJSONLines(filepath.Join(dir, hooks.PushesFile), hooks.PushRecord{Time: now, User: user, Role: "write",
+		Ref: "refs/heads/" + branch, Old: old, New: newTip, Commits: chain}); err != nil {
+		return res, err
+	}
+	policy, err := repo.Policy(w.Cfg, w.Repo.Name)
+	if err != nil {
+		return res, err
+	}
+	// The pusher's role upstream is unknown: pusher-dependent rules are not
+	// judged, as in `poolgate check`.
+	vs, err := validator.CheckCommits(repo, chain, validator.Pusher{}, policy)
+	if err != nil {
+		return res, err
+	}
+	for _, v := range vs {
+		rec := ViolationRecord{Time: now, User: pusher, ViolationRecord: hooks.ViolationRecord{Rule: string(v.Rule), Kind: string(v.Kind),
+			Commit: v.Commit, Subject: v.Subject, Pool: v.Pool, Lock: v.Lock, Reason: v.Reason, Hint: v.Hint}}
+		if err := hooks.AppendJSONLines(filepath.Join(dir, ViolationsFile), rec); err != nil {
+			return res, err
+		}
+		w.Log.Warn().Str("rule", string(v.Rule)).Str("commit", v.Commit).Str("pool", v.Pool).Str("lock", v.Lock).Msg("upstream commit breaks a pool rule")
+	}
+	res.Violations = len(vs)
+	w.Log.Info().Str("old", old).Str("new", newTip).Int("commits", len(chain)).Int("violations", len(vs)).Msg("upstream fetched")
+	if w.Changed != nil {
+		w.Changed(w.Repo.Name)
+	}
+	return res, nil
+}
+
+func (w *Watcher) ensureMirror(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(w.Dir, "HEAD")); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(w.Dir), 0o755); err != nil {
+		return err
+	}
+	return w.git(ctx, filepath.Dir(w.Dir), "init", "-q", "--bare", "-b", w.Repo.Branch, "--", w.Dir)
+}
+
+// fetch follows the upstream branch, forced: the mirror shows what upstream
+// has, rewrites included (they are recorded, not refused).
+func (w *Watcher) fetch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	b := w.Repo.Branch
+	return w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
+		"+refs/heads/"+b+":refs/heads/"+b)
+}
+
+func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	if k := w.Repo.Upstream.KeyFile; k != "" {
+		// accept-new: the first fetch learns the host key, later ones hold
+		// it to that, kept in the data dir rather than a user's home.
+		known := filepath.Join(w.Cfg.DataDir, "upstream_known_hosts")
+		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND=ssh -i '"+k+"' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='"+known+"'")
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if msg == "" {
+			msg = err.Error()
+		}
+		// The URL may hold credentials: it is not repeated here.
+		return errors.New("git " + args[0] + ": " + msg)
+	}
+	return nil
+}
+
+// Start runs a watcher for every repo with an upstream and returns the
+// webhook handler for them, or nil when there are none. changed may be nil.
+func Start(ctx context.Context, cfg *config.Config, log zerolog.Logger, changed func(repo string)) *Handler {
+	h := &Handler{Watchers: map[string]*Watcher{}, Log: log}
+	for i := range cfg.Repos {
+		r := &cfg.Repos[i]
+		if r.Upstream == nil {
+			continue
+		}
+		w := NewWatcher(cfg, r, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
+		h.Watchers[r.Name] = w
+		go w.Run(ctx)
+	}
+	if len(h.Watchers) == 0 {
+		return nil
+	}
+	return h
+}

@@ -1,0 +1,453 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/events"
+	"github.com/rs/zerolog"
+)
+
+// Options tune delivery; the zero value of a field means its default.
+type Options struct {
+	// Backoff is the first retry delay, doubled per attempt up to
+	// MaxBackoff, with jitter (default 1s, 10m).
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// GiveUpAfter is how long one event (or concourse batch) is retried
+	// before the target moves on without it (default 24h).
+	GiveUpAfter time.Duration
+	// Coalesce is the quiet time that ends a burst of changes for a
+	// concourse target (default 1.5s; a webhook's coalesce overrides it),
+	// CoalesceMax the longest a burst is held (default the larger of 5s
+	// and 4×Coalesce).
+	Coalesce    time.Duration
+	CoalesceMax time.Duration
+	// SlackInterval is the least time between two messages to one Slack
+	// URL (default 1s: Slack's limit for incoming webhooks).
+	SlackInterval time.Duration
+	// Timeout bounds one HTTP request (default 10s).
+	Timeout time.Duration
+	// Poll is how often an idle target looks for events without being
+	// notified (default 5s).
+	Poll time.Duration
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Backoff, time.Second)
+	def(&o.MaxBackoff, 10*time.Minute)
+	def(&o.GiveUpAfter, 24*time.Hour)
+	def(&o.Coalesce, 1500*time.Millisecond)
+	def(&o.CoalesceMax, max(5*time.Second, 4*o.Coalesce))
+	def(&o.SlackInterval, time.Second)
+	def(&o.Timeout, 10*time.Second)
+	def(&o.Poll, 5*time.Second)
+}
+
+// Dispatcher delivers events to every configured webhook.
+type Dispatcher struct {
+	store   *events.Store
+	log     zerolog.Logger
+	opt     Options
+	client  *http.Client
+	targets []*target
+
+	slackMu   sync.Mutex
+	slackNext map[string]time.Time // per URL: earliest next send
+}
+
+// New prepares delivery to cfg's webhooks.
+func New(cfg *config.Config, store *events.Store, log zerolog.Logger, opt Options) *Dispatcher {
+	opt.defaults()
+	d := &Dispatcher{store: store, log: log, opt: opt, slackNext: map[string]time.Time{},
+		client: &http.Client{Timeout: opt.Timeout}}
+	for i := range cfg.Webhooks {
+		d.targets = append(d.targets, &target{d: d, cfg: cfg.Webhooks[i], wake: make(chan struct{}, 1)})
+	}
+	return d
+}
+
+// Notify wakes every target to look for new events. It never blocks.
+func (d *Dispatcher) Notify() {
+	for _, t := range d.targets {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run delivers until ctx ends. A target whose cursor cannot be read is
+// retried; one that is disabled (after a 410) stays idle.
+func (d *Dispatcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, t := range d.targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.run(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+type target struct {
+	d    *Dispatcher
+	cfg  config.Webhook
+	wake chan struct{}
+	seq  int64
+}
+
+func (t *target) logger() *zerolog.Logger {
+	l := t.d.log.With().Str("webhook", t.cfg.Name).Str("format", t.cfg.Format).Logger()
+	return &l
+}
+
+// sleep waits d or until ctx ends; false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+func (t *target) run(ctx context.Context) {
+	st := t.d.store
+	for {
+		w, err := st.InitWebhook(ctx, t.cfg.Name)
+		if err == nil {
+			if w.Disabled != "" {
+				t.logger().Warn().Str("reason", w.Disabled).Msg("webhook disabled; not delivering")
+				return
+			}
+			t.seq = w.Seq
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t.logger().Error().Err(err).Msg("reading webhook cursor")
+		if !sleep(ctx, t.d.opt.Poll) {
+			return
+		}
+	}
+	for ctx.Err() == nil {
+		more, err := t.step(ctx)
+		if errors.Is(err, errDisabled) {
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			t.logger().Error().Err(err).Msg("webhook delivery")
+			sleep(ctx, t.d.opt.Poll)
+			continue
+		}
+		if more {
+			continue
+		}
+		tm := time.NewTimer(t.d.opt.Poll)
+		select {
+		case <-ctx.Done():
+		case <-t.wake:
+		case <-tm.C:
+		}
+		tm.Stop()
+	}
+}
+
+var errDisabled = errors.New("webhook disabled")
+
+// matches applies the target's filters.
+func (t *target) matches(e *events.Event) bool {
+	if !e.Announce {
+		return false
+	}
+	if len(t.cfg.Events) > 0 && !slices.Contains(t.cfg.Events, e.Type) {
+		return false
+	}
+	if len(t.cfg.Repos) > 0 && !slices.Contains(t.cfg.Repos, e.Repo) {
+		return false
+	}
+	if len(t.cfg.Pools) > 0 && !slices.Contains(t.cfg.Pools, e.Pool) {
+		return false
+	}
+	return true
+}
+
+const batchSize = 100
+
+// step delivers what is pending after the cursor; more reports that a full
+// batch was read and there may be more.
+func (t *target) step(ctx context.Context) (more bool, err error) {
+	evs, err := t.d.store.After(ctx, t.seq, batchSize)
+	if err != nil || len(evs) == 0 {
+		return false, err
+	}
+	if t.cfg.Format == "concourse" {
+		return t.stepConcourse(ctx, evs)
+	}
+	for i := range evs {
+		e := &evs[i]
+		if t.matches(e) {
+			if err := t.deliver(ctx, []*events.Event{e}); err != nil {
+				return false, err
+			}
+		}
+		if err := t.advance(ctx, e.Seq); err != nil {
+			return false, err
+		}
+	}
+	return len(evs) == batchSize, nil
+}
+
+// stepConcourse waits out a burst, then sends one check request for every
+// matching change that arrived meanwhile: Concourse only needs to know
+// "look again", not what changed. A burst ends after Coalesce without a
+// new matching change, or CoalesceMax after its first one, whichever comes
+// first, so a pipeline's chain of puts becomes one check, yet a steady
+// stream still gets one at least every CoalesceMax.
+func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, error) {
+	if !slices.ContainsFunc(evs, func(e events.Event) bool { return t.matches(&e) }) {
+		return len(evs) == batchSize, t.advance(ctx, evs[len(evs)-1].Seq)
+	}
+	first := time.Now()
+	seen := evs[len(evs)-1].Seq
+	quietFor, maxHold := t.d.opt.Coalesce, t.d.opt.CoalesceMax
+	if c := t.cfg.Coalesce.D(); c > 0 {
+		quietFor, maxHold = c, max(maxHold, 4*c)
+	}
+	for {
+		wait := min(quietFor, maxHold-time.Since(first))
+		if !sleep(ctx, wait) {
+			return false, ctx.Err()
+		}
+		newer, err := t.d.store.After(ctx, seen, 10000)
+		if err != nil {
+			return false, err
+		}
+		if len(newer) > 0 {
+			seen = newer[len(newer)-1].Seq
+		}
+		quiet := !slices.ContainsFunc(newer, func(e events.Event) bool { return t.matches(&e) })
+		if quiet || time.Since(first) >= maxHold {
+			break
+		}
+	}
+	evs, err := t.d.store.After(ctx, t.seq, 100000)
+	if err != nil {
+		return false, err
+	}
+	var batch []*events.Event
+	for i := range evs {
+		if evs[i].Seq <= seen && t.matches(&evs[i]) {
+			batch = append(batch, &evs[i])
+		}
+	}
+	if err := t.deliver(ctx, batch); err != nil {
+		return false, err
+	}
+	return false, t.advance(ctx, seen)
+}
+
+func (t *target) advance(ctx context.Context, seq int64) error {
+	if seq <= t.seq {
+		return nil
+	}
+	if err := t.d.store.SetWebhookSeq(ctx, t.cfg.Name, seq); err != nil {
+		return err
+	}
+	t.seq = seq
+	return nil
+}
+
+// deliver sends one request (one event, or one concourse batch) until it
+// succeeds, the target answers 410 (disabled), or GiveUpAfter passes (the
+// batch is skipped and logged). It returns an error only to stop the target.
+func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
+	ids := make([]string, len(batch))
+	for i, e := range batch {
+		ids[i] = e.ID
+	}
+	first := time.Now()
+	for attempt := 1; ; attempt++ {
+		if t.cfg.Format == "slack" {
+			if !t.d.slackWait(ctx, t.cfg.URL) {
+				return ctx.Err()
+			}
+		}
+		start := time.Now()
+		status, wait, err := t.send(ctx, batch)
+		if ctx.Err() != nil {
+			// Stopping: this attempt does not count, and the cursor
+			// stays, so the next start sends the event again.
+			return ctx.Err()
+		}
+		d := events.Delivery{Webhook: t.cfg.Name, Time: start, Events: ids, Attempt: attempt, Status: status, Duration: time.Since(start)}
+		if err != nil {
+			d.Error = err.Error()
+		}
+		if lerr := t.d.store.LogDelivery(ctx, d); lerr != nil {
+			t.logger().Error().Err(lerr).Msg("recording delivery")
+		}
+		lg := t.logger()
+		if err == nil {
+			lg.Debug().Strs("events", ids).Int("status", status).Int("attempt", attempt).Dur("duration", d.Duration).Msg("delivered")
+			return nil
+		}
+		if status == http.StatusGone {
+			why := fmt.Sprintf("410 Gone from %s at %s", t.cfg.Name, start.UTC().Format(time.RFC3339))
+			lg.Error().Int("status", status).Msg("webhook target answered 410 Gone: disabled until re-enabled")
+			if derr := t.d.store.DisableWebhook(ctx, t.cfg.Name, why); derr != nil {
+				lg.Error().Err(derr).Msg("disabling webhook")
+			}
+			return errDisabled
+		}
+		delay := backoff(t.d.opt.Backoff, t.d.opt.MaxBackoff, attempt)
+		if wait > 0 {
+			// The receiver said when; it knows its limits better than
+			// our backoff, within the same ceiling.
+			delay = min(wait, max(t.d.opt.MaxBackoff, time.Hour))
+		}
+		if time.Since(first)+delay > t.d.opt.GiveUpAfter {
+			lg.Error().Strs("events", ids).Int("attempts", attempt).Err(err).Dur("since", time.Since(first)).
+				Msg("giving up on delivery; moving on")
+			gave := events.Delivery{Webhook: t.cfg.Name, Time: time.Now(), Events: ids, Attempt: attempt,
+				Error: fmt.Sprintf("gave up after %d attempts over %s", attempt, Human(time.Since(first)))}
+			t.d.store.LogDelivery(ctx, gave)
+			return nil
+		}
+		lg.Warn().Strs("events", ids).Int("status", status).Int("attempt", attempt).Err(err).Dur("retry_in", delay).Msg("delivery failed")
+		if !sleep(ctx, delay) {
+			return ctx.Err()
+		}
+	}
+}
+
+// backoff is base·2^(attempt-1), capped, with "equal jitter" (half fixed,
+// half random) so many failing targets do not retry in lockstep.
+func backoff(base, ceiling time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	return d/2 + rand.N(d/2+1)
+}
+
+// slackWait holds a Slack send until the URL's 1 message/second allows it.
+func (d *Dispatcher) slackWait(ctx context.Context, url string) bool {
+	d.slackMu.Lock()
+	now := time.Now()
+	at := d.slackNext[url]
+	if at.Before(now) {
+		at = now
+	}
+	d.slackNext[url] = at.Add(d.opt.SlackInterval)
+	d.slackMu.Unlock()
+	return sleep(ctx, time.Until(at))
+}
+
+// send makes one HTTP request. It returns the status, a Retry-After the
+// receiver asked for, and an error unless the receiver answered 2xx.
+func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Duration, error) {
+	var body []byte
+	var err error
+	hdr := http.Header{}
+	switch t.cfg.Format {
+	case "slack":
+		body, err = SlackBody(batch[0])
+		hdr.Set("Content-Type", "application/json")
+	case "concourse":
+		// A bare POST: the URL (with its webhook_token) is all Concourse needs.
+	default:
+		e := batch[0]
+		body, err = JSONBody(e)
+		hdr.Set("Content-Type", "application/json")
+		ts := time.Now()
+		hdr.Set("webhook-id", e.ID)
+		hdr.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
+		if t.cfg.Secret != "" && err == nil {
+			var sig string
+			sig, err = Sign(t.cfg.Secret, e.ID, ts, body)
+			hdr.Set("webhook-signature", sig)
+		}
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header = hdr
+	req.Header.Set("User-Agent", "poolgate-webhook")
+	resp, err := t.d.client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp.StatusCode, 0, nil
+	}
+	wait := time.Duration(0)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		wait = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return resp.StatusCode, wait, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+}
+
+// Status is a webhook with its cursor and recent deliveries (the API's
+// /webhooks).
+type Status struct {
+	Name       string            `json:"name"`
+	Format     string            `json:"format"`
+	URL        string            `json:"-"` // may hold a token
+	Cursor     int64             `json:"cursor"`
+	Pending    int64             `json:"pending"` // events after the cursor, matching or not
+	Disabled   string            `json:"disabled,omitempty"`
+	Deliveries []events.Delivery `json:"deliveries"`
+}
+
+// Targets reports every configured webhook's state.
+func Targets(ctx context.Context, cfg *config.Config, st *events.Store, recent int) ([]Status, error) {
+	maxSeq, err := st.MaxSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Status
+	for _, w := range cfg.Webhooks {
+		ws, err := st.Webhook(ctx, w.Name)
+		if err != nil {
+			return nil, err
+		}
+		ds, err := st.Deliveries(ctx, w.Name, recent)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Status{Name: w.Name, Format: w.Format, URL: w.URL, Cursor: ws.Seq,
+			Pending: max(0, maxSeq-ws.Seq), Disabled: ws.Disabled, Deliveries: ds})
+	}
+	return out, nil
+}
