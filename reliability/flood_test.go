@@ -54,7 +54,11 @@ func TestFloodOfStalledHandshakesAndSessionsDoesNotStopAClient(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stalled session %d: %v", i, err)
 		}
-		if _, err := s.StdoutPipe(); err != nil { // never read
+		// Stdin held open and never written, stdout never read.
+		if _, err := s.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.StdoutPipe(); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Start("git-upload-pack 'locks.git'"); err != nil {
@@ -120,7 +124,11 @@ func TestFloodOfStalledHandshakesAndSessionsDoesNotStopAClient(t *testing.T) {
 	if cut != len(stalled) {
 		t.Errorf("%d of %d stalled handshakes were cut by the server", cut, len(stalled))
 	}
-	if n := len(e.logs.find("connection cut: no SSH handshake in time")); n < len(stalled) {
+	logged := func() int { return len(e.logs.find("connection cut: no SSH handshake in time")) }
+	for i := 0; i < 100 && logged() < len(stalled); i++ {
+		time.Sleep(100 * time.Millisecond) // the log pipe is read asynchronously
+	}
+	if n := logged(); n < len(stalled) {
 		t.Errorf("%d handshake timeouts logged, want %d", n, len(stalled))
 	}
 	if err := e.serving(); err != nil {
@@ -157,6 +165,9 @@ func TestOneKeyCannotTakeEverySession(t *testing.T) {
 		clients = append(clients, c)
 		s, err := c.NewSession()
 		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.StdinPipe(); err != nil { // held open: the command waits
 			t.Fatal(err)
 		}
 		if err := s.Start("git-upload-pack 'locks.git'"); err != nil {

@@ -253,9 +253,11 @@ func maxClaimed(t *testing.T, e *env) (most int, commits []string) {
 // checkHistory asserts what every load test asserts afterwards: `poolgate
 // check` finds nothing, no state had more than 3 claimed, every push a
 // client was told landed is in history, and git fsck is clean.
-func checkHistory(t *testing.T, e *env, l *load) (commits int) {
+func checkHistory(t *testing.T, e *env, l *load) (commits, lost int) {
 	repo := filepath.Join(e.data, "repos", "locks.git")
-	out, err := exec.Command(binPath, "check", "--config", e.cfgFile, "--repo", repo).CombinedOutput()
+	check := exec.Command(binPath, "check", "--config", e.cfgFile, "--repo", repo)
+	check.Env = append(os.Environ(), "REL_WEBHOOK_SECRET="+webhookSecret)
+	out, err := check.CombinedOutput()
 	if err != nil {
 		t.Errorf("poolgate check: %v\n%s", err, out)
 	}
@@ -269,13 +271,14 @@ func checkHistory(t *testing.T, e *env, l *load) (commits int) {
 	}
 	for c, op := range l.accepted {
 		if !inHistory[c] {
+			lost++
 			t.Errorf("push of %s (%s) was accepted but is not in history", c, op)
 		}
 	}
 	if out, err := e.git("", "fsck", "--full", "--strict", "--no-dangling"); err != nil {
 		t.Errorf("git fsck: %v\n%s", err, out)
 	}
-	return len(all)
+	return len(all), lost
 }
 
 // Load: 32 stock-like clients on a 4-lock pool with max_claimed 3.
@@ -291,12 +294,12 @@ func TestLoad32StockClientsOnFourLocksNeverBreakARule(t *testing.T) {
 	l.run(stop)
 	elapsed := time.Since(start)
 	rss := rssKB(pid)
-	commits := checkHistory(t, e, l)
+	commits, lost := checkHistory(t, e, l)
 	if n := l.gitFails.Load(); n > 0 {
 		t.Errorf("%d failed git commands, e.g.:\n%s", n, strings.Join(l.failures, "\n"))
 	}
 	figures(t, "load", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "duration", elapsed.Round(time.Second),
-		"failures", l.gitFails.Load(), "daemon_rss_kib", rss)
+		"failures", l.gitFails.Load(), "accepted_pushes_lost", lost, "daemon_rss_kib", rss)
 }
 
 // Restart under load: twice a hand-over (SIGUSR2: the daemon re-execs
@@ -340,7 +343,7 @@ func TestRestartsUnderLoadFailNoGitCommand(t *testing.T) {
 	close(stop)
 	<-done
 	elapsed := time.Since(start)
-	commits := checkHistory(t, e, l)
+	commits, lost := checkHistory(t, e, l)
 	if n := l.gitFails.Load(); n > 0 {
 		t.Errorf("%d failed git commands across %d restarts, e.g.:\n%s", n, restarts, strings.Join(l.failures, "\n"))
 	}
@@ -348,7 +351,7 @@ func TestRestartsUnderLoadFailNoGitCommand(t *testing.T) {
 		t.Errorf("%d drains ran out of time", n)
 	}
 	figures(t, "restart", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "restarts", restarts,
-		"duration", elapsed.Round(time.Second), "failures", l.gitFails.Load())
+		"duration", elapsed.Round(time.Second), "failures", l.gitFails.Load(), "accepted_pushes_lost", lost)
 }
 
 // SIGKILL under load, then start: nothing the clients were told is lost,
@@ -381,7 +384,7 @@ func TestSIGKILLUnderLoadLosesNoAcceptedPushOrEvent(t *testing.T) {
 	<-done
 	l.releaseLeftovers(t)
 	elapsed := time.Since(start)
-	commits := checkHistory(t, e, l)
+	commits, lostPushes := checkHistory(t, e, l)
 
 	// Every claim and release that landed after the webhook existed has
 	// its event, with the id events.ID gives it, delivered.
@@ -408,7 +411,7 @@ func TestSIGKILLUnderLoadLosesNoAcceptedPushOrEvent(t *testing.T) {
 	}
 	figures(t, "sigkill", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "kills", kills,
 		"duration", elapsed.Round(time.Second), "failed_steps_during_kills", l.gitFails.Load(),
-		"accepted_pushes_lost", 0, "events_expected", len(want), "events_lost", len(lost), "events_received", rc.count())
+		"accepted_pushes_lost", lostPushes, "events_expected", len(want), "events_lost", len(lost), "events_received", rc.count())
 }
 
 // expectedEvents derives, independently of the events package's deriver,
@@ -439,4 +442,3 @@ func expectedEvents(t *testing.T, e *env, base string) []string {
 	return ids
 }
 
-var _ = os.Getpid
