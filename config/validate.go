@@ -183,7 +183,9 @@ func (c *Config) validate() error {
 		hooks[w.Name] = true
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: url %q is not an http(s) URL", w.Name, w.URL)}
+			// The URL itself is not repeated: a Slack URL or a Concourse
+			// webhook_token is a credential, often from ${ENV}.
+			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: url is not an http(s) URL", w.Name)}
 		}
 		if w.Format == "" {
 			w.Format = "json"

@@ -87,6 +87,10 @@ func (s *Server) handleSession(sess ssh.Session) {
 
 // refuse ends a session with a one-line message; the detail goes to the log.
 func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
+	if len(what) > 200 {
+		// The client chose it: logged, but not at any length.
+		what = what[:200] + "…"
+	}
 	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", what)
 	if id != nil {
 		ev = ev.Str("user", id.user.Name).Str("key", id.key)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	neturl "net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -404,7 +405,7 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 	req.Header.Set("User-Agent", "poolgate-webhook")
 	resp, err := t.d.client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, redactURL(err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -450,4 +451,21 @@ func Targets(ctx context.Context, cfg *config.Config, st *events.Store, recent i
 			Pending: max(0, maxSeq-ws.Seq), Disabled: ws.Disabled, Deliveries: ds})
 	}
 	return out, nil
+}
+
+// redactURL keeps a target's URL out of an HTTP client error: net/http puts
+// the whole URL in it (`Post "https://hooks.slack.com/services/T/B/SECRET":
+// ...`), and a Slack URL or a Concourse webhook_token is a credential. The
+// error goes to the log and the delivery log the API shows.
+func redactURL(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		u, perr := neturl.Parse(ue.URL)
+		shown := "the webhook URL"
+		if perr == nil {
+			shown = u.Scheme + "://" + u.Host + "/…"
+		}
+		return &neturl.Error{Op: ue.Op, URL: shown, Err: ue.Err}
+	}
+	return err
 }

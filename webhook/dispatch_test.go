@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -329,5 +331,18 @@ func TestTargetGivesUpOnAnEventAfterTheBoundAndMovesOn(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no give-up entry in the delivery log: %+v", log)
+	}
+}
+
+// A delivery error must not carry the target's URL: a Slack incoming-webhook
+// URL or a Concourse webhook_token is a credential, and the error goes to
+// the log and to the delivery log the API shows.
+func TestDeliveryErrorDoesNotShowTheURLsSecret(t *testing.T) {
+	err := redactURL(&neturl.Error{Op: "Post", URL: "https://hooks.slack.com/services/T000/B000/SECRETTOKEN?webhook_token=TOK", Err: errors.New("dial tcp: connection refused")})
+	if strings.Contains(err.Error(), "SECRETTOKEN") || strings.Contains(err.Error(), "TOK") {
+		t.Fatalf("error shows the secret: %v", err)
+	}
+	if !strings.Contains(err.Error(), "hooks.slack.com") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error lost its useful part: %v", err)
 	}
 }
