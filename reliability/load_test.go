@@ -441,4 +441,3 @@ func expectedEvents(t *testing.T, e *env, base string) []string {
 	}
 	return ids
 }
-
