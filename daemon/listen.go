@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,18 +174,37 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 		envHandover+"=1",
 		envReadyFD+"="+strconv.Itoa(3+len(files)),
 	)
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = env
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	cmd.ExtraFiles = append(append([]*os.File(nil), files...), pw)
-	// Its own process group: a Ctrl-C meant for the old one must not stop it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
+	// The fds go to the child as raw numbers through syscall.StartProcess:
+	// os/exec and os.StartProcess call (*os.File).Fd, which puts the fd in
+	// blocking mode, and a socket's mode is shared by all its dups, so this
+	// process's own listener would then block a thread in accept(2), which
+	// closing it does not interrupt: the old process would hang in its
+	// drain, or accept one more connection while stopping.
+	fds := []uintptr{devNull(), os.Stdout.Fd(), os.Stderr.Fd()}
+	for _, f := range files {
+		fd, err := rawFD(f)
+		if err != nil {
+			pw.Close()
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	fds = append(fds, pw.Fd())
+	pid, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+		Env:   env,
+		Files: fds,
+		// Its own process group: a Ctrl-C meant for the old one must not stop it.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	})
+	pw.Close()
+	if err != nil {
 		return err
 	}
-	pw.Close()
-	log.Info().Int("pid", cmd.Process.Pid).Str("exe", exe).Msg("hand-over: started the new process")
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	log.Info().Int("pid", pid).Str("exe", exe).Msg("hand-over: started the new process")
 
 	ready := make(chan error, 1)
 	go func() {
@@ -207,11 +225,37 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 		err = ctx.Err()
 	}
 	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+		proc.Kill()
+		proc.Wait()
 		return err
 	}
 	// Reap it if it ever exits while this process still runs.
-	go cmd.Wait()
+	go proc.Wait()
 	return nil
+}
+
+// rawFD is f's descriptor, without (*os.File).Fd's switch to blocking mode.
+func rawFD(f *os.File) (uintptr, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd uintptr
+	if err := sc.Control(func(v uintptr) { fd = v }); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+var devNullFile *os.File
+
+func devNull() uintptr {
+	if devNullFile == nil {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			return os.Stdin.Fd()
+		}
+		devNullFile = f
+	}
+	return devNullFile.Fd()
 }

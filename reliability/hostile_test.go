@@ -351,3 +351,31 @@ func waitLog(t *testing.T, e *env, msg string) map[string]any {
 }
 
 var _ = io.Discard
+
+// A hand-over to a process that cannot start (here: the config was broken
+// meanwhile) changes nothing: the new process exits, the old one logs the
+// failure and goes on serving on the same socket.
+func TestFailedHandoverKeepsTheOldProcessServing(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig()
+	pid := e.start()
+	good, _ := os.ReadFile(e.cfgFile)
+	os.WriteFile(e.cfgFile, []byte("ssh: [\n"), 0o644)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	waitLog(t, e, "hand-over failed; this process goes on serving")
+	if !alive(pid) {
+		t.Fatal("old process gone")
+	}
+	if err := e.serving(); err != nil {
+		t.Fatal(err)
+	}
+	// Fixed config: the next hand-over works.
+	os.WriteFile(e.cfgFile, good, 0o644)
+	next := e.handover(pid)
+	if next == pid || !e.waitExit(pid, 2*time.Minute) {
+		t.Fatalf("hand-over after the fix: new %d, old %d alive %v", next, pid, alive(pid))
+	}
+	if err := e.serving(); err != nil {
+		t.Fatal(err)
+	}
+}
