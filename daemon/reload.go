@@ -37,11 +37,14 @@ func newLiveConfig(cfg *config.Config) (*liveConfig, error) {
 		}
 		lc.users[id] = k.User
 	}
+	lc.hookFile = cfg.File
 	if cfg.File != "" {
-		if lc.raw, err = os.ReadFile(cfg.File); err != nil {
-			return nil, &config.Error{File: cfg.File, Msg: err.Error()}
+		// Read again for the hook's copy; a config parsed from memory (tests)
+		// has no file to copy, and the hook reads cfg.File as before.
+		if raw, err := os.ReadFile(cfg.File); err == nil {
+			lc.raw = raw
+			lc.hookFile = filepath.Join(cfg.DataDir, "run", "config.yaml")
 		}
-		lc.hookFile = filepath.Join(cfg.DataDir, "run", "config.yaml")
 	}
 	for _, name := range cfg.EnvNames {
 		if v, ok := os.LookupEnv(name); ok {
@@ -60,7 +63,7 @@ func (s *Server) conf() *liveConfig { return s.live.Load() }
 // every push fail in the hook.
 func (s *Server) writeHookConfig(raw []byte) error {
 	lc := s.conf()
-	if lc.hookFile == "" {
+	if raw == nil || lc.hookFile == "" || lc.hookFile == lc.Config.File {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(lc.hookFile), 0o700); err != nil {

@@ -239,7 +239,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		io.Copy(io.Discard, stdout)
 	}
 	werr := cmd.Wait()
-	stopKill()
+	if !stopKill() {
+		// The kill has started: let it finish, so the select below sees
+		// it (git can die and be waited for before close(killed) runs).
+		<-killed
+	}
 	code := 0
 	if werr != nil {
 		code = 1
