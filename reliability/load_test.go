@@ -307,9 +307,12 @@ func TestLoad32StockClientsOnFourLocksNeverBreakARule(t *testing.T) {
 // (SIGTERM, drain, start again on the socket the test holds, as systemd
 // socket activation holds it). No git command may fail.
 func TestRestartsUnderLoadFailNoGitCommand(t *testing.T) {
+	rc := newReceiver(t)
 	e := newEnv(t)
+	e.Webhook = rc.srv.URL + "/hook"
 	e.writeConfig()
 	pid := e.start()
+	base := e.tip()
 	dur := scale(36*time.Second, 5*time.Minute)
 	l := newLoad(e, 32)
 	stop := make(chan struct{})
@@ -350,8 +353,11 @@ func TestRestartsUnderLoadFailNoGitCommand(t *testing.T) {
 	if n := len(e.logs.find("drain timeout: closing remaining connections")); n > 0 {
 		t.Errorf("%d drains ran out of time", n)
 	}
+	want := expectedEvents(t, e, base)
+	lostEvents := undelivered(t, rc, want)
 	figures(t, "restart", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "restarts", restarts,
-		"duration", elapsed.Round(time.Second), "failures", l.gitFails.Load(), "accepted_pushes_lost", lost)
+		"duration", elapsed.Round(time.Second), "failures", l.gitFails.Load(), "accepted_pushes_lost", lost,
+		"events_expected", len(want), "events_lost", len(lostEvents))
 }
 
 // SIGKILL under load, then start: nothing the clients were told is lost,
@@ -389,6 +395,18 @@ func TestSIGKILLUnderLoadLosesNoAcceptedPushOrEvent(t *testing.T) {
 	// Every claim and release that landed after the webhook existed has
 	// its event, with the id events.ID gives it, delivered.
 	want := expectedEvents(t, e, base)
+	lost := undelivered(t, rc, want)
+	if strings.Contains(e.logs.String(), webhookSecret) || strings.Contains(e.logs.String(), strings.TrimPrefix(webhookSecret, "whsec_")) {
+		t.Error("the webhook secret appears in the daemon's log")
+	}
+	figures(t, "sigkill", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "kills", kills,
+		"duration", elapsed.Round(time.Second), "failed_steps_during_kills", l.gitFails.Load(),
+		"accepted_pushes_lost", lostPushes, "events_expected", len(want), "events_lost", len(lost), "events_received", rc.count())
+}
+
+// undelivered waits (bounded) until the receiver has every wanted event id
+// and returns those it never got.
+func undelivered(t *testing.T, rc *receiver, want []string) []string {
 	deadline := time.Now().Add(2 * time.Minute)
 	var lost []string
 	for {
@@ -406,12 +424,7 @@ func TestSIGKILLUnderLoadLosesNoAcceptedPushOrEvent(t *testing.T) {
 	if len(lost) > 0 {
 		t.Errorf("%d of %d events never delivered, e.g. %v", len(lost), len(want), lost[:min(5, len(lost))])
 	}
-	if strings.Contains(e.logs.String(), webhookSecret) || strings.Contains(e.logs.String(), strings.TrimPrefix(webhookSecret, "whsec_")) {
-		t.Error("the webhook secret appears in the daemon's log")
-	}
-	figures(t, "sigkill", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "kills", kills,
-		"duration", elapsed.Round(time.Second), "failed_steps_during_kills", l.gitFails.Load(),
-		"accepted_pushes_lost", lostPushes, "events_expected", len(want), "events_lost", len(lost), "events_received", rc.count())
+	return lost
 }
 
 // expectedEvents derives, independently of the events package's deriver,
