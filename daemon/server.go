@@ -38,6 +38,7 @@ type Server struct {
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
 	perKey   keySessions
+	accepted openConns // every accepted SSH connection until it closes
 
 	mu       sync.Mutex
 	stopping bool
@@ -136,7 +137,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	s.ssh = s.newSSHServer(s.signer)
 	var err error
 	errc := make(chan error, 2)
-	go func() { errc <- s.ssh.Serve(sshLn) }()
+	go func() { errc <- s.ssh.Serve(s.accepted.listener(sshLn)) }()
 	var hs *http.Server
 	if httpLn != nil {
 		hs = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
@@ -158,13 +159,21 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	if hs != nil {
 		go hs.Shutdown(dctx)
 	}
-	if serr := s.ssh.Shutdown(dctx); serr != nil {
+	serr := s.ssh.Shutdown(dctx)
+	if serr == nil {
+		// gliderlabs waits only for connections past their handshake; a
+		// client accepted just before the listener closed is still in it,
+		// and its git command must run too (drain.go).
+		serr = s.accepted.wait(dctx)
+	}
+	if serr != nil {
 		// Past the bound: closing the connections cancels their sessions'
 		// contexts, which kills their git process groups. A push killed
 		// before git's ref update lands nothing; git's ref update itself is
 		// atomic.
 		s.log.Warn().Msg("drain timeout: closing remaining connections")
 		s.ssh.Close()
+		s.accepted.closeAll()
 	}
 	s.mu.Lock()
 	s.stopping = true
