@@ -122,7 +122,7 @@ poolgate demo is running (data in %s).
   authorized as admin: %s
 `, s.cfg.DataDir, keyRef)
 	if httpAddr != "" {
-		fmt.Fprintf(w, "  health: http://%s/healthz\n", httpAddr)
+		fmt.Fprintf(w, "  status page: http://%s/   (API: /api/v1/repos, metrics: /metrics)\n", httpAddr)
 	}
 	fmt.Fprintf(w, `
 Clone the lock repo (the ssh settings stay in the clone for fetch and push):

@@ -463,7 +463,7 @@ func TestEventOfAPushAcceptedBeforeASIGKILLArrivesAfterRestartWithTheSameID(t *t
   - name: json
     url: %s/json
     format: json
-    events: [claimed]
+    events: [claimed, released]
     secret: %s`, rc.URL, secret))
 	s := f.start()
 	c := s.client("deploy", buildURL)
@@ -475,12 +475,37 @@ func TestEventOfAPushAcceptedBeforeASIGKILLArrivesAfterRestartWithTheSameID(t *t
 	s.stop(syscall.SIGKILL)
 	rc.setFail(nil)
 
-	f.start()
+	s = f.start()
 	waitFor(t, "delivery after the restart", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.claimed")) > 0 })
 	time.Sleep(500 * time.Millisecond)
 	ok := rc.payloads("/json", "lock.claimed")
 	if len(ok) != 1 || ok[0].hit.header.Get("webhook-id") != firstID || ok[0].Data["id"] != firstID {
-		t.Errorf("after restart: %d deliveries, id %q; before the kill the id was %q", len(ok), ok[0].hit.header.Get("webhook-id"), firstID)
+		t.Fatalf("after restart: %d deliveries, id %q; before the kill the id was %q", len(ok), ok[0].hit.header.Get("webhook-id"), firstID)
+	}
+
+	// Now the receiver fails three times, then recovers: the release gets
+	// through once, and the claim after it only after it.
+	failures := 0
+	rc.setFail(func(hit) bool { failures++; return failures <= 3 })
+	c = s.client("deploy-2", buildURL)
+	ctx := ctxT(t, time.Minute)
+	if err := c.Release(ctx, "lock-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Claim(ctx, "lock-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the claim after the retried release", 60*time.Second, func() bool { return len(rc.payloads("/json", "lock.claimed")) == 2 })
+	var seq []string
+	for _, h := range rc.delivered("/json", false) {
+		var p payload
+		json.Unmarshal(h.body, &p)
+		seq = append(seq, fmt.Sprintf("%s/%v/%d", p.Type, p.Data["lock"], h.status))
+	}
+	want := "lock.claimed/lock-a/500 lock.claimed/lock-a/200 lock.released/lock-a/500 lock.released/lock-a/500 lock.released/lock-a/500 lock.released/lock-a/200 lock.claimed/lock-b/200"
+	// Attempts before the kill may be more than one.
+	if got := strings.Join(seq, " "); !strings.HasSuffix(got, want[len("lock.claimed/lock-a/500 "):]) {
+		t.Errorf("attempts in order:\n got %s\nwant ...%s", got, want[len("lock.claimed/lock-a/500 "):])
 	}
 }
 
@@ -489,6 +514,7 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	f := newFixture(t, `
       - name: demo
         stale_after: 1s
+        max_claimed: 1
         locks: [lock-a, lock-b]`, fmt.Sprintf(`
   - name: json
     url: %s/json
@@ -517,6 +543,15 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	if err := c.Claim(ctx, "lock-b"); err != nil {
 		t.Fatal(err)
 	}
+	// A second build waiting on the full pool is refused every retry,
+	// transiently: all recorded, announced once.
+	waiting := s.client("waiting", buildURL)
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	waiting.Claim(wctx, "lock-a")
+	cancel()
+	if n := waiting.Stats().Conflicts; n < 2 {
+		t.Fatalf("the waiting build was refused %d times; the test needs 2 or more", n)
+	}
 	waitFor(t, "the stale event", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.stale")) == 1 })
 	time.Sleep(2500 * time.Millisecond)
 	s.stop(syscall.SIGTERM)
@@ -531,6 +566,16 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	}
 	if out := f.poolgate("history", "--config", f.cfgFile, "locks", "--type", "stale", "--json"); strings.Count(out, `"type": "stale"`) != 1 {
 		t.Errorf("history --type stale:\n%s", out)
+	}
+	var overLimit []payload
+	for _, p := range rc.payloads("/json", "lock.rejected") {
+		if p.Data["rule"] == "over-limit" {
+			overLimit = append(overLimit, p)
+		}
+	}
+	recorded := strings.Count(f.poolgate("history", "--config", f.cfgFile, "locks", "--type", "rejected"), "over-limit (transient)")
+	if len(overLimit) != 1 || recorded < 2 || overLimit[0].Data["kind"] != "transient" || overLimit[0].Data["lock"] != "lock-a" {
+		t.Errorf("over-limit: %d announced, %d recorded; want 1 announced of 2 or more", len(overLimit), recorded)
 	}
 }
 

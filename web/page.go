@@ -22,7 +22,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"holder":  holderText,
 	"deref":   func(p *int64) int64 { return *p },
 	"deref64": func(p *int) int { return *p },
-	"percent": func(a, b int) int { return 100 * a / max(b, 1) },
+	"usage":   usage,
 	"limit":   limitText,
 	"safeURL": safeURL,
 }).Parse(pageHTML))
@@ -150,4 +150,14 @@ func safeURL(u string) template.URL {
 		return template.URL(u)
 	}
 	return ""
+}
+
+// usage is the bar's fill: claimed against the limit when there is one,
+// else against the pool's size.
+func usage(p Pool) int {
+	of := p.Total
+	if p.MaxClaimed != nil {
+		of = *p.MaxClaimed
+	}
+	return min(100, 100*p.Claimed/max(of, 1))
 }

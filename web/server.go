@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,9 +35,9 @@ func New(b Backend, token string, metrics http.Handler, log zerolog.Logger) *Ser
 		s.mux.Handle("GET /metrics", s.auth(metrics))
 	}
 	s.mux.Handle("GET /api/v1/repos", s.auth(http.HandlerFunc(s.apiRepos)))
-	s.mux.Handle("GET /api/v1/repos/{repo}/pools", s.auth(http.HandlerFunc(s.apiPools)))
-	s.mux.Handle("GET /api/v1/repos/{repo}/events", s.auth(http.HandlerFunc(s.apiEvents)))
-	s.mux.Handle("GET /api/v1/repos/{repo}/rejections", s.auth(http.HandlerFunc(s.apiRejections)))
+	s.mux.Handle("GET /api/v1/repos/{repo}/pools", s.auth(s.repoAPI(s.apiPools)))
+	s.mux.Handle("GET /api/v1/repos/{repo}/events", s.auth(s.repoAPI(s.apiEvents)))
+	s.mux.Handle("GET /api/v1/repos/{repo}/rejections", s.auth(s.repoAPI(s.apiRejections)))
 	s.mux.Handle("GET /api/v1/webhooks", s.auth(http.HandlerFunc(s.apiWebhooks)))
 	s.mux.Handle("GET /{$}", s.auth(http.HandlerFunc(s.page)))
 	s.mux.HandleFunc("GET /static/page.js", servePageJS)
@@ -125,18 +126,38 @@ func (s *Server) knownRepo(name string) bool {
 	return false
 }
 
-func (s *Server) apiPools(w http.ResponseWriter, r *http.Request) {
-	repo := r.PathValue("repo")
-	if !s.knownRepo(repo) {
-		s.fail(w, r, ErrUnknownRepo)
-		return
-	}
+// repoAPI resolves {repo} and ?limit= for the per-repo endpoints, so each
+// answers 404 and 400 the same way.
+func (s *Server) repoAPI(h func(w http.ResponseWriter, r *http.Request, repo string, limit int) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		repo := r.PathValue("repo")
+		if !s.knownRepo(repo) {
+			s.fail(w, r, ErrUnknownRepo)
+			return
+		}
+		n, err := limit(r)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+			return
+		}
+		v, err := h(w, r, repo, n)
+		if errors.Is(err, errBadRequest) {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: strings.TrimPrefix(err.Error(), errBadRequest.Error()+": ")})
+			return
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}
+
+var errBadRequest = errors.New("bad request")
+
+func (s *Server) apiPools(w http.ResponseWriter, r *http.Request, repo string, _ int) (any, error) {
 	pools, err := s.backend.Pools(r.Context(), repo)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"repo": repo, "pools": pools})
+	return map[string]any{"repo": repo, "pools": pools}, err
 }
 
 const (
@@ -157,55 +178,26 @@ func limit(r *http.Request) (int, error) {
 	return min(n, maxLimit), nil
 }
 
-func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
-	repo := r.PathValue("repo")
-	if !s.knownRepo(repo) {
-		s.fail(w, r, ErrUnknownRepo)
-		return
-	}
-	n, err := limit(r)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-		return
-	}
+func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, repo string, n int) (any, error) {
 	q := Query{Pool: r.URL.Query().Get("pool"), Lock: r.URL.Query().Get("lock"), Type: r.URL.Query().Get("type"), Limit: n}
 	if q.Type != "" && !knownType(q.Type) {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "unknown event type " + strconv.Quote(q.Type)})
-		return
+		return nil, fmt.Errorf("%w: unknown event type %q", errBadRequest, q.Type)
 	}
 	evs, err := s.backend.Events(r.Context(), repo, q)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"repo": repo, "events": nonNil(evs)})
+	return map[string]any{"repo": repo, "events": nonNil(evs)}, err
 }
 
 func knownType(t string) bool {
 	switch strings.TrimPrefix(t, "lock.") {
-	case "added", "removed", "claimed", "released", "updated", "stale", "rejected":
+	case "added", "removed", "claimed", "released", "updated", "stale", "rejected", "violation":
 		return true
 	}
 	return false
 }
 
-func (s *Server) apiRejections(w http.ResponseWriter, r *http.Request) {
-	repo := r.PathValue("repo")
-	if !s.knownRepo(repo) {
-		s.fail(w, r, ErrUnknownRepo)
-		return
-	}
-	n, err := limit(r)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-		return
-	}
+func (s *Server) apiRejections(w http.ResponseWriter, r *http.Request, repo string, n int) (any, error) {
 	evs, err := s.backend.Rejections(r.Context(), repo, n)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"repo": repo, "rejections": nonNil(evs)})
+	return map[string]any{"repo": repo, "rejections": nonNil(evs)}, err
 }
 
 func (s *Server) apiWebhooks(w http.ResponseWriter, r *http.Request) {

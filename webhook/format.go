@@ -161,6 +161,16 @@ func SlackLine(e *events.Event) string {
 			s += " — " + lock
 		}
 		return s
+	case events.Violated:
+		who := "someone"
+		if e.Pusher != nil {
+			who = e.Pusher.User
+		}
+		s := "🚨 a push by " + slackEscape(who) + " upstream to *" + slackEscape(e.Repo) + "* broke `" + slackEscape(e.Rule) + "`: " + slackEscape(e.Reason)
+		if e.Pool != "" {
+			s += " — " + lock
+		}
+		return s
 	}
 	return slackEscape(e.Type) + " " + lock
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/metrics"
 	"github.com/poolgate/poolgate/upstream"
+	"github.com/poolgate/poolgate/web"
 	"github.com/poolgate/poolgate/webhook"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
@@ -79,9 +81,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
-	if h := upstream.Start(ctx, cfg, log, nil); h != nil {
-		srv.Handle("POST /hooks/{provider}/{repo}", h)
-	}
 	sshLn, httpLn, inherited, err := daemon.Listeners(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
@@ -123,10 +122,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	stopEvents, err := startEvents(cfg, log, srv)
+	m := metrics.New()
+	srv.Metrics = m
+	svc, stopEvents, err := startEvents(cfg, log, srv, m)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
+	}
+	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store}
+	m.WatchPools(poolGauges(cfg, backend))
+	srv.Handle("/", web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger()))
+	if h := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed); h != nil {
+		// Providers cannot send our bearer token; the payload signature
+		// is what authenticates these.
+		srv.Handle("POST /hooks/{provider}/{repo}", h)
 	}
 	// Events stop after the drain, so the last pushes are still derived.
 	defer stopEvents()
@@ -141,22 +150,54 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // startEvents runs event derivation and webhook delivery beside the daemon,
 // never in a push's path: the daemon only pokes the service when a push
 // ends. The returned func stops both and closes the store.
-func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server) (func(), error) {
+func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics) (*events.Service, func(), error) {
 	svc, err := events.NewService(cfg, log.With().Str("part", "events").Logger())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{})
-	svc.OnEvents = func([]events.Event) { disp.Notify() }
+	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{OnAttempt: m.Delivery})
+	svc.OnEvents = func(evs []events.Event) {
+		for _, e := range evs {
+			if e.HeldSeconds != nil && (e.Type == events.Released || e.Type == events.Removed) {
+				m.Held(e.Repo, e.Pool, float64(*e.HeldSeconds))
+			}
+		}
+		disp.Notify()
+	}
+	// Cursors before the first sync: a new target starts after the newest
+	// event; history found on a first start is recorded, not announced
+	// (events.Deriver), and deriving it does not hold up serving.
+	if err := disp.Init(context.Background()); err != nil {
+		svc.Store.Close()
+		return nil, nil, err
+	}
 	srv.Observer = svc
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { svc.Run(ctx); done <- struct{}{} }()
 	go func() { disp.Run(ctx); done <- struct{}{} }()
-	return func() {
+	return svc, func() {
 		cancel()
 		<-done
 		<-done
 		svc.Store.Close()
 	}, nil
+}
+
+// poolGauges reads claimed/total per pool at scrape time from the same
+// place the API does.
+func poolGauges(cfg *config.Config, b *web.StoreBackend) metrics.PoolSource {
+	return func() []metrics.PoolGauge {
+		var out []metrics.PoolGauge
+		for _, r := range cfg.Repos {
+			pools, err := b.Pools(context.Background(), r.Name)
+			if err != nil {
+				continue
+			}
+			for _, p := range pools {
+				out = append(out, metrics.PoolGauge{Repo: r.Name, Pool: p.Name, Claimed: p.Claimed, Total: p.Total})
+			}
+		}
+		return out
+	}
 }

@@ -1,0 +1,94 @@
+package events
+
+import (
+	"database/sql"
+	"fmt"
+	"strconv"
+
+	"github.com/poolgate/poolgate/upstream"
+)
+
+// Violation is the event type of a rule broken by a commit that landed
+// upstream (watch mode), where nothing could refuse it.
+const Violated = "violation"
+
+const (
+	cursorViolations = "violations"
+	cursorRewrites   = "rewrites"
+)
+
+// readWatchRecords turns a watched mirror's violation and rewrite records
+// into `violation` events. Served repos have no such files and cost one
+// stat each.
+func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
+	var out []Event
+	err := d.readRecordFile(tx, upstream.ViolationsFile, cursorViolations, func(l []byte) (*Event, error) {
+		var r upstream.ViolationRecord
+		if !decodeRecord(l, &r) {
+			return nil, nil
+		}
+		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
+			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Pool: r.Pool, Lock: r.Lock, Commit: r.Commit,
+			Message: r.Subject, Rule: r.Rule, Kind: r.Kind, Reason: r.Reason}
+		if r.User != "" {
+			e.Pusher = &Pusher{User: r.User}
+		}
+		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
+			e.MaxClaimed = mc
+		}
+		return e, nil
+	}, &out)
+	if err != nil {
+		return nil, err
+	}
+	err = d.readRecordFile(tx, upstream.RewritesFile, cursorRewrites, func(l []byte) (*Event, error) {
+		var r upstream.RewriteRecord
+		if !decodeRecord(l, &r) {
+			return nil, nil
+		}
+		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
+			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: "permanent",
+			Ref:    "refs/heads/" + d.branch,
+			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", short(r.Old), r.Dropped)}
+		if r.User != "" {
+			e.Pusher = &Pusher{User: r.User}
+		}
+		return e, nil
+	}, &out)
+	return out, err
+}
+
+func (d *Deriver) readRecordFile(tx *sql.Tx, file, cursor string, conv func([]byte) (*Event, error), out *[]Event) error {
+	off, err := cursorInt(tx, d.cfg.Name, cursor)
+	if err != nil {
+		return err
+	}
+	lines, next, err := readLines(d.recordPath(file), off)
+	if err != nil || next == off {
+		return err
+	}
+	for _, l := range lines {
+		e, err := conv(l)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			continue
+		}
+		isNew, err := insertEvent(tx, e)
+		if err != nil {
+			return err
+		}
+		if isNew {
+			*out = append(*out, *e)
+		}
+	}
+	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
+}
+
+func short(sha string) string {
+	if len(sha) > 10 {
+		return sha[:10]
+	}
+	return sha
+}

@@ -1,0 +1,256 @@
+// Package testserver starts a real `poolgate serve` for end-to-end tests:
+// the binary built from this tree, a config with generated keys, SSH and
+// HTTP on free loopback ports, and pool-resource-like clients over real ssh.
+package testserver
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/internal/poolclient"
+)
+
+var (
+	buildOnce        sync.Once
+	buildErr         error
+	binPath, hookBin string
+)
+
+// moduleRoot is this repository's root, found from this file's path.
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Build compiles poolgate once per test binary: the daemon with -race, the
+// hook without (a -race binary pays about a second at exit, once per push).
+func Build(t testing.TB) (daemon, hook string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "poolgate-testserver-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath, hookBin = filepath.Join(dir, "poolgate-race"), filepath.Join(dir, "poolgate")
+		for _, b := range [][]string{{"build", "-race", "-o", binPath, "./cmd/poolgate"}, {"build", "-o", hookBin, "./cmd/poolgate"}} {
+			cmd := exec.Command("go", b...)
+			cmd.Dir = moduleRoot()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go %v: %v\n%s", b, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath, hookBin
+}
+
+// Fixture is a data dir and config for one server.
+type Fixture struct {
+	T       *testing.T
+	Dir     string
+	Data    string
+	Config  string
+	KeyPath string // the writer's private key
+	KeyFP   string
+}
+
+// Options shape the config.
+type Options struct {
+	Pools    string // YAML of the locks repo's pools list, e.g. "[{name: demo, locks: [a, b]}]"
+	Webhooks string // YAML of the webhooks list; "" for none
+	Token    string // http.token
+	// ExtraRepos is YAML appended to the repos list, indented as list
+	// items ("  - name: other\n    ...").
+	ExtraRepos string
+}
+
+// New writes a config with one user `writer` (role write, a fresh key) and
+// one repo `locks` on master.
+func New(t *testing.T, o Options) *Fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &Fixture{T: t, Dir: dir, Data: filepath.Join(dir, "data"), Config: filepath.Join(dir, "poolgate.yaml")}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.KeyPath = filepath.Join(dir, "writer")
+	if err := os.WriteFile(f.KeyPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := gossh.NewSignerFromKey(priv)
+	f.KeyFP = gossh.FingerprintSHA256(signer.PublicKey())
+	pub := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
+	if o.Webhooks == "" {
+		o.Webhooks = "[]"
+	}
+	cfg := fmt.Sprintf(`data_dir: %s
+ssh:
+  listen: "127.0.0.1:0"
+http:
+  listen: "127.0.0.1:0"
+  token: %q
+log:
+  format: json
+  level: debug
+users:
+  - name: writer
+    role: write
+    keys: [%q]
+repos:
+  - name: locks
+    branch: master
+    pools: %s
+%s
+webhooks: %s
+`, f.Data, o.Token, pub, o.Pools, o.ExtraRepos, o.Webhooks)
+	if err := os.WriteFile(f.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Server is a running poolgate serve.
+type Server struct {
+	T        *testing.T
+	F        *Fixture
+	SSHPort  string
+	HTTPAddr string
+
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs strings.Builder
+	done chan struct{}
+}
+
+// Start runs the server and waits for its "listening" line.
+func (f *Fixture) Start() *Server {
+	t := f.T
+	t.Helper()
+	bin, hook := Build(t)
+	cmd := exec.Command(bin, "serve", "--config", f.Config)
+	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{T: t, F: f, cmd: cmd, done: make(chan struct{})}
+	type addrs struct{ ssh, http string }
+	addrc := make(chan addrs, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.logs.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["message"] == "listening" {
+				a := addrs{}
+				a.ssh, _ = m["ssh"].(string)
+				a.http, _ = m["http"].(string)
+				addrc <- a
+			}
+		}
+		close(addrc)
+	}()
+	go func() { cmd.Wait(); close(s.done) }()
+	select {
+	case a, ok := <-addrc:
+		if !ok {
+			<-s.done
+			t.Fatalf("poolgate serve exited before listening:\n%s", s.Log())
+		}
+		s.SSHPort = a.ssh[strings.LastIndexByte(a.ssh, ':')+1:]
+		s.HTTPAddr = a.http
+		// The daemon installed itself (-race) as the hook; pushes run the
+		// plain build instead so each push does not pay the race exit.
+		if err := hooks.Install(filepath.Join(f.Data, "hooks"), hook); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("poolgate serve did not start:\n%s", s.Log())
+	}
+	t.Cleanup(func() {
+		s.Stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.Log())
+		}
+	})
+	return s
+}
+
+// Log is everything the server logged so far.
+func (s *Server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// Stop signals the server and waits for it to exit (killing it after 60s).
+func (s *Server) Stop(sig syscall.Signal) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.done:
+	case <-time.After(60 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// SSHCommand is the GIT_SSH_COMMAND that logs in as the writer.
+func (s *Server) SSHCommand() string {
+	return "ssh -F /dev/null -i " + s.F.KeyPath + " -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+}
+
+// Client clones the locks repo as a pool-resource out step on pool.
+func (s *Server) Client(name, pool, buildURL string) *poolclient.Client {
+	s.T.Helper()
+	c := &poolclient.Client{
+		URL:    "ssh://git@127.0.0.1:" + s.SSHPort + "/locks.git",
+		Branch: "master", Pool: pool,
+		Dir:        filepath.Join(s.T.TempDir(), name),
+		Env:        []string{"GIT_SSH_COMMAND=" + s.SSHCommand(), "SSH_AUTH_SOCK=", "HOME=" + s.F.Dir, "GIT_CONFIG_NOSYSTEM=1"},
+		RetryDelay: 50 * time.Millisecond,
+		BuildURL:   buildURL,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Clone(ctx); err != nil {
+		s.T.Fatal(err)
+	}
+	return c
+}
