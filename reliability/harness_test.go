@@ -101,6 +101,7 @@ type env struct {
 	SSH     string // extra lines under ssh:
 	Limits  string // lines under limits:
 	Webhook string // a json webhook URL, if any
+	HTTP    string // http.listen; "" is off
 
 	logW *os.File
 	logs *logBuffer
@@ -218,7 +219,7 @@ ssh:
   listen: %q
   push_timeout: 60s
 %shttp:
-  listen: ""
+  listen: %q
 log:
   format: json
   level: info
@@ -239,7 +240,7 @@ repos:
   - name: locks
     branch: master
     pools:%s
-%s`, e.data, e.addr, e.SSH, limits, e.keys["writer"].public, e.keys["reader"].public, e.keys["admin"].public, e.keys["flood"].public, e.Pools, webhooks)
+%s`, e.data, e.addr, e.SSH, e.HTTP, limits, e.keys["writer"].public, e.keys["reader"].public, e.keys["admin"].public, e.keys["flood"].public, e.Pools, webhooks)
 	if err := os.WriteFile(e.cfgFile, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -357,8 +358,21 @@ var _ = io.Discard
 // failure and goes on serving on the same socket.
 func TestFailedHandoverKeepsTheOldProcessServing(t *testing.T) {
 	e := newEnv(t)
+	e.HTTP = "127.0.0.1:0" // the daemon's own HTTP socket goes along too
 	e.writeConfig()
 	pid := e.start()
+	httpAddr, _ := e.logs.find("listening")[0]["http"].(string)
+	healthz := func() error {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("healthz: %s", resp.Status)
+		}
+		return nil
+	}
 	good, _ := os.ReadFile(e.cfgFile)
 	os.WriteFile(e.cfgFile, []byte("ssh: [\n"), 0o644)
 	syscall.Kill(pid, syscall.SIGUSR2)
@@ -377,5 +391,11 @@ func TestFailedHandoverKeepsTheOldProcessServing(t *testing.T) {
 	}
 	if err := e.serving(); err != nil {
 		t.Fatal(err)
+	}
+	if got, _ := e.logs.find("listening")[1]["http"].(string); got != httpAddr {
+		t.Errorf("new process listens for HTTP on %q, want the inherited %q", got, httpAddr)
+	}
+	if err := healthz(); err != nil {
+		t.Errorf("HTTP after the hand-over: %v", err)
 	}
 }
