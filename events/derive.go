@@ -466,7 +466,7 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			ID:   ID(d.cfg.Name, Rejected, string(l)),
 			Type: Rejected, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Rejected,
-			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: violations(r.Violations),
+			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: r.Violations,
 			Pusher: &Pusher{User: r.User, Key: r.Key},
 		}
 		if len(r.Violations) > 0 {
@@ -577,12 +577,4 @@ func decodeRecord(line []byte, v any) bool {
 		return json.Unmarshal(line[i:], v) == nil
 	}
 	return false
-}
-
-func violations(vs []hooks.ViolationRecord) []Violation {
-	out := make([]Violation, len(vs))
-	for i, v := range vs {
-		out[i] = Violation(v)
-	}
-	return out
 }
