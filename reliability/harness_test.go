@@ -191,7 +191,10 @@ func newEnv(t *testing.T) *env {
 		pw.Close()
 		e.lnFile.Close()
 		if t.Failed() || os.Getenv("POOLGATE_TEST_LOGS") != "" {
-			t.Logf("daemon log (last lines):\n%s", tail(e.logs.String(), 60))
+			// The whole log, kept past the test's temp dir.
+			keep := filepath.Join(os.TempDir(), "poolgate-reliability-"+strings.ReplaceAll(t.Name(), "/", "_")+".log")
+			os.WriteFile(keep, []byte(e.logs.String()+"\n"), 0o644)
+			t.Logf("daemon log (last lines; all of it in %s):\n%s", keep, tail(e.logs.String(), 60))
 		}
 	})
 	return e
