@@ -28,6 +28,9 @@ type load struct {
 
 	ops      atomic.Int64 // acquire and release steps that succeeded
 	gitFails atomic.Int64 // failed git commands (failed steps and pushes retried as unexpected)
+	// Push attempts, and those that lost a race ("[rejected]": another
+	// client pushed first, or the pool was at max_claimed): retried.
+	pushes, conflicts atomic.Int64
 	mu       sync.Mutex
 	longest  time.Duration // the longest acquire, waiting included
 	failures []string
@@ -157,6 +160,8 @@ func (l *load) client(i int, stop <-chan struct{}) {
 // rejection): each is a failed git command even if a retry then worked.
 func (l *load) countUnexpected(c *poolclient.Client) {
 	st := c.Stats()
+	l.pushes.Add(int64(st.Pushes))
+	l.conflicts.Add(int64(st.Conflicts))
 	if st.Unexpected > 0 {
 		l.fail("pushes failed unexpectedly %d times; last: %s", st.Unexpected, strings.TrimSpace(st.LastPush))
 	}
@@ -309,7 +314,7 @@ func TestLoad32StockClientsOnFourLocksNeverBreakARule(t *testing.T) {
 	if n := l.gitFails.Load(); n > 0 {
 		t.Errorf("%d failed git commands, e.g.:\n%s", n, strings.Join(l.failures, "\n"))
 	}
-	figures(t, "load", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "duration", elapsed.Round(time.Second),
+	figures(t, "load", "clients", l.clients, "operations", l.ops.Load(), "pushes", l.pushes.Load(), "pushes_retried", l.conflicts.Load(), "commits", commits, "duration", elapsed.Round(time.Second),
 		"failures", l.gitFails.Load(), "accepted_pushes_lost", lost, "longest_acquire", l.longest.Round(time.Millisecond), "daemon_rss_kib", rss)
 }
 
@@ -366,7 +371,7 @@ func TestRestartsUnderLoadFailNoGitCommand(t *testing.T) {
 	}
 	want := expectedEvents(t, e, base)
 	lostEvents := undelivered(t, rc, want)
-	figures(t, "restart", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "restarts", restarts,
+	figures(t, "restart", "clients", l.clients, "operations", l.ops.Load(), "pushes", l.pushes.Load(), "pushes_retried", l.conflicts.Load(), "commits", commits, "restarts", restarts,
 		"duration", elapsed.Round(time.Second), "failures", l.gitFails.Load(), "accepted_pushes_lost", lost,
 		"events_expected", len(want), "events_lost", len(lostEvents), "longest_acquire", l.longest.Round(time.Millisecond))
 }
@@ -410,7 +415,7 @@ func TestSIGKILLUnderLoadLosesNoAcceptedPushOrEvent(t *testing.T) {
 	if strings.Contains(e.logs.String(), webhookSecret) || strings.Contains(e.logs.String(), strings.TrimPrefix(webhookSecret, "whsec_")) {
 		t.Error("the webhook secret appears in the daemon's log")
 	}
-	figures(t, "sigkill", "clients", l.clients, "operations", l.ops.Load(), "commits", commits, "kills", kills,
+	figures(t, "sigkill", "clients", l.clients, "operations", l.ops.Load(), "pushes", l.pushes.Load(), "pushes_retried", l.conflicts.Load(), "commits", commits, "kills", kills,
 		"duration", elapsed.Round(time.Second), "failed_steps_during_kills", l.gitFails.Load(),
 		"accepted_pushes_lost", lostPushes, "events_expected", len(want), "events_lost", len(lost), "events_received", rc.count())
 }
