@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -398,4 +399,48 @@ func TestFailedHandoverKeepsTheOldProcessServing(t *testing.T) {
 	if err := healthz(); err != nil {
 		t.Errorf("HTTP after the hand-over: %v", err)
 	}
+}
+
+// Sockets from a systemd socket unit without FileDescriptorName= come
+// unnamed (or all with the unit's name): the first is SSH, the second HTTP.
+func TestInheritedSocketsWithoutNamesAreTakenInOrder(t *testing.T) {
+	e := newEnv(t)
+	e.HTTP = "127.0.0.1:1" // must not be used: the inherited socket wins
+	e.writeConfig()
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := hl.Addr().String()
+	hf, err := hl.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl.Close()
+	defer hf.Close()
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binPath, "serve", "--config", e.cfgFile)
+	cmd.Env = append(os.Environ(), "HOME="+e.dir, "LISTEN_FDS=2", "LISTEN_FDNAMES=poolgate.socket:poolgate.socket")
+	cmd.ExtraFiles = []*os.File{e.lnFile, hf}
+	cmd.Stdout, cmd.Stderr = e.logW, e.logW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	select {
+	case <-e.pids:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("did not start:\n%s", tail(e.logs.String(), 20))
+	}
+	m := e.logs.find("listening")[0]
+	if m["ssh"] != e.addr || m["http"] != httpAddr || m["inherited"] != true {
+		t.Errorf("listening on %v", m)
+	}
+	if err := e.serving(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + m["http"].(string) + "/healthz")
+	if err != nil {
+		t.Fatalf("HTTP on the second inherited socket: %v", err)
+	}
+	resp.Body.Close()
 }
