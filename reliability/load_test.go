@@ -31,11 +31,12 @@ type load struct {
 	// Push attempts, and those that lost a race ("[rejected]": another
 	// client pushed first, or the pool was at max_claimed): retried.
 	pushes, conflicts atomic.Int64
-	mu                sync.Mutex
-	longest           time.Duration // the longest acquire, waiting included
-	failures          []string
-	accepted          map[string]string // commit the client was told landed → op
-	holds             map[string]bool   // locks a crashed step may have left claimed, resolved at the end
+
+	mu       sync.Mutex
+	longest  time.Duration // the longest acquire, waiting included
+	failures []string
+	accepted map[string]string // commit the client was told landed → op
+	holds    map[string]bool   // locks a crashed step may have left claimed, resolved at the end
 }
 
 func newLoad(e *env, clients int) *load {
