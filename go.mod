@@ -3,6 +3,7 @@ module github.com/poolgate/poolgate
 go 1.26.0
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/gliderlabs/ssh v0.3.8
 	github.com/go-playground/webhooks/v6 v6.4.0
 	github.com/mattn/go-isatty v0.0.24

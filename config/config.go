@@ -78,6 +78,8 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 type Config struct {
 	// File is where the config came from ("" for the built-in default).
 	File string `yaml:"-"`
+	// EnvNames are the environment variables the file names as ${NAME}.
+	EnvNames []string `yaml:"-"`
 
 	DataDir  string     `yaml:"data_dir"`
 	SSH      SSH        `yaml:"ssh"`
@@ -96,6 +98,11 @@ type SSH struct {
 	MaxSessions int      `yaml:"max_sessions"`
 	// PushTimeout bounds how long one push may hold its repo's push lock.
 	PushTimeout Duration `yaml:"push_timeout"`
+	// HandshakeTimeout cuts a connection that has not finished the SSH
+	// handshake and authentication in time.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// MaxSessionsPerKey caps the git commands one client key runs at once.
+	MaxSessionsPerKey int `yaml:"max_sessions_per_key"`
 }
 
 type HTTP struct {
@@ -106,6 +113,14 @@ type HTTP struct {
 // Limits that apply to every repo unless a repo overrides them.
 type Limits struct {
 	MaxLockBytes int64 `yaml:"max_lock_bytes"`
+	// MaxPushBytes caps the bytes a client may send in one push (the
+	// command list and the pack); also set as receive.maxInputSize.
+	MaxPushBytes int64 `yaml:"max_push_bytes"`
+	// MaxObjectBytes caps the inflated size of any one object in a pushed
+	// pack, checked from the object's header before git sees its data.
+	MaxObjectBytes int64 `yaml:"max_object_bytes"`
+	// MaxPushObjects caps the objects in one pushed pack (its header says).
+	MaxPushObjects int64 `yaml:"max_push_objects"`
 }
 
 type LogOptions struct {
@@ -224,6 +239,12 @@ const (
 	DefaultMaxSessions  = 256
 	DefaultIdleTimeout  = 10 * time.Minute
 	DefaultPushTimeout  = 2 * time.Minute
+
+	DefaultHandshakeTimeout  = 15 * time.Second
+	DefaultMaxSessionsPerKey = 128
+	DefaultMaxPushBytes      = 32 << 20
+	DefaultMaxObjectBytes    = 1 << 20
+	DefaultMaxPushObjects    = 10000
 )
 
 // Error is a config problem with its position.
@@ -287,7 +308,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c := &Config{File: file}
 	if root.Kind != 0 {
-		if err := expandEnv(&root); err != nil {
+		if err := expandEnv(&root, &c.EnvNames); err != nil {
 			return nil, posToError(file, err)
 		}
 		if err := decodeStrict(&root, c); err != nil {
@@ -388,11 +409,14 @@ var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // expandEnv replaces ${NAME} in scalar values. An unset variable is an error:
 // an empty webhook secret or token must never be the quiet result of a typo.
-func expandEnv(n *yaml.Node) error {
+func expandEnv(n *yaml.Node, names *[]string) error {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
 		var missing string
 		n.Value = envRe.ReplaceAllStringFunc(n.Value, func(m string) string {
 			name := m[2 : len(m)-1]
+			if !contains(*names, name) {
+				*names = append(*names, name)
+			}
 			v, ok := os.LookupEnv(name)
 			if !ok && missing == "" {
 				missing = name
@@ -410,7 +434,7 @@ func expandEnv(n *yaml.Node) error {
 		}
 	}
 	for _, c := range n.Content {
-		if err := expandEnv(c); err != nil {
+		if err := expandEnv(c, names); err != nil {
 			return err
 		}
 	}

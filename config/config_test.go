@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/poolgate/poolgate/config"
 )
@@ -423,5 +424,62 @@ func TestParseRole(t *testing.T) {
 		if _, err := config.ParseRole(s); err == nil {
 			t.Errorf("ParseRole(%q) accepted", s)
 		}
+	}
+}
+
+// TestProtectionLimitsHaveDefaults: every limit that protects the server
+// has a default, can be set, and refuses a negative value with its line.
+func TestProtectionLimitsHaveDefaults(t *testing.T) {
+	c, err := config.Parse("x.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SSH.HandshakeTimeout.D() != 15*time.Second || c.SSH.MaxSessionsPerKey != 128 || c.SSH.PushTimeout.D() != 2*time.Minute ||
+		c.Limits.MaxPushBytes != 32<<20 || c.Limits.MaxObjectBytes != 1<<20 || c.Limits.MaxPushObjects != 10000 {
+		t.Errorf("defaults: ssh %+v, limits %+v", c.SSH, c.Limits)
+	}
+	c, err = config.Parse("x.yaml", []byte(yamlLines(
+		"ssh:",
+		"  max_sessions: 10",
+		"  handshake_timeout: 3s",
+		"limits:",
+		"  max_push_bytes: 1000",
+		"  max_object_bytes: 100",
+		"  max_push_objects: 5",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SSH.HandshakeTimeout.D() != 3*time.Second || c.SSH.MaxSessionsPerKey != 10 ||
+		c.Limits.MaxPushBytes != 1000 || c.Limits.MaxObjectBytes != 100 || c.Limits.MaxPushObjects != 5 {
+		t.Errorf("set: ssh %+v, limits %+v (max_sessions_per_key defaults to at most max_sessions)", c.SSH, c.Limits)
+	}
+	_, err = config.Parse("x.yaml", []byte(yamlLines("limits:", "  max_object_bytes: -1")))
+	if err == nil || !strings.Contains(err.Error(), "limits.max_object_bytes must not be negative") {
+		t.Errorf("negative limit: %v", err)
+	}
+}
+
+// TestEnvNamesListsTheVariablesTheFileUses: the daemon passes exactly these
+// to the hook, so the hook can read the same config.
+func TestEnvNamesListsTheVariablesTheFileUses(t *testing.T) {
+	t.Setenv("PG_TEST_TOKEN", "t0k3n")
+	t.Setenv("PG_TEST_MAX", "3")
+	c, err := config.Parse("x.yaml", []byte(yamlLines(
+		"http:",
+		"  token: ${PG_TEST_TOKEN}",
+		"repos:",
+		"  - name: locks",
+		"    pools:",
+		"      - name: p",
+		"        max_claimed: ${PG_TEST_MAX}",
+		"      - name: q",
+		"        max_claimed: ${PG_TEST_MAX}",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.EnvNames, ",") != "PG_TEST_TOKEN,PG_TEST_MAX" {
+		t.Errorf("EnvNames = %v", c.EnvNames)
 	}
 }

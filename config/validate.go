@@ -38,6 +38,28 @@ func (c *Config) validate() error {
 	if c.SSH.PushTimeout <= 0 {
 		c.SSH.PushTimeout = Duration(DefaultPushTimeout)
 	}
+	if c.SSH.HandshakeTimeout <= 0 {
+		c.SSH.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.SSH.MaxSessionsPerKey <= 0 {
+		c.SSH.MaxSessionsPerKey = min(DefaultMaxSessionsPerKey, c.SSH.MaxSessions)
+	}
+	for _, l := range []struct {
+		v   *int64
+		key string
+		def int64
+	}{
+		{&c.Limits.MaxPushBytes, "max_push_bytes", DefaultMaxPushBytes},
+		{&c.Limits.MaxObjectBytes, "max_object_bytes", DefaultMaxObjectBytes},
+		{&c.Limits.MaxPushObjects, "max_push_objects", DefaultMaxPushObjects},
+	} {
+		if *l.v < 0 {
+			return &posErr{msg: "limits." + l.key + " must not be negative"}
+		}
+		if *l.v == 0 {
+			*l.v = l.def
+		}
+	}
 	if c.SSH.HostKey != "" {
 		c.SSH.HostKey = c.ResolvePath(c.SSH.HostKey)
 	}
@@ -161,7 +183,9 @@ func (c *Config) validate() error {
 		hooks[w.Name] = true
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: url %q is not an http(s) URL", w.Name, w.URL)}
+			// The URL itself is not repeated: a Slack URL or a Concourse
+			// webhook_token is a credential, often from ${ENV}.
+			return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: url is not an http(s) URL", w.Name)}
 		}
 		if w.Format == "" {
 			w.Format = "json"

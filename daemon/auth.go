@@ -33,7 +33,7 @@ type identity struct {
 // (gliderlabs' PublicKeyHandler shares one Permissions object between all
 // calls, which is why it is not used.)
 func (s *Server) publicKeyCallback(meta gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
-	u := s.users[string(key.Marshal())]
+	u := s.conf().users[string(key.Marshal())]
 	if u == nil {
 		s.log.Debug().Str("remote", meta.RemoteAddr().String()).Str("key", gossh.FingerprintSHA256(key)).Msg("unknown key")
 		return nil, errUnknownKey
@@ -50,7 +50,7 @@ func (s *Server) identityOf(ctx ssh.Context) (identity, bool) {
 	if conn == nil || conn.Permissions == nil {
 		return identity{}, false
 	}
-	u := s.cfg.User(conn.Permissions.Extensions[extUser])
+	u := s.conf().User(conn.Permissions.Extensions[extUser])
 	key := conn.Permissions.Extensions[extKey]
 	if u == nil || key == "" {
 		return identity{}, false

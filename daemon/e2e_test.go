@@ -588,7 +588,10 @@ func TestRestartKeepsStateAndAddsNewPools(t *testing.T) {
 // is killed at ssh.push_timeout, lands nothing, and the next push goes on.
 func TestPushOverPushTimeoutIsStoppedAndFreesTheRepo(t *testing.T) {
 	f := newFixture(t)
-	f.ssh = "  push_timeout: 1s\n"
+	// Long enough that, even on a loaded machine, the pack is across and the
+	// (hanging) hook is what the timeout cuts: cut mid-pack, the client may
+	// die of the broken pipe before ssh prints the server's reason.
+	f.ssh = "  push_timeout: 4s\n"
 	f.writeConfig()
 	s := f.start()
 	real, err := os.ReadFile(filepath.Join(f.data, "hooks", "pre-receive"))

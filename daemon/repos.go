@@ -48,7 +48,14 @@ func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
 		}
 		s.log.Info().Str("repo", r.Name).Str("dir", dir).Msg("created repo")
 	}
-	settings := append(repoSettings[:len(repoSettings):len(repoSettings)], [2]string{"core.hooksPath", s.hooksDir()})
+	settings := append(repoSettings[:len(repoSettings):len(repoSettings)],
+		[2]string{"core.hooksPath", s.hooksDir()},
+		// The relay caps a push's bytes already (limits.go); git's own cap
+		// is the same number, in case a push ever reaches git another way.
+		[2]string{"receive.maxInputSize", fmt.Sprint(s.cfg.Limits.MaxPushBytes)},
+		// Any blob over this is streamed by git, never held in memory.
+		[2]string{"core.bigFileThreshold", fmt.Sprint(max(s.cfg.Limits.MaxObjectBytes, 1<<20))},
+	)
 	for _, kv := range settings {
 		if _, err := s.git(ctx, dir, nil, nil, "config", kv[0], kv[1]); err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gliderlabs/ssh"
@@ -33,9 +34,11 @@ type Server struct {
 	cfg      *config.Config
 	log      zerolog.Logger
 	exe      string
-	users    map[string]*config.User // by the key's wire encoding
+	live     atomic.Pointer[liveConfig] // what SIGHUP may change; see reload.go
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
+	perKey   keySessions
+	accepted openConns // every accepted SSH connection until it closes
 
 	mu       sync.Mutex
 	stopping bool
@@ -60,7 +63,7 @@ type PushObserver interface{ Pushed(repo string) }
 // New checks the config's keys and prepares a server. exe is the poolgate
 // binary the pre-receive hook runs.
 func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
-	keys, err := cfg.LoadKeys()
+	lc, err := newLiveConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -68,19 +71,11 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 		cfg:          cfg,
 		log:          log,
 		exe:          exe,
-		users:        map[string]*config.User{},
 		pushLock:     map[string]chan struct{}{},
 		sessions:     make(chan struct{}, cfg.SSH.MaxSessions),
 		DrainTimeout: DrainTimeout,
 	}
-	for _, k := range keys {
-		id := string(k.Key.Marshal())
-		if prev, dup := s.users[id]; dup && prev != k.User {
-			return nil, &config.Error{File: cfg.File, Line: k.User.Line,
-				Msg: fmt.Sprintf("user %q: key %s also belongs to user %q", k.User.Name, gossh.FingerprintSHA256(k.Key), prev.Name)}
-		}
-		s.users[id] = k.User
-	}
+	s.live.Store(lc)
 	for _, r := range cfg.Repos {
 		s.pushLock[r.Name] = make(chan struct{}, 1)
 	}
@@ -111,6 +106,9 @@ func (s *Server) Prepare(ctx context.Context) error {
 	if err := hooks.Install(s.hooksDir(), s.exe); err != nil {
 		return fmt.Errorf("install hook: %w", err)
 	}
+	if err := s.writeHookConfig(s.conf().raw); err != nil {
+		return fmt.Errorf("hook config: %w", err)
+	}
 	for i := range s.cfg.Repos {
 		if err := s.ensureRepo(ctx, &s.cfg.Repos[i]); err != nil {
 			return fmt.Errorf("repo %s: %w", s.cfg.Repos[i].Name, err)
@@ -139,7 +137,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	s.ssh = s.newSSHServer(s.signer)
 	var err error
 	errc := make(chan error, 2)
-	go func() { errc <- s.ssh.Serve(sshLn) }()
+	go func() { errc <- s.ssh.Serve(s.accepted.listener(sshLn)) }()
 	var hs *http.Server
 	if httpLn != nil {
 		hs = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
@@ -161,13 +159,21 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	if hs != nil {
 		go hs.Shutdown(dctx)
 	}
-	if serr := s.ssh.Shutdown(dctx); serr != nil {
+	serr := s.ssh.Shutdown(dctx)
+	if serr == nil {
+		// gliderlabs waits only for connections past their handshake; a
+		// client accepted just before the listener closed is still in it,
+		// and its git command must run too (drain.go).
+		serr = s.accepted.wait(dctx)
+	}
+	if serr != nil {
 		// Past the bound: closing the connections cancels their sessions'
 		// contexts, which kills their git process groups. A push killed
 		// before git's ref update lands nothing; git's ref update itself is
 		// atomic.
 		s.log.Warn().Msg("drain timeout: closing remaining connections")
 		s.ssh.Close()
+		s.accepted.closeAll()
 	}
 	s.mu.Lock()
 	s.stopping = true
@@ -200,6 +206,8 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 				MaxAuthTries: 6,
 			}
 		},
+		// Counts the connection against max_sessions and cuts it if the
+		// handshake does not finish in time (limits.go).
 		ConnCallback: s.admitConn,
 		PtyCallback:  func(ssh.Context, ssh.Pty) bool { return true }, // refused with a message in handleSession
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{
@@ -241,6 +249,7 @@ func (s *Server) begin() bool {
 func (s *Server) admitConn(ctx ssh.Context, c net.Conn) net.Conn {
 	select {
 	case s.sessions <- struct{}{}:
+		s.handshakeDeadline(ctx, c)
 		return &slotConn{Conn: c, release: func() { <-s.sessions }}
 	default:
 		s.log.Warn().Str("remote", c.RemoteAddr().String()).Int("max_sessions", s.cfg.SSH.MaxSessions).Msg("connection refused: too many sessions")

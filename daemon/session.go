@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,17 +51,18 @@ func (s *Server) handleSession(sess ssh.Session) {
 		s.refuse(sess, &id, raw, err.Error())
 		return
 	}
-	name, err := repoName(s.cfg, path)
+	cfg := s.conf().Config
+	name, err := repoName(cfg, path)
 	if err != nil {
 		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, path))
 		return
 	}
-	repo := s.cfg.Repo(name)
+	repo := cfg.Repo(name)
 	if repo.Upstream != nil && svc.writes() {
 		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
 		return
 	}
-	role := s.cfg.RoleFor(id.user.Name, repo)
+	role := cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
 	if svc.writes() {
 		need = config.RoleWrite
@@ -73,12 +75,22 @@ func (s *Server) handleSession(sess ssh.Session) {
 		s.refuse(sess, &id, raw, fmt.Sprintf("%s (role %s) may not %s %s", id.user.Name, role, verb, name))
 		return
 	}
+	release, ok := s.perKey.acquire(id.key, cfg.SSH.MaxSessionsPerKey)
+	if !ok {
+		s.refuse(sess, &id, raw, fmt.Sprintf("too many sessions for this key (ssh.max_sessions_per_key %d), try again", cfg.SSH.MaxSessionsPerKey))
+		return
+	}
+	defer release()
 	code := s.serveGit(sess, id, role, svc, repo)
 	sess.Exit(code)
 }
 
 // refuse ends a session with a one-line message; the detail goes to the log.
 func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
+	if len(what) > 200 {
+		// The client chose it: logged, but not at any length.
+		what = what[:200] + "…"
+	}
 	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", what)
 	if id != nil {
 		ev = ev.Str("user", id.user.Name).Str("key", id.key)
@@ -104,13 +116,16 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			Str("service", string(svc)).Str("remote", sess.RemoteAddr().String())
 	}
 
+	lc := s.conf()
 	env := append(s.baseEnv(),
-		hooks.EnvConfig+"="+s.cfg.File,
+		hooks.EnvConfig+"="+lc.hookFile,
 		hooks.EnvRepo+"="+repo.Name,
 		hooks.EnvUser+"="+id.user.Name,
 		hooks.EnvRole+"="+role.String(),
 		hooks.EnvKey+"="+id.key,
 	)
+	// The hook reads the same config, ${NAME}s included.
+	env = append(env, lc.env...)
 	protocol := ""
 	for _, kv := range sess.Environ() {
 		// GIT_PROTOCOL only (protocol v2 for fetches); other env requests
@@ -127,7 +142,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		// next pusher's advertisement shows the new tip, so the loser of a
 		// race gets git's own non-fast-forward rejection and retries.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.SSH.PushTimeout.D())
+		ctx, cancel = context.WithTimeout(ctx, lc.SSH.PushTimeout.D())
 		defer cancel()
 		lock := s.pushLock[repo.Name]
 		select {
@@ -181,16 +196,39 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		cmds = &commandReader{r: sess}
 		in = cmds
 	}
+	var limitErr atomic.Pointer[LimitError]
 	go func() {
 		// Not waited for: a client that keeps its side open must not hold
 		// up the end of the session. It ends when the session closes.
-		io.Copy(stdin, in)
+		if svc != ReceivePack {
+			io.Copy(stdin, in)
+			stdin.Close()
+			return
+		}
+		err := guardPush(stdin, in, packLimits{
+			maxBytes:   lc.Limits.MaxPushBytes,
+			maxObject:  lc.Limits.MaxObjectBytes,
+			maxObjects: lc.Limits.MaxPushObjects,
+		})
+		var le *LimitError
+		if errors.As(err, &le) {
+			// Permanent: the relay withholds git's report (an "unpacker
+			// error" the stock client would retry forever) and the client
+			// sees this line and an error exit.
+			limitErr.Store(le)
+			fmt.Fprintf(sess.Stderr(), "poolgate: push refused: %v\n", le)
+		}
+		// Closing stdin early makes git stop at a truncated pack: it
+		// removes its quarantine and moves no ref.
 		stdin.Close()
 	}()
 
 	var res relayResult
 	if svc == ReceivePack {
 		res, err = relayPush(sess, stdout, func() string {
+			if limitErr.Load() != nil {
+				return hooks.VerdictPermanent
+			}
 			v, _ := hooks.ReadVerdict(verdictFile)
 			return v
 		})
@@ -201,7 +239,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		io.Copy(io.Discard, stdout)
 	}
 	werr := cmd.Wait()
-	stopKill()
+	if !stopKill() {
+		// The kill has started: let it finish, so the select below sees
+		// it (git can die and be waited for before close(killed) runs).
+		<-killed
+	}
 	code := 0
 	if werr != nil {
 		code = 1
@@ -247,6 +289,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			ups = append(ups, u.String())
 		}
 		e = e.Strs("refs", ups).Str("verdict", v)
+		if le := limitErr.Load(); le != nil {
+			e = e.Str("limit", le.Key).Str("reason", le.Msg)
+		}
 		if len(rules) > 0 {
 			e = e.Strs("rules", rules)
 		}

@@ -27,9 +27,11 @@ const (
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
 	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
+	commitsPerTx    = 500      // about 0.2s of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorRejection = "rejections"
+	cursorCreated   = "created" // repo "": the store's creation time
 )
 
 // Deriver turns one repo's history and push records into stored events.
@@ -37,13 +39,15 @@ const (
 // daemon and a CLI catching up) are serialized by the store's write lock
 // and reach the same result.
 type Deriver struct {
-	store  *Store
-	cfg    *config.Repo
-	dir    string
-	Now    func() time.Time
-	mu     sync.Mutex
-	repo   *poolrepo.Repo
-	branch string
+	// created is when the store began (read at each sync).
+	created time.Time
+	store   *Store
+	cfg     *config.Repo
+	dir     string
+	Now     func() time.Time
+	mu      sync.Mutex
+	repo    *poolrepo.Repo
+	branch  string
 }
 
 // RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
@@ -56,17 +60,9 @@ func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {
 	return &Deriver{store: store, cfg: repo, dir: dir, Now: time.Now, branch: repo.Branch}
 }
 
-// Close stops the deriver's git reader.
-func (d *Deriver) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.repo != nil {
-		err := d.repo.Close()
-		d.repo = nil
-		return err
-	}
-	return nil
-}
+// Close releases the deriver (nothing is held between syncs today; kept
+// so callers need not change if that does).
+func (d *Deriver) Close() error { return nil }
 
 // Sync derives everything new: commits on the branch since the last sync,
 // new rejections, claims that went stale. It returns the new events in
@@ -74,31 +70,56 @@ func (d *Deriver) Close() error {
 func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.repo == nil {
-		d.repo = poolrepo.Open(d.dir)
-	}
+	// A reader per sync: its caches (commits, trees) then never outgrow
+	// one push's worth in a daemon that runs for months, and an idle sync
+	// starts no cat-file process at all.
+	d.repo = poolrepo.Open(d.dir)
+	defer func() {
+		d.repo.Close()
+		d.repo = nil
+	}()
 	// The tip first, the push records second: the hook writes a push's
 	// record before git moves the ref, so every commit reachable from this
 	// tip has its record on disk by now.
 	tip, err := d.repo.Git.ResolveBranch(d.branch)
 	if err != nil {
-		// A broken cat-file process is restarted at the next sync.
-		d.repo.Close()
-		d.repo = nil
 		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 	}
 	var out []Event
-	err = d.store.update(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
+	for more := true; more; {
+		more = false
+		err = d.store.update(ctx, func(tx *sql.Tx) error {
+			var evs []Event
+			evs, more, err = d.syncStep(tx, tip)
+			out = append(out, evs...)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// syncStep is one transaction of a sync: at most commitsPerTx commits, so
+// a first start on a long history never holds the store (and with it the
+// status page, the API and the CLI) for more than a moment.
+func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err error) {
+	err = func() error {
+		created, err := cursorInt(tx, "", cursorCreated)
+		if err != nil {
+			return err
+		}
+		d.created = time.Unix(0, created)
 		if err := d.readPushes(tx); err != nil {
 			return err
 		}
 		if tip != "" {
-			evs, err := d.deriveCommits(tx, tip)
+			evs, m, err := d.deriveCommits(tx, tip)
 			if err != nil {
 				return err
 			}
-			out = append(out, evs...)
+			out, more = append(out, evs...), m
 		}
 		evs, err := d.readRejections(tx)
 		if err != nil {
@@ -110,19 +131,19 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 			return err
 		}
 		out = append(out, evs...)
+		if more {
+			// Mid-history, a hold may still be released in a later
+			// chunk: staleness is judged at the tip only.
+			return nil
+		}
 		evs, err = d.checkStale(tx)
 		if err != nil {
 			return err
 		}
 		out = append(out, evs...)
 		return nil
-	})
-	if err != nil {
-		d.repo.Close()
-		d.repo = nil
-		return nil, err
-	}
-	return out, nil
+	}()
+	return out, more, err
 }
 
 // readLines returns the complete lines of a record file from offset on,
@@ -233,13 +254,13 @@ func (d *Deriver) poolCfg(path string) (maxClaimed *int, staleAfter time.Duratio
 // deriveCommits walks the first-parent chain from the last derived commit
 // to tip. After a forced push (admin only) the walk covers the commits the
 // old cursor does not have, each diffed against its own parent.
-func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
+func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 	from, err := getCursor(tx, d.cfg.Name, cursorCommit)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if from == tip {
-		return nil, nil
+		return nil, false, nil
 	}
 	if from != "" {
 		if _, err := d.repo.RawCommit(from); err != nil {
@@ -247,7 +268,7 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
 			// Another deriver on this store (a CLI catching up beside the
 			// daemon) already went further than the tip read here.
-			return nil, nil
+			return nil, false, nil
 		}
 	}
 	old := from
@@ -256,17 +277,60 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, error) {
 	}
 	chain, _, err := d.repo.NewCommits(old, tip)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	more := len(chain) > commitsPerTx
+	if more {
+		chain = chain[:commitsPerTx]
 	}
 	var out []Event
 	for _, h := range chain {
 		evs, err := d.deriveCommit(tx, h)
 		if err != nil {
-			return nil, fmt.Errorf("commit %s: %w", h, err)
+			return nil, false, fmt.Errorf("commit %s: %w", h, err)
 		}
 		out = append(out, evs...)
 	}
-	return out, setCursor(tx, d.cfg.Name, cursorCommit, tip)
+	if more {
+		return out, true, setCursor(tx, d.cfg.Name, cursorCommit, chain[len(chain)-1])
+	}
+	if err := d.reconcileHolds(tx, tip); err != nil {
+		return nil, false, err
+	}
+	return out, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
+}
+
+// reconcileHolds drops holds of locks the tip does not have claimed. Only
+// history rewritten by an admin's forced push can leave such a hold
+// (its release is in no commit that is still on the branch); without this
+// it would show as held, and go stale, forever.
+func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string) error {
+	snap, err := d.repo.SnapshotAt(tip)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
+	if err != nil {
+		return err
+	}
+	var gone [][2]string
+	for rows.Next() {
+		var p, l string
+		if err := rows.Scan(&p, &l); err != nil {
+			rows.Close()
+			return err
+		}
+		if st := snap.Pool(p).StateOf(l); st != pool.StateClaimed && st != pool.StateBoth {
+			gone = append(gone, [2]string{p, l})
+		}
+	}
+	rows.Close()
+	for _, g := range gone {
+		if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, g[0], g[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
@@ -303,7 +367,7 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 		maxClaimed, _ := d.poolCfg(ch.Pool)
 		e := Event{
 			ID:   ID(d.cfg.Name, hash, ch.Pool, ch.Name, typ),
-			Type: typ, Time: when, Announce: true,
+			Type: typ, Time: when, Announce: d.announce(when),
 			Repo: d.cfg.Name, Branch: d.branch, Pool: ch.Pool, Lock: ch.Name,
 			Action: typ, State: stateName(ch.After), Commit: hash, Message: pool.Subject(c.Message),
 			BuildURL: intent.BuildURL, Team: intent.Team, Pipeline: intent.Pipeline, Job: intent.Job,
@@ -346,6 +410,15 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// announce says whether an event is news: anything that happened before
+// the store began (a first start on a repo with years of history, or a
+// store deleted by an operator) is recorded as history but sent to no
+// webhook. The store's creation is rounded down to the second, as commit
+// times are.
+func (d *Deriver) announce(when time.Time) bool {
+	return !when.Before(d.created.Truncate(time.Second))
 }
 
 func authorOf(c *gitstore.Commit) *Person {
@@ -391,9 +464,9 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 		}
 		e := Event{
 			ID:   ID(d.cfg.Name, Rejected, string(l)),
-			Type: Rejected, Time: r.Time.UTC(), Announce: true,
+			Type: Rejected, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Rejected,
-			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: violations(r.Violations),
+			Commit: r.New, Ref: r.Ref, Kind: r.Verdict, Violations: r.Violations,
 			Pusher: &Pusher{User: r.User, Key: r.Key},
 		}
 		if len(r.Violations) > 0 {
@@ -408,7 +481,7 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
 			e.MaxClaimed = mc
 		}
-		if r.Verdict != "permanent" {
+		if r.Verdict != "permanent" && e.Announce {
 			var last int64
 			err := tx.QueryRow(`SELECT time FROM announced WHERE repo=? AND user=? AND rule=? AND pool=?`,
 				d.cfg.Name, r.User, e.Rule, e.Pool).Scan(&last)
@@ -472,7 +545,8 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		e := x.claim
 		held := int64(now.Sub(x.since).Seconds())
 		e.ID = ID(d.cfg.Name, e.Commit, e.Pool, e.Lock, Stale)
-		e.Type, e.Action, e.Time, e.Announce = Stale, Stale, x.since.Add(x.after), true
+		e.Type, e.Action, e.Time = Stale, Stale, x.since.Add(x.after)
+		e.Announce = d.announce(e.Time)
 		e.HeldSeconds, e.ClaimCommit, e.State = &held, e.Commit, "claimed"
 		var n int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM holds WHERE repo=? AND pool=?`, d.cfg.Name, e.Pool).Scan(&n); err == nil {
@@ -503,12 +577,4 @@ func decodeRecord(line []byte, v any) bool {
 		return json.Unmarshal(line[i:], v) == nil
 	}
 	return false
-}
-
-func violations(vs []hooks.ViolationRecord) []Violation {
-	out := make([]Violation, len(vs))
-	for i, v := range vs {
-		out[i] = Violation(v)
-	}
-	return out
 }

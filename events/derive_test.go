@@ -22,7 +22,11 @@ type workRepo struct {
 }
 
 func newWorkRepo(t *testing.T) *workRepo {
-	r := &workRepo{t: t, dir: filepath.Join(t.TempDir(), "locks")}
+	return newWorkRepoAt(t, filepath.Join(t.TempDir(), "locks"))
+}
+
+func newWorkRepoAt(t *testing.T, dir string) *workRepo {
+	r := &workRepo{t: t, dir: dir}
 	r.git(time.Time{}, "init", "-q", "-b", "master", r.dir)
 	return r
 }
@@ -171,6 +175,8 @@ func TestTransientRejectionsAreRecordedAllAndAnnouncedOncePerWindow(t *testing.T
 	r := newWorkRepo(t)
 	r.write("staging/unclaimed/env-a", "a")
 	r.commit(time.Time{}, "init")
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
 	t0 := time.Now().UTC()
 	over := func(at time.Time, user string) hooks.RejectionRecord {
 		return hooks.RejectionRecord{Time: at, User: user, Key: "SHA256:k", Role: "write", Ref: "refs/heads/master", Old: "a", New: "b",
@@ -189,8 +195,6 @@ func TestTransientRejectionsAreRecordedAllAndAnnouncedOncePerWindow(t *testing.T
 	f.WriteString(`{"time":"`)
 	f.Close()
 
-	st, _ := Open(t.TempDir(), false)
-	defer st.Close()
 	d := NewDeriver(st, testRepoCfg(), r.gitDir())
 	defer d.Close()
 	if _, err := d.Sync(ctx); err != nil {
@@ -243,5 +247,73 @@ func TestStaleClaimRaisesOneEventAcrossRestarts(t *testing.T) {
 	evs, _ := st.Events(ctx, Query{Repo: "locks", Types: []string{Stale}})
 	if e := evs[0]; e.HeldSeconds == nil || *e.HeldSeconds < 7100 || e.Lock != "env-a" {
 		t.Errorf("stale event: %+v", e)
+	}
+}
+
+func TestForcedPushThatDropsAClaimDropsItsHoldAndPoolsShowTheTip(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	r := newWorkRepoAt(t, filepath.Join(data, "repos", "locks.git"))
+	r.write("staging/unclaimed/env-a", "a")
+	r.write("staging/unclaimed/env-b", "b")
+	base := r.commit(time.Time{}, "init")
+	r.move(time.Time{}, "staging", "env-a", "unclaimed", "claimed", "claiming: env-a")
+	cfg := &config.Config{DataDir: data, Repos: []config.Repo{*testRepoCfg()}}
+	cfg.Repos[0].Pools = append(cfg.Repos[0].Pools, config.Pool{Name: "empty"})
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
+	d := NewDeriver(st, &cfg.Repos[0], r.gitDir())
+	defer d.Close()
+	if _, err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An admin rewinds the branch past the claim and claims env-b instead.
+	r.git(time.Time{}, "reset", "-q", "--hard", base)
+	r.move(time.Time{}, "staging", "env-b", "unclaimed", "claimed", "claiming: env-b")
+	evs, err := d.Sync(ctx)
+	if err != nil || len(evs) != 1 || evs[0].Lock != "env-b" {
+		t.Fatalf("after the forced push: %v %+v", err, evs)
+	}
+	holds, _ := st.Holds(ctx, "locks")
+	if len(holds) != 1 || holds[0].Lock != "env-b" {
+		t.Errorf("holds %+v, want env-b only", holds)
+	}
+	pools, err := Pools(ctx, st, cfg, "locks", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pools) != 2 || pools[0].Pool != "empty" || pools[0].Total != 0 || pools[1].Claimed != 1 || pools[1].Total != 2 {
+		t.Fatalf("pools: %+v", pools)
+	}
+	a, b := pools[1].Locks[0], pools[1].Locks[1]
+	if a.State != "unclaimed" || a.By != nil || b.State != "claimed" || b.HeldSeconds == nil || *pools[1].MaxClaimed != 1 || *pools[1].StaleAfterSeconds != 3600 {
+		t.Errorf("locks: %+v %+v", a, b)
+	}
+}
+
+func TestHistoryFromBeforeTheStoreIsRecordedButNotAnnounced(t *testing.T) {
+	ctx := context.Background()
+	r := newWorkRepo(t)
+	old := time.Now().Add(-48 * time.Hour)
+	r.write("staging/unclaimed/env-a", "a")
+	r.commit(old, "init")
+	r.move(old, "staging", "env-a", "unclaimed", "claimed", "claiming: env-a")
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
+	d := NewDeriver(st, testRepoCfg(), r.gitDir())
+	defer d.Close()
+	evs, err := d.Sync(ctx)
+	if err != nil || len(evs) != 3 { // added, claimed, and stale long ago
+		t.Fatalf("%v %+v", err, evs)
+	}
+	for _, e := range evs {
+		if e.Announce {
+			t.Errorf("%s from two days before the store was announced", e.Type)
+		}
+	}
+	r.move(time.Now().Add(time.Second), "staging", "env-a", "claimed", "unclaimed", "unclaiming: env-a")
+	evs, _ = d.Sync(ctx)
+	if len(evs) != 1 || !evs[0].Announce || evs[0].HeldSeconds == nil {
+		t.Errorf("a new release: %+v", evs)
 	}
 }

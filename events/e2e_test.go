@@ -5,19 +5,14 @@ package events_test
 // receivers on loopback, and the status/history commands run beside it.
 
 import (
-	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -27,49 +22,9 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/poolgate/poolgate/hooks"
-	"github.com/poolgate/poolgate/internal/poolclient"
+	"github.com/poolgate/poolgate/internal/testserver"
 )
-
-var binPath, hookBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "poolgate-events-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binPath = filepath.Join(dir, "poolgate")
-	args := []string{"build", "-race", "-o", binPath, "../cmd/poolgate"}
-	if os.Getenv("POOLGATE_TEST_NORACE") != "" {
-		args = []string{"build", "-o", binPath, "../cmd/poolgate"}
-	}
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build poolgate:", err)
-		os.Exit(1)
-	}
-	// The pre-receive hook runs once per push; a -race binary takes about
-	// a second just to start on the CI machine, which would stretch a
-	// burst of pushes past any sensible coalescing window. The daemon,
-	// where this package's concurrency lives, stays -race; the hook's own
-	// tests live in hooks/.
-	hookBin = binPath
-	if len(args) > 2 && args[1] == "-race" {
-		hookBin = filepath.Join(dir, "poolgate-hook")
-		build := exec.Command("go", "build", "-o", hookBin, "../cmd/poolgate")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build poolgate:", err)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // hit is one request a receiver got.
 type hit struct {
@@ -155,175 +110,18 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-type fixture struct {
-	t        *testing.T
-	dir      string
-	data     string
-	cfgFile  string
-	keyPath  string
-	keyFP    string
-	pools    string
-	webhooks string
-}
-
 var secret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("poolgate end-to-end test key"))
 
-func newFixture(t *testing.T, pools, webhooks string) *fixture {
-	dir := t.TempDir()
-	f := &fixture{t: t, dir: dir, data: filepath.Join(dir, "data"), cfgFile: filepath.Join(dir, "poolgate.yaml"), pools: pools, webhooks: webhooks}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, _ := gossh.MarshalPrivateKey(priv, "")
-	f.keyPath = filepath.Join(dir, "writer")
-	if err := os.WriteFile(f.keyPath, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := gossh.NewSignerFromKey(priv)
-	f.keyFP = gossh.FingerprintSHA256(signer.PublicKey())
-	pub := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
-	cfg := fmt.Sprintf(`data_dir: %s
-ssh:
-  listen: "127.0.0.1:0"
-http:
-  listen: ""
-log:
-  format: json
-  level: debug
-users:
-  - name: writer
-    role: write
-    keys: [%q]
-repos:
-  - name: locks
-    branch: master
-    pools:%s
-webhooks:%s
-`, f.data, pub, pools, webhooks)
-	if err := os.WriteFile(f.cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-type server struct {
-	t    *testing.T
-	f    *fixture
-	cmd  *exec.Cmd
-	port string
-	logs *strings.Builder
-	mu   sync.Mutex
-	done chan struct{}
-}
-
-func (f *fixture) start() *server {
-	t := f.t
-	t.Helper()
-	cmd := exec.Command(binPath, "serve", "--config", f.cfgFile)
-	cmd.Env = append(os.Environ(), "HOME="+f.dir)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, f: f, cmd: cmd, logs: &strings.Builder{}, done: make(chan struct{})}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.logs.WriteString(sc.Text() + "\n")
-			s.mu.Unlock()
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["message"] == "listening" {
-				addrc <- m["ssh"].(string)
-			}
-		}
-		close(addrc)
-	}()
-	go func() { cmd.Wait(); close(s.done) }()
-	select {
-	case a, ok := <-addrc:
-		if !ok {
-			<-s.done
-			t.Fatalf("poolgate serve exited before listening:\n%s", s.log())
-		}
-		s.port = a[strings.LastIndexByte(a, ':')+1:]
-		if err := hooks.Install(filepath.Join(f.data, "hooks"), hookBin); err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("poolgate serve did not start:\n%s", s.log())
-	}
-	t.Cleanup(func() {
-		s.stop(syscall.SIGTERM)
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.log())
-		}
-	})
-	return s
-}
-
-func (s *server) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
-}
-
-func (s *server) stop(sig syscall.Signal) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(sig)
-	select {
-	case <-s.done:
-	case <-time.After(60 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-func (s *server) client(name, buildURL string) *poolclient.Client {
-	c := &poolclient.Client{
-		URL:    "ssh://git@127.0.0.1:" + s.port + "/locks.git",
-		Branch: "master", Pool: "demo",
-		Dir: filepath.Join(s.t.TempDir(), name),
-		Env: []string{
-			"GIT_SSH_COMMAND=ssh -F /dev/null -i " + s.f.keyPath + " -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
-			"SSH_AUTH_SOCK=", "HOME=" + s.f.dir, "GIT_CONFIG_NOSYSTEM=1",
-		},
-		RetryDelay: 50 * time.Millisecond,
-		BuildURL:   buildURL,
-	}
-	if err := c.Clone(ctxT(s.t, time.Minute)); err != nil {
-		s.t.Fatal(err)
-	}
-	return c
+// newFixture is a real poolgate serve's config: user writer, repo locks
+// with the given pools and webhooks (YAML list bodies).
+func newFixture(t *testing.T, pools, webhooks string) *testserver.Fixture {
+	return testserver.New(t, testserver.Options{Pools: pools, Webhooks: webhooks})
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// poolgate runs the CLI and returns stdout, failing the test on a non-zero exit.
-func (f *fixture) poolgate(args ...string) string {
-	f.t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "HOME="+f.dir)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		f.t.Fatalf("poolgate %v: %v\n%s", args, err, stderr.String())
-	}
-	return string(out)
 }
 
 const buildURL = "https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42"
@@ -348,8 +146,8 @@ func TestClaimAndReleaseOverSSHAreAnnouncedAsSignedJSONSlackAndOneConcourseCheck
     format: concourse
     coalesce: 3s
     pools: [demo]`, rc.URL, secret, rc.URL, rc.URL))
-	s := f.start()
-	c := s.client("deploy", buildURL)
+	s := f.Start()
+	c := s.Client("deploy", "demo", buildURL)
 	ctx := ctxT(t, 2*time.Minute)
 	if err := c.Claim(ctx, "lock-a"); err != nil {
 		t.Fatal(err)
@@ -382,7 +180,7 @@ func TestClaimAndReleaseOverSSHAreAnnouncedAsSignedJSONSlackAndOneConcourseCheck
 		author, _ := d["author"].(map[string]any)
 		if d["repo"] != "locks" || d["branch"] != "master" || d["pool"] != "demo" || d["lock"] != "lock-a" ||
 			d["team"] != "main" || d["pipeline"] != "p" || d["job"] != "deploy" || d["build"] != "42" || d["build_url"] != buildURL ||
-			pusher["user"] != "writer" || pusher["key"] != f.keyFP || author["email"] != "git@localhost" || d["max_claimed"] != 2.0 {
+			pusher["user"] != "writer" || pusher["key"] != f.KeyFP || author["email"] != "git@localhost" || d["max_claimed"] != 2.0 {
 			t.Errorf("%s: data %v", typ, d)
 		}
 	}
@@ -449,7 +247,7 @@ func TestClaimAndReleaseOverSSHAreAnnouncedAsSignedJSONSlackAndOneConcourseCheck
 	if n := len(hits) - before; n != 1 {
 		t.Errorf("%d check requests for a burst of five changes, want 1", n)
 	}
-	if last := hits[len(hits)-1]; len(last.body) != 0 || !strings.Contains(s.log(), `"webhook":"check"`) {
+	if last := hits[len(hits)-1]; len(last.body) != 0 || !strings.Contains(s.Log(), `"webhook":"check"`) {
 		t.Errorf("check request body %q", last.body)
 	}
 }
@@ -463,24 +261,49 @@ func TestEventOfAPushAcceptedBeforeASIGKILLArrivesAfterRestartWithTheSameID(t *t
   - name: json
     url: %s/json
     format: json
-    events: [claimed]
+    events: [claimed, released]
     secret: %s`, rc.URL, secret))
-	s := f.start()
-	c := s.client("deploy", buildURL)
+	s := f.Start()
+	c := s.Client("deploy", "demo", buildURL)
 	if err := c.Claim(ctxT(t, time.Minute), "lock-a"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a failed delivery attempt", 30*time.Second, func() bool { return len(rc.delivered("/json", false)) > 0 })
 	firstID := rc.delivered("/json", false)[0].header.Get("webhook-id")
-	s.stop(syscall.SIGKILL)
+	s.Stop(syscall.SIGKILL)
 	rc.setFail(nil)
 
-	f.start()
+	s = f.Start()
 	waitFor(t, "delivery after the restart", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.claimed")) > 0 })
 	time.Sleep(500 * time.Millisecond)
 	ok := rc.payloads("/json", "lock.claimed")
 	if len(ok) != 1 || ok[0].hit.header.Get("webhook-id") != firstID || ok[0].Data["id"] != firstID {
-		t.Errorf("after restart: %d deliveries, id %q; before the kill the id was %q", len(ok), ok[0].hit.header.Get("webhook-id"), firstID)
+		t.Fatalf("after restart: %d deliveries, id %q; before the kill the id was %q", len(ok), ok[0].hit.header.Get("webhook-id"), firstID)
+	}
+
+	// Now the receiver fails three times, then recovers: the release gets
+	// through once, and the claim after it only after it.
+	failures := 0
+	rc.setFail(func(hit) bool { failures++; return failures <= 3 })
+	c = s.Client("deploy-2", "demo", buildURL)
+	ctx := ctxT(t, time.Minute)
+	if err := c.Release(ctx, "lock-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Claim(ctx, "lock-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the claim after the retried release", 60*time.Second, func() bool { return len(rc.payloads("/json", "lock.claimed")) == 2 })
+	var seq []string
+	for _, h := range rc.delivered("/json", false) {
+		var p payload
+		json.Unmarshal(h.body, &p)
+		seq = append(seq, fmt.Sprintf("%s/%v/%d", p.Type, p.Data["lock"], h.status))
+	}
+	want := "lock.claimed/lock-a/500 lock.claimed/lock-a/200 lock.released/lock-a/500 lock.released/lock-a/500 lock.released/lock-a/500 lock.released/lock-a/200 lock.claimed/lock-b/200"
+	// Attempts before the kill may be more than one.
+	if got := strings.Join(seq, " "); !strings.HasSuffix(got, want[len("lock.claimed/lock-a/500 "):]) {
+		t.Errorf("attempts in order:\n got %s\nwant ...%s", got, want[len("lock.claimed/lock-a/500 "):])
 	}
 }
 
@@ -489,13 +312,14 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	f := newFixture(t, `
       - name: demo
         stale_after: 1s
+        max_claimed: 1
         locks: [lock-a, lock-b]`, fmt.Sprintf(`
   - name: json
     url: %s/json
     format: json
     events: [rejected, stale]`, rc.URL))
-	s := f.start()
-	c := s.client("deploy", buildURL)
+	s := f.Start()
+	c := s.Client("deploy", "demo", buildURL)
 	ctx := ctxT(t, 2*time.Minute)
 
 	// A lock that was never in unclaimed/ pushed straight into claimed/.
@@ -517,10 +341,19 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	if err := c.Claim(ctx, "lock-b"); err != nil {
 		t.Fatal(err)
 	}
+	// A second build waiting on the full pool is refused every retry,
+	// transiently: all recorded, announced once.
+	waiting := s.Client("waiting", "demo", buildURL)
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	waiting.Claim(wctx, "lock-a")
+	cancel()
+	if n := waiting.Stats().Conflicts; n < 2 {
+		t.Fatalf("the waiting build was refused %d times; the test needs 2 or more", n)
+	}
 	waitFor(t, "the stale event", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.stale")) == 1 })
 	time.Sleep(2500 * time.Millisecond)
-	s.stop(syscall.SIGTERM)
-	f.start()
+	s.Stop(syscall.SIGTERM)
+	f.Start()
 	time.Sleep(2500 * time.Millisecond)
 	st := rc.payloads("/json", "lock.stale")
 	if len(st) != 1 {
@@ -529,8 +362,18 @@ func TestRefusedPushIsARejectedEventAndAStaleClaimIsAnnouncedOnceAcrossRestarts(
 	if d := st[0].Data; d["lock"] != "lock-b" || d["held_seconds"] == nil || d["build"] != "42" {
 		t.Errorf("stale event: %v", d)
 	}
-	if out := f.poolgate("history", "--config", f.cfgFile, "locks", "--type", "stale", "--json"); strings.Count(out, `"type": "stale"`) != 1 {
+	if out := f.Run("history", "--config", f.Config, "locks", "--type", "stale", "--json"); strings.Count(out, `"type": "stale"`) != 1 {
 		t.Errorf("history --type stale:\n%s", out)
+	}
+	var overLimit []payload
+	for _, p := range rc.payloads("/json", "lock.rejected") {
+		if p.Data["rule"] == "over-limit" {
+			overLimit = append(overLimit, p)
+		}
+	}
+	recorded := strings.Count(f.Run("history", "--config", f.Config, "locks", "--type", "rejected"), "over-limit (transient)")
+	if len(overLimit) != 1 || recorded < 2 || overLimit[0].Data["kind"] != "transient" || overLimit[0].Data["lock"] != "lock-a" {
+		t.Errorf("over-limit: %d announced, %d recorded; want 1 announced of 2 or more", len(overLimit), recorded)
 	}
 }
 
@@ -549,22 +392,22 @@ func TestHistoryOfALockPrintsTheScriptedSequenceWithPusherAndBuildAndStatusShows
 	f := newFixture(t, `
       - name: demo
         locks: [lock-a, lock-b]`, " []")
-	s := f.start()
+	s := f.Start()
 	ctx := ctxT(t, 2*time.Minute)
-	one := s.client("one", "https://ci.example.com/teams/main/pipelines/p/jobs/one/builds/1")
+	one := s.Client("one", "demo", "https://ci.example.com/teams/main/pipelines/p/jobs/one/builds/1")
 	if err := one.Claim(ctx, "lock-a"); err != nil {
 		t.Fatal(err)
 	}
 	if err := one.Release(ctx, "lock-a"); err != nil {
 		t.Fatal(err)
 	}
-	two := s.client("two", "")
+	two := s.Client("two", "demo", "")
 	two.OldPrefix = "main/p/two build 7" // a pre-v1.8.0 client
 	if err := two.Claim(ctx, "lock-a"); err != nil {
 		t.Fatal(err)
 	}
 
-	out := f.poolgate("history", "--config", f.cfgFile, "locks", "--lock", "lock-a")
+	out := f.Run("history", "--config", f.Config, "locks", "--lock", "lock-a")
 	rows := table(out)
 	want := [][3]string{{"claimed", "writer", "p/two #7"}, {"released", "writer", "p/one #1"}, {"claimed", "writer", "p/one #1"}, {"added", "-", "-"}}
 	if len(rows) != len(want)+1 || strings.Join(rows[0], " ") != "TIME EVENT POOL LOCK PUSHER BUILD DETAIL COMMIT" {
@@ -580,7 +423,7 @@ func TestHistoryOfALockPrintsTheScriptedSequenceWithPusherAndBuildAndStatusShows
 		t.Errorf("release row without held time: %q", rows[2])
 	}
 
-	out = f.poolgate("status", "--config", f.cfgFile, "locks")
+	out = f.Run("status", "--config", f.Config, "locks")
 	rows = table(out)
 	if strings.Join(rows[0], " ") != "POOL LOCK STATE SINCE HELD FOR BY BUILD BUILD URL" || len(rows) != 3 {
 		t.Fatalf("status:\n%s", out)
@@ -597,10 +440,10 @@ func TestHistoryOfALockPrintsTheScriptedSequenceWithPusherAndBuildAndStatusShows
 		HeldSeconds *int64 `json:"held_seconds"`
 		By          *struct{ User, Key string }
 	}
-	if err := json.Unmarshal([]byte(f.poolgate("status", "--config", f.cfgFile, "locks", "--json")), &js); err != nil {
+	if err := json.Unmarshal([]byte(f.Run("status", "--config", f.Config, "locks", "--json")), &js); err != nil {
 		t.Fatal(err)
 	}
-	if len(js) != 2 || js[0].By == nil || js[0].By.Key != f.keyFP || js[0].HeldSeconds == nil {
+	if len(js) != 2 || js[0].By == nil || js[0].By.Key != f.KeyFP || js[0].HeldSeconds == nil {
 		t.Errorf("status --json: %+v", js)
 	}
 }

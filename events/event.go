@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
 )
 
@@ -40,18 +41,8 @@ type Pusher struct {
 	Key  string `json:"key"`
 }
 
-// Violation is one reason a push was refused (the hook's record).
-type Violation struct {
-	Rule    string `json:"rule"`
-	Kind    string `json:"kind"`
-	Commit  string `json:"commit,omitempty"`
-	Subject string `json:"subject,omitempty"`
-	Ref     string `json:"ref,omitempty"`
-	Pool    string `json:"pool,omitempty"`
-	Lock    string `json:"lock,omitempty"`
-	Reason  string `json:"reason"`
-	Hint    string `json:"hint,omitempty"`
-}
+// Violation is one reason a push was refused, as the hook recorded it.
+type Violation = hooks.ViolationRecord
 
 // Event is one thing that happened to a lock, or one refused push. Its JSON
 // form is the `data` object of the webhook payload (DESIGN.md §5).

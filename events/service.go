@@ -91,9 +91,14 @@ func (s *Service) loop(ctx context.Context, name string, d *Deriver) {
 				s.log.Info().Str("repo", name).Msg("deriving events works again")
 			}
 			failing = false
-			for _, e := range evs {
-				s.log.Info().Str("repo", e.Repo).Str("event", e.Type).Str("pool", e.Pool).Str("lock", e.Lock).
-					Str("id", e.ID).Str("commit", e.Commit).Bool("announce", e.Announce).Msg("event")
+			if len(evs) > 50 {
+				// A history import: one line, not one per event.
+				s.log.Info().Str("repo", name).Int("events", len(evs)).Msg("derived events")
+			} else {
+				for _, e := range evs {
+					s.log.Info().Str("repo", e.Repo).Str("event", e.Type).Str("pool", e.Pool).Str("lock", e.Lock).
+						Str("id", e.ID).Str("commit", e.Commit).Bool("announce", e.Announce).Msg("event")
+				}
 			}
 			if len(evs) > 0 && s.OnEvents != nil {
 				s.OnEvents(evs)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 )
 
@@ -31,10 +33,23 @@ type LockStatus struct {
 	MaxClaimed  *int    `json:"max_claimed"`
 }
 
-// Status reads the branch tip's locks from git and joins what the store
-// knows about each: when it entered its state, and who holds it. The store
-// should be synced first for the freshest answer.
-func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]LockStatus, error) {
+// PoolState is one pool now: its limits, counts and every lock.
+type PoolState struct {
+	Repo       string `json:"repo"`
+	Pool       string `json:"pool"`
+	MaxClaimed *int   `json:"max_claimed"`
+	// StaleAfterSeconds is the pool's stale_after; null when unset.
+	StaleAfterSeconds *int64       `json:"stale_after_seconds"`
+	Claimed           int          `json:"claimed"`
+	Total             int          `json:"total"`
+	Locks             []LockStatus `json:"locks"`
+}
+
+// Pools reads the branch tip's pools from git (configured pools that do
+// not exist yet are listed empty) and joins what the store knows about
+// each lock: when it entered its state, and who holds it. Sync the store
+// first for the freshest answer.
+func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]PoolState, error) {
 	rc := cfg.Repo(repoName)
 	if rc == nil {
 		return nil, fmt.Errorf("unknown repo %q", repoName)
@@ -45,12 +60,11 @@ func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string,
 	if err != nil {
 		return nil, err
 	}
-	if tip == "" {
-		return nil, nil
-	}
-	snap, err := r.SnapshotAt(tip)
-	if err != nil {
-		return nil, err
+	var snap *pool.Snapshot
+	if tip != "" {
+		if snap, err = r.SnapshotAt(tip); err != nil {
+			return nil, err
+		}
 	}
 	last, err := st.lastPerLock(ctx, repoName)
 	if err != nil {
@@ -65,12 +79,25 @@ func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string,
 		held[[2]string{h.Pool, h.Lock}] = h
 	}
 	d := &Deriver{cfg: rc}
-	var out []LockStatus
-	for _, p := range snap.PoolPaths() {
+	paths := snap.PoolPaths()
+	for _, p := range rc.Pools {
+		if snap.Pool(p.Name) == nil {
+			paths = append(paths, p.Name)
+		}
+	}
+	sort.Strings(paths)
+	var out []PoolState
+	for _, p := range paths {
 		pl := snap.Pool(p)
-		mc, _ := d.poolCfg(p)
+		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}}
+		var staleAfter time.Duration
+		ps.MaxClaimed, staleAfter = d.poolCfg(p)
+		if staleAfter > 0 {
+			s := int64(staleAfter.Seconds())
+			ps.StaleAfterSeconds = &s
+		}
 		for _, name := range pl.Names() {
-			ls := LockStatus{Repo: repoName, Pool: p, Lock: name, State: stateName(pl.StateOf(name)), MaxClaimed: mc}
+			ls := LockStatus{Repo: repoName, Pool: p, Lock: name, State: stateName(pl.StateOf(name)), MaxClaimed: ps.MaxClaimed}
 			if e, ok := last[[2]string{p, name}]; ok {
 				ls.Since, ls.Commit = e.Time, e.Commit
 			}
@@ -84,8 +111,23 @@ func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string,
 				s := int64(now.Sub(h.Since).Seconds())
 				ls.HeldSeconds, ls.Stale = &s, h.StaleSent
 			}
-			out = append(out, ls)
+			ps.Locks = append(ps.Locks, ls)
 		}
+		ps.Total = len(ps.Locks)
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+// Status is every lock of a repo now, pool by pool (the status command).
+func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]LockStatus, error) {
+	pools, err := Pools(ctx, st, cfg, repoName, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []LockStatus
+	for _, p := range pools {
+		out = append(out, p.Locks...)
 	}
 	return out, nil
 }

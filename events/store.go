@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 	data     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_repo ON events(repo, seq);
+CREATE INDEX IF NOT EXISTS events_time ON events(repo, time);
 CREATE TABLE IF NOT EXISTS cursors (
 	repo  TEXT NOT NULL,
 	name  TEXT NOT NULL,
@@ -79,6 +81,15 @@ CREATE TABLE IF NOT EXISTS webhooks (
 	name     TEXT PRIMARY KEY,
 	seq      INTEGER NOT NULL,
 	disabled TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS webhook_urls (
+	name TEXT PRIMARY KEY,
+	hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failing (
+	webhook TEXT PRIMARY KEY,
+	seq     INTEGER NOT NULL,
+	since   INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
 	n        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -126,6 +137,13 @@ func Open(dataDir string, readOnly bool) (*Store, error) {
 	s := &Store{db: db, readOnly: readOnly}
 	if !readOnly {
 		if _, err := db.Exec(schema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("event store %s: %w", path, err)
+		}
+		// When the store began: what happened before is history to
+		// import, not news to announce (see Deriver.announce).
+		if _, err := db.Exec(`INSERT OR IGNORE INTO cursors(repo,name,value) VALUES('', ?, ?)`,
+			cursorCreated, strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("event store %s: %w", path, err)
 		}
@@ -222,7 +240,7 @@ type Query struct {
 	Limit         int // 0: no limit
 }
 
-// Events returns matching events, newest first.
+// Events returns matching events, newest first (by event time).
 func (s *Store) Events(ctx context.Context, q Query) ([]Event, error) {
 	var where []string
 	var args []any
@@ -246,7 +264,10 @@ func (s *Store) Events(ctx context.Context, q Query) ([]Event, error) {
 	if q.AnnouncedOnly {
 		add("announce = 1")
 	}
-	stmt := `SELECT seq,type,time,announce,data FROM events WHERE ` + strings.Join(where, " AND ") + ` ORDER BY seq DESC`
+	// Newest first by when it happened: a rejection or a commit without a
+	// push record can be derived later than events that came after it.
+	// Within one time (a push of several commits), derivation order.
+	stmt := `SELECT seq,type,time,announce,data FROM events WHERE ` + strings.Join(where, " AND ") + ` ORDER BY time DESC, seq DESC`
 	if q.Limit > 0 {
 		stmt += fmt.Sprintf(" LIMIT %d", q.Limit)
 	}
@@ -365,6 +386,25 @@ func (s *Store) DisableWebhook(ctx context.Context, name, why string) error {
 	})
 }
 
+// WebhookURLChanged records the hash of a webhook's URL and reports
+// whether it differs from the one recorded before. A target disabled by a
+// 410 is enabled again when its URL changes: that is how an operator says
+// "it lives elsewhere now".
+func (s *Store) WebhookURLChanged(ctx context.Context, name, hash string) (bool, error) {
+	changed := false
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRow(`SELECT hash FROM webhook_urls WHERE name=?`, name).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		changed = err == nil && old != hash
+		_, err = tx.Exec(`INSERT INTO webhook_urls(name,hash) VALUES(?,?) ON CONFLICT(name) DO UPDATE SET hash=excluded.hash`, name, hash)
+		return err
+	})
+	return changed, err
+}
+
 // EnableWebhook clears a disabled target.
 func (s *Store) EnableWebhook(ctx context.Context, name string) error {
 	return s.DisableWebhook(ctx, name, "")
@@ -432,4 +472,26 @@ func (s *Store) Append(ctx context.Context, e *Event) (bool, error) {
 		return err
 	})
 	return isNew, err
+}
+
+// FailingSince returns when delivery of the event at seq to a webhook
+// first failed, recording now if this is the first failure. Kept in the
+// store so the give-up bound counts across restarts.
+func (s *Store) FailingSince(ctx context.Context, webhook string, seq int64, now time.Time) (time.Time, error) {
+	var since int64
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		var got int64
+		err := tx.QueryRow(`SELECT seq, since FROM failing WHERE webhook=?`, webhook).Scan(&got, &since)
+		if err == nil && got == seq {
+			return nil
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		since = now.UnixNano()
+		_, err = tx.Exec(`INSERT INTO failing(webhook,seq,since) VALUES(?,?,?)
+			ON CONFLICT(webhook) DO UPDATE SET seq=excluded.seq, since=excluded.since`, webhook, seq, since)
+		return err
+	})
+	return time.Unix(0, since), err
 }

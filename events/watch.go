@@ -27,7 +27,7 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 		if !decodeRecord(l, &r) {
 			return nil, nil
 		}
-		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: true,
+		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Pool: r.Pool, Lock: r.Lock, Commit: r.Commit,
 			Message: r.Subject, Rule: r.Rule, Kind: r.Kind, Reason: r.Reason}
 		if r.User != "" {
@@ -46,7 +46,7 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 		if !decodeRecord(l, &r) {
 			return nil, nil
 		}
-		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: true,
+		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: "permanent",
 			Ref:    "refs/heads/" + d.branch,
 			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", short(r.Old), r.Dropped)}

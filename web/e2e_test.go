@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,7 +227,16 @@ func value(fams map[string]*dto.MetricFamily, family string, want map[string]str
 }
 
 func TestMetricsCountThePushesMade(t *testing.T) {
-	f := testserver.New(t, testserver.Options{Token: token, Pools: "[{name: staging, max_claimed: 1, locks: [env-a, env-b]}]"})
+	var mu sync.Mutex
+	got := 0
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got++
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	f := testserver.New(t, testserver.Options{Token: token, Pools: "[{name: staging, max_claimed: 1, locks: [env-a, env-b]}]",
+		Webhooks: "[{name: ops, url: " + recv.URL + ", format: json, events: [claimed, released]}]"})
 	s := f.Start()
 	c := s.Client("c1", "staging", buildURL)
 	// Three accepted pushes: claim, release, claim.
@@ -247,6 +258,17 @@ func TestMetricsCountThePushesMade(t *testing.T) {
 	}
 	waitState(t, s, "env-b", "claimed")
 
+	// claim, release, claim: three deliveries to the one target.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := got
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	fams := scrape(t, s)
 	checks := []struct {
 		family string
@@ -260,6 +282,7 @@ func TestMetricsCountThePushesMade(t *testing.T) {
 		{"poolgate_locks", map[string]string{"repo": "locks", "pool": "staging"}, 2},
 		{"poolgate_claim_hold_seconds", map[string]string{"repo": "locks", "pool": "staging"}, 1},
 		{"poolgate_git_command_duration_seconds", map[string]string{"service": "git-receive-pack"}, 4},
+		{"poolgate_webhook_deliveries_total", map[string]string{"target": "ops", "result": "ok"}, 3},
 	}
 	for _, c := range checks {
 		got, ok := value(fams, c.family, c.labels)

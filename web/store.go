@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"net/url"
-	"sort"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -39,57 +38,29 @@ func (b *StoreBackend) Repos() []Repo {
 }
 
 func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
-	rc := b.Cfg.Repo(repo)
-	if rc == nil {
+	if b.Cfg.Repo(repo) == nil {
 		return nil, ErrUnknownRepo
 	}
-	locks, err := events.Status(ctx, b.Store, b.Cfg, repo, b.now())
+	states, err := events.Pools(ctx, b.Store, b.Cfg, repo, b.now())
 	if err != nil {
 		return nil, err
 	}
-	byName := map[string]*Pool{}
-	var order []string
-	get := func(name string) *Pool {
-		if p, ok := byName[name]; ok {
-			return p
-		}
-		p := &Pool{Name: name, Locks: []Lock{}}
-		if pc := rc.Pool(name); pc != nil {
-			if pc.MaxClaimed > 0 {
-				m := pc.MaxClaimed
-				p.MaxClaimed = &m
+	out := make([]Pool, 0, len(states))
+	for _, ps := range states {
+		p := Pool{Name: ps.Pool, MaxClaimed: ps.MaxClaimed, StaleAfterSeconds: ps.StaleAfterSeconds,
+			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks))}
+		for _, ls := range ps.Locks {
+			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale}
+			if ls.State != "unclaimed" {
+				h := &Holder{BuildURL: ls.BuildURL, Team: ls.Team, Pipeline: ls.Pipeline, Job: ls.Job, Build: ls.Build}
+				if ls.By != nil {
+					h.User, h.Key = ls.By.User, ls.By.Key
+				}
+				l.HeldBy = h
 			}
-			if pc.StaleAfter > 0 {
-				s := int64(pc.StaleAfter.D().Seconds())
-				p.StaleAfterSeconds = &s
-			}
+			p.Locks = append(p.Locks, l)
 		}
-		byName[name] = p
-		order = append(order, name)
-		return p
-	}
-	// Declared pools show even when they hold no lock yet.
-	for _, pc := range rc.Pools {
-		get(pc.Name)
-	}
-	for _, ls := range locks {
-		p := get(ls.Pool)
-		l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale}
-		if ls.State != "unclaimed" {
-			p.Claimed++
-			h := &Holder{BuildURL: ls.BuildURL, Team: ls.Team, Pipeline: ls.Pipeline, Job: ls.Job, Build: ls.Build}
-			if ls.By != nil {
-				h.User, h.Key = ls.By.User, ls.By.Key
-			}
-			l.HeldBy = h
-		}
-		p.Total++
-		p.Locks = append(p.Locks, l)
-	}
-	sort.Strings(order)
-	out := make([]Pool, 0, len(order))
-	for _, n := range order {
-		out = append(out, *byName[n])
+		out = append(out, p)
 	}
 	return out, nil
 }
@@ -149,22 +120,14 @@ func (b *StoreBackend) Webhooks(ctx context.Context) ([]Webhook, error) {
 	out := make([]Webhook, 0, len(ts))
 	for _, t := range ts {
 		w := Webhook{Name: t.Name, Format: t.Format, URL: redact(t.URL), Cursor: t.Cursor, Pending: t.Pending,
-			Disabled: t.Disabled, Deliveries: []Delivery{}}
-		for i, d := range t.Deliveries {
+			Disabled: t.Disabled, LastOK: t.LastOK, LastError: t.LastError, Deliveries: []Delivery{}}
+		for _, d := range t.Deliveries {
 			id := ""
 			if len(d.Events) > 0 {
 				id = d.Events[0]
 			}
 			w.Deliveries = append(w.Deliveries, Delivery{Time: d.Time, EventID: id, Status: d.Status, Error: d.Error,
 				Duration: d.Duration.Seconds()})
-			// Deliveries come newest first: the first one tells the health.
-			if i == 0 && d.Error != "" {
-				w.LastError = d.Error
-			}
-			if d.Error == "" && w.LastOK == nil {
-				t := d.Time
-				w.LastOK = &t
-			}
 		}
 		out = append(out, w)
 	}

@@ -3,11 +3,14 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -41,8 +44,9 @@ type Options struct {
 	// Poll is how often an idle target looks for events without being
 	// notified (default 5s).
 	Poll time.Duration
-	// OnAttempt, if set, hears of every delivery attempt (metrics).
-	OnAttempt func(target string, ok bool)
+	// OnAttempt, if set, hears of every delivery attempt (metrics). It
+	// must not block.
+	OnAttempt func(webhook string, ok bool)
 }
 
 func (o *Options) defaults() {
@@ -77,7 +81,13 @@ type Dispatcher struct {
 func New(cfg *config.Config, store *events.Store, log zerolog.Logger, opt Options) *Dispatcher {
 	opt.defaults()
 	d := &Dispatcher{store: store, log: log, opt: opt, slackNext: map[string]time.Time{},
-		client: &http.Client{Timeout: opt.Timeout}}
+		client: &http.Client{
+			Timeout: opt.Timeout,
+			// A redirected POST would become a GET, and a signed body
+			// sent somewhere the config does not name: a 3xx is a
+			// failed attempt instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}}
 	for i := range cfg.Webhooks {
 		d.targets = append(d.targets, &target{d: d, cfg: cfg.Webhooks[i], wake: make(chan struct{}, 1)})
 	}
@@ -92,6 +102,31 @@ func (d *Dispatcher) Notify() {
 		default:
 		}
 	}
+}
+
+// Init gives every target seen for the first time its cursor (after the
+// newest stored event: a new target does not replay the past), and enables
+// a target disabled by a 410 whose URL has changed since. Call it before
+// the first sync of a start.
+func (d *Dispatcher) Init(ctx context.Context) error {
+	for _, t := range d.targets {
+		w, err := d.store.InitWebhook(ctx, t.cfg.Name)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256([]byte(t.cfg.URL))
+		changed, err := d.store.WebhookURLChanged(ctx, t.cfg.Name, hex.EncodeToString(sum[:]))
+		if err != nil {
+			return err
+		}
+		if changed && w.Disabled != "" {
+			d.log.Info().Str("webhook", t.cfg.Name).Str("was", w.Disabled).Msg("webhook URL changed: enabled again")
+			if err := d.store.EnableWebhook(ctx, t.cfg.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Run delivers until ctx ends. A target whose cursor cannot be read is
@@ -328,6 +363,13 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 			}
 			return errDisabled
 		}
+		if attempt == 1 {
+			// The bound counts from the first failure ever, across
+			// restarts, not from this process's first try.
+			if since, ferr := t.d.store.FailingSince(ctx, t.cfg.Name, batch[0].Seq, start); ferr == nil {
+				first = since
+			}
+		}
 		delay := backoff(t.d.opt.Backoff, t.d.opt.MaxBackoff, attempt)
 		if wait > 0 {
 			// The receiver said when; it knows its limits better than
@@ -409,6 +451,12 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 	req.Header.Set("User-Agent", "poolgate-webhook")
 	resp, err := t.d.client.Do(req)
 	if err != nil {
+		// Without the URL: it may hold a token (a Concourse webhook's
+		// always does), and this error goes to logs and the API.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return 0, 0, err
 	}
 	defer resp.Body.Close()
@@ -426,33 +474,56 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 // Status is a webhook with its cursor and recent deliveries (the API's
 // /webhooks).
 type Status struct {
-	Name       string            `json:"name"`
-	Format     string            `json:"format"`
-	URL        string            `json:"-"` // may hold a token
-	Cursor     int64             `json:"cursor"`
-	Pending    int64             `json:"pending"` // events after the cursor, matching or not
+	Name   string `json:"name"`
+	Format string `json:"format"`
+	URL    string `json:"-"` // may hold a token: redact before showing
+	Cursor int64  `json:"cursor"`
+	// Pending counts the events after the cursor that this target will
+	// send (its filters applied), up to 10,000.
+	Pending    int64             `json:"pending"`
 	Disabled   string            `json:"disabled,omitempty"`
+	LastOK     *time.Time        `json:"last_ok,omitempty"`
+	LastError  string            `json:"last_error,omitempty"` // of the latest attempt, if it failed
 	Deliveries []events.Delivery `json:"deliveries"`
 }
 
-// Targets reports every configured webhook's state.
+// Targets reports every configured webhook's state, with its most recent
+// delivery attempts (at most recent, newest first).
 func Targets(ctx context.Context, cfg *config.Config, st *events.Store, recent int) ([]Status, error) {
-	maxSeq, err := st.MaxSeq(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []Status
 	for _, w := range cfg.Webhooks {
 		ws, err := st.Webhook(ctx, w.Name)
 		if err != nil {
 			return nil, err
 		}
-		ds, err := st.Deliveries(ctx, w.Name, recent)
+		ds, err := st.Deliveries(ctx, w.Name, events.DeliveryLogSize)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Status{Name: w.Name, Format: w.Format, URL: w.URL, Cursor: ws.Seq,
-			Pending: max(0, maxSeq-ws.Seq), Disabled: ws.Disabled, Deliveries: ds})
+		after, err := st.After(ctx, ws.Seq, 10000)
+		if err != nil {
+			return nil, err
+		}
+		t := &target{cfg: w}
+		s := Status{Name: w.Name, Format: w.Format, URL: w.URL, Cursor: ws.Seq, Disabled: ws.Disabled, Deliveries: ds}
+		for i := range after {
+			if t.matches(&after[i]) {
+				s.Pending++
+			}
+		}
+		for i, d := range ds {
+			if d.Error == "" && s.LastOK == nil {
+				at := d.Time
+				s.LastOK = &at
+			}
+			if i == 0 && d.Error != "" {
+				s.LastError = d.Error
+			}
+		}
+		if recent >= 0 && len(s.Deliveries) > recent {
+			s.Deliveries = s.Deliveries[:recent]
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }

@@ -331,3 +331,97 @@ func TestTargetGivesUpOnAnEventAfterTheBoundAndMovesOn(t *testing.T) {
 		t.Errorf("no give-up entry in the delivery log: %+v", log)
 	}
 }
+
+func TestDeliveryErrorsKeepTheURLsTokenOutOfLogAndAPI(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	url := dead.URL + "/api/v1/teams/main/pipelines/p/resources/locks/check/webhook?webhook_token=s3cret"
+	dead.Close() // connection refused from now on
+	st, d := start(t, fast, config.Webhook{Name: "check", URL: url, Format: "concourse"})
+	st.Append(context.Background(), claimEvent("env-a"))
+	d.Notify()
+	waitFor(t, "a failed attempt", 5*time.Second, func() bool {
+		log, _ := st.Deliveries(context.Background(), "check", 0)
+		return len(log) > 0
+	})
+	log, _ := st.Deliveries(context.Background(), "check", 0)
+	if l := log[0]; l.Error == "" || strings.Contains(l.Error, "s3cret") || l.Status != 0 {
+		t.Errorf("delivery log entry %+v", l)
+	}
+}
+
+func TestTargetsCountOnlyWhatEachTargetWillSend(t *testing.T) {
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	hooks := []config.Webhook{{Name: "staging", Format: "json", Pools: []string{"staging"}}, {Name: "all", Format: "json"}}
+	for _, h := range hooks {
+		st.InitWebhook(context.Background(), h.Name)
+	}
+	st.Append(context.Background(), claimEvent("env-a"))
+	other := claimEvent("db")
+	other.Pool = "prod"
+	st.Append(context.Background(), other)
+	ts, err := Targets(context.Background(), &config.Config{Webhooks: hooks}, st, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 || ts[0].Pending != 1 || ts[1].Pending != 2 || ts[0].LastOK != nil {
+		t.Errorf("targets: %+v", ts)
+	}
+}
+
+func TestGiveUpBoundCountsFromTheFirstFailureBeforeARestart(t *testing.T) {
+	rc := newReceiver(t, func(int, *http.Request) (int, http.Header) { return 503, nil })
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st.InitWebhook(ctx, "x")
+	e := claimEvent("env-a")
+	st.Append(ctx, e)
+	// A previous run of the daemon has been failing on this event for 25h.
+	st.FailingSince(ctx, "x", e.Seq, time.Now().Add(-25*time.Hour))
+	opt := fast
+	opt.GiveUpAfter = 24 * time.Hour
+	d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: rc.URL, Format: "json"}}}, st, zerolog.Nop(), opt)
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "giving up", 5*time.Second, func() bool {
+		w, _ := st.Webhook(ctx, "x")
+		return w.Seq == e.Seq
+	})
+	if n := len(rc.got()); n != 1 {
+		t.Errorf("%d attempts after the restart, want 1", n)
+	}
+}
+
+func TestTargetDisabledByGoneIsEnabledAgainOnlyWhenItsURLChanges(t *testing.T) {
+	ctx := context.Background()
+	st, err := events.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	init := func(url string) string {
+		d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: url, Format: "json"}}}, st, zerolog.Nop(), fast)
+		if err := d.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := st.Webhook(ctx, "x")
+		return w.Disabled
+	}
+	init("https://old.example.com/hook")
+	st.DisableWebhook(ctx, "x", "410 Gone")
+	if init("https://old.example.com/hook") == "" {
+		t.Error("a restart with the same URL enabled a target that answered 410")
+	}
+	if got := init("https://new.example.com/hook"); got != "" {
+		t.Errorf("still disabled (%q) after the URL changed", got)
+	}
+}

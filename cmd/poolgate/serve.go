@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,31 +72,56 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
+	// Before Prepare, so a hand-over or reload signal that arrives while
+	// the repos are being prepared is not the default action (exit).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
 	if err := srv.Prepare(ctx); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
-	sshLn, err := net.Listen("tcp", cfg.SSH.Listen)
+	sshLn, httpLn, inherited, err := daemon.Listeners(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "poolgate serve: ssh: %v\n", err)
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
-	var httpLn net.Listener
 	httpAddr := ""
-	if l := cfg.HTTPListen(); l != "" {
-		if httpLn, err = net.Listen("tcp", l); err != nil {
-			fmt.Fprintf(stderr, "poolgate serve: http: %v\n", err)
-			return exitFailed
-		}
+	if httpLn != nil {
 		httpAddr = httpLn.Addr().String()
 	}
-	log.Info().Str("ssh", sshLn.Addr().String()).Str("http", httpAddr).Str("config", cfg.File).
-		Str("host_key", gossh.FingerprintSHA256(srv.HostKey())).Msg("listening")
+	log.Info().Str("ssh", sshLn.Addr().String()).Str("http", httpAddr).Str("config", cfg.File).Bool("inherited", inherited).
+		Int("pid", os.Getpid()).Str("host_key", gossh.FingerprintSHA256(srv.HostKey())).Msg("listening")
 	if demo != nil {
 		if err := daemon.PrintDemo(stdout, srv, demo, sshLn.Addr().String(), httpAddr); err != nil {
 			log.Warn().Err(err).Msg("demo instructions")
 		}
 	}
+	serveCtx, handedOver := context.WithCancel(ctx)
+	defer handedOver()
+	go func() {
+		for {
+			select {
+			case <-serveCtx.Done():
+				return
+			case sig := <-sigs:
+				switch sig {
+				case syscall.SIGHUP:
+					srv.Reload()
+				case syscall.SIGUSR2:
+					// Hand-over: a new process takes the listening sockets;
+					// once it accepts, this one stops accepting and drains.
+					if err := daemon.Handover(serveCtx, log, sshLn, httpLn); err != nil {
+						log.Error().Err(err).Msg("hand-over failed; this process goes on serving")
+						continue
+					}
+					log.Info().Msg("hand-over: the new process is accepting; draining")
+					handedOver()
+					return
+				}
+			}
+		}
+	}()
 	m := metrics.New()
 	srv.Metrics = m
 	svc, stopEvents, err := startEvents(cfg, log, srv, m)
@@ -115,7 +139,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	// Events stop after the drain, so the last pushes are still derived.
 	defer stopEvents()
-	if err := srv.Serve(ctx, sshLn, httpLn); err != nil {
+	daemon.Ready(log)
+	if err := srv.Serve(serveCtx, sshLn, httpLn); err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
@@ -138,6 +163,13 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 			}
 		}
 		disp.Notify()
+	}
+	// Cursors before the first sync: a new target starts after the newest
+	// event; history found on a first start is recorded, not announced
+	// (events.Deriver), and deriving it does not hold up serving.
+	if err := disp.Init(context.Background()); err != nil {
+		svc.Store.Close()
+		return nil, nil, err
 	}
 	srv.Observer = svc
 	ctx, cancel := context.WithCancel(context.Background())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -46,6 +47,12 @@ func loadDataConfig(file string) (*config.Config, error) {
 // daemon is stopped. Beside a running daemon this is safe: derivation
 // transactions serialize and produce the same events.
 func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events.Store, error) {
+	if !ownDataOf(cfg.DataDir) {
+		// Someone else's store (typically `sudo poolgate status` beside a
+		// daemon running as its own user): files SQLite would create
+		// here as root would lock the daemon out, so only read.
+		return events.Open(cfg.DataDir, true)
+	}
 	st, err := events.Open(cfg.DataDir, false)
 	if err != nil {
 		ro, rerr := events.Open(cfg.DataDir, true)
@@ -187,4 +194,17 @@ func oneLine(err error) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// ownDataOf reports whether this process's user owns the event store (or,
+// before the first start, the data dir it would be created in).
+func ownDataOf(dataDir string) bool {
+	fi, err := os.Stat(filepath.Join(dataDir, events.DBFile))
+	if err != nil {
+		if fi, err = os.Stat(dataDir); err != nil {
+			return false
+		}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || int(st.Uid) == os.Geteuid()
 }

@@ -47,9 +47,17 @@ type Client struct {
 	// (e.g. "main/pipe/job build 7"), with no Build URL line.
 	OldPrefix string
 
+	// Stop, if set, ends a waiting step between git commands once closed
+	// (ErrStopped), as aborting a build does; a running git command is
+	// never cut.
+	Stop <-chan struct{}
+
 	mu    sync.Mutex
 	stats Stats
 }
+
+// ErrStopped is a step ended by Stop before it finished.
+var ErrStopped = errors.New("step stopped")
 
 // Stats counts what the retry loop went through.
 type Stats struct {
@@ -176,6 +184,11 @@ func (c *Client) robust(ctx context.Context, op func() error) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		select {
+		case <-c.Stop:
+			return ErrStopped
+		default:
 		}
 		if _, err := c.Git(ctx, "fetch", "origin", c.Branch); err != nil {
 			return err

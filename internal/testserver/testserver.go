@@ -254,3 +254,19 @@ func (s *Server) Client(name, pool, buildURL string) *poolclient.Client {
 	}
 	return c
 }
+
+// Run runs a poolgate command (status, history, check, …) beside the
+// server and returns its stdout, failing the test on a non-zero exit.
+func (f *Fixture) Run(args ...string) string {
+	f.T.Helper()
+	_, bin := Build(f.T)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		f.T.Fatalf("poolgate %v: %v\n%s", args, err, stderr.String())
+	}
+	return string(out)
+}
