@@ -282,7 +282,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		case code != 0:
 			v = "failed"
 		default:
-			v = "up-to-date"
+			v = "nothing-pushed" // no ref update reached the server (up to date, or refused by the client itself)
 		}
 		var ups []string
 		for _, u := range cmds.parsed() {
