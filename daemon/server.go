@@ -137,7 +137,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 	s.ssh = s.newSSHServer(s.signer)
 	var err error
 	errc := make(chan error, 2)
-	go func() { errc <- s.ssh.Serve(s.accepted.listener(sshLn)) }()
+	go func() { errc <- s.ssh.Serve(s.accepted.listener(quickAckListener(sshLn))) }()
 	var hs *http.Server
 	if httpLn != nil {
 		hs = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}

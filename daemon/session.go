@@ -136,6 +136,10 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		}
 	}
 
+	if code, ok := s.tryUploadV2(ctx, sess, svc, protocol, env, repo, ev, start); ok {
+		return code
+	}
+
 	var verdictFile string
 	if svc == ReceivePack {
 		// One writer at a time per repo, for the whole receive-pack: the

@@ -1,0 +1,257 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// lsRefs answers a protocol v2 ls-refs request (the whole request as
+// received, up to its flush) from the repo's ref files, byte for byte as
+// git upload-pack would. ok is false whenever the daemon cannot be sure of
+// that — an argument it does not know, a ref other than a plain branch, a
+// symbolic ref other than HEAD, a ref file it cannot read — and git must
+// answer instead.
+func lsRefs(dir string, req []byte) (resp []byte, ok bool) {
+	args, ok := parseLsRefs(req)
+	if !ok {
+		return nil, false
+	}
+	refs, head, ok := readRefs(dir)
+	if !ok {
+		return nil, false
+	}
+	var b bytes.Buffer
+	line := func(s string) { b.Write(encodePkt(s + "\n")) }
+	// HEAD first, as git's send_possibly_unborn_head.
+	if args.match("HEAD") {
+		switch {
+		case head.target == "":
+			line(head.oid + " HEAD")
+		case refs[head.target] != "":
+			s := refs[head.target] + " HEAD"
+			if args.symrefs {
+				s += " symref-target:" + head.target
+			}
+			line(s)
+		case args.unborn && args.symrefs:
+			line("unborn HEAD symref-target:" + head.target)
+		}
+	}
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		if args.match(n) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		line(refs[n] + " " + n)
+	}
+	b.WriteString("0000")
+	return b.Bytes(), true
+}
+
+type lsRefsArgs struct {
+	symrefs, peel, unborn bool
+	prefixes              []string
+}
+
+func (a *lsRefsArgs) match(name string) bool {
+	if len(a.prefixes) == 0 {
+		return true
+	}
+	for _, p := range a.prefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseLsRefs reads the arguments of an ls-refs request: the command, the
+// capability lines (agent=, object-format=, server-option=), a delim, then
+// the arguments, then a flush.
+func parseLsRefs(req []byte) (lsRefsArgs, bool) {
+	var a lsRefsArgs
+	r := bytes.NewReader(req)
+	inArgs := false
+	for i := 0; ; i++ {
+		k, err := readPkt(r, nil)
+		if err != nil {
+			return a, false
+		}
+		if k.flush {
+			return a, r.Len() == 0
+		}
+		if k.control {
+			// "0001", the delim between capabilities and arguments.
+			if string(k.raw) != "0001" || inArgs {
+				return a, false
+			}
+			inArgs = true
+			continue
+		}
+		s := strings.TrimSuffix(string(k.payload), "\n")
+		if i == 0 {
+			if s != "command=ls-refs" {
+				return a, false
+			}
+			continue
+		}
+		if !inArgs {
+			switch {
+			case strings.HasPrefix(s, "agent="), strings.HasPrefix(s, "server-option="), s == "object-format=sha1":
+			default:
+				return a, false
+			}
+			continue
+		}
+		switch {
+		case s == "symrefs":
+			a.symrefs = true
+		case s == "peel":
+			a.peel = true
+		case s == "unborn":
+			a.unborn = true
+		case strings.HasPrefix(s, "ref-prefix "):
+			// git ignores prefixes beyond 65536 (then shows every ref);
+			// leave such clients to git.
+			if len(a.prefixes) >= 65536 {
+				return a, false
+			}
+			a.prefixes = append(a.prefixes, s[len("ref-prefix "):])
+		default:
+			return a, false
+		}
+	}
+}
+
+// headRef is HEAD: a symbolic ref to target, or detached at oid.
+type headRef struct {
+	target string
+	oid    string
+}
+
+// readRefs reads HEAD, the loose refs and packed-refs. ok is false unless
+// every ref is a branch (refs/heads/...) holding a full object id, HEAD is
+// a symbolic ref to a branch or a detached id, and packed-refs holds no
+// peeled lines: then the refs need no object to be read for ls-refs.
+func readRefs(dir string) (refs map[string]string, head headRef, ok bool) {
+	refs = map[string]string{}
+	b, err := os.ReadFile(filepath.Join(dir, "HEAD"))
+	if err != nil {
+		return nil, head, false
+	}
+	h := strings.TrimSuffix(string(b), "\n")
+	if t, isSym := strings.CutPrefix(h, "ref: "); isSym {
+		if !branchName(t) {
+			return nil, head, false
+		}
+		head.target = t
+	} else if isOID(h) {
+		head.oid = h
+	} else {
+		return nil, head, false
+	}
+	// packed-refs first; loose refs override them.
+	if f, err := os.Open(filepath.Join(dir, "packed-refs")); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			oid, name, found := strings.Cut(line, " ")
+			if !found || !isOID(oid) || !branchName(name) {
+				f.Close()
+				return nil, head, false
+			}
+			refs[name] = oid
+		}
+		err := sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, head, false
+		}
+	} else if !os.IsNotExist(err) {
+		return nil, head, false
+	}
+	ok = true
+	root := filepath.Join(dir, "refs")
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if strings.HasSuffix(p, ".lock") {
+			return nil // a ref being written; its old value is the file beside it
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !d.Type().IsRegular() || !branchName(name) {
+			return errNotPlain
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		oid := strings.TrimSuffix(string(b), "\n")
+		if !isOID(oid) {
+			return errNotPlain // a symbolic ref, or something git would warn about
+		}
+		refs[name] = oid
+		return nil
+	})
+	if err != nil {
+		return nil, head, false
+	}
+	return refs, head, true
+}
+
+var errNotPlain = fmt.Errorf("not a plain branch")
+
+func isOID(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return s != strings.Repeat("0", 40)
+}
+
+// branchName accepts refs/heads/NAME whose every component git's
+// check_refname_format would accept, in a conservative subset: letters,
+// digits and "-_./+@", no empty component, none starting with '.' or
+// ending in ".lock", no "..", no "@{".
+func branchName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "refs/heads/")
+	if !ok || rest == "" || strings.Contains(rest, "..") || strings.Contains(rest, "@{") || rest == "@" {
+		return false
+	}
+	for _, comp := range strings.Split(rest, "/") {
+		if comp == "" || comp[0] == '.' || strings.HasSuffix(comp, ".lock") || strings.HasSuffix(comp, ".") {
+			return false
+		}
+		for _, c := range comp {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.+@", c)) {
+				return false
+			}
+		}
+	}
+	return true
+}

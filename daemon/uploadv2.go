@@ -1,0 +1,308 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	"github.com/poolgate/poolgate/config"
+	"github.com/rs/zerolog"
+)
+
+// Protocol v2 fetches, served the way git's smart HTTP serves them.
+//
+// Every waiting pool-resource build fetches every retry_delay, almost
+// always with nothing new: the client reads the capability advertisement,
+// asks `ls-refs`, sees it has the tip already and hangs up. Starting
+// `git upload-pack` for that costs more than everything else of the fetch.
+// So the daemon writes git's capability advertisement itself (cached from
+// git, per repo, for capsTTL), answers `ls-refs` from the ref files when
+// the repo's refs are plain branches, and starts
+// `git upload-pack --stateless-rpc` only for a request it does not answer
+// itself: `fetch` (the client wants objects), `object-info`, anything
+// unknown, and `ls-refs` on repos with tags, symbolic refs other than HEAD,
+// hidden refs or another ref storage. Each such request gets its own
+// stateless process, exactly as over HTTP. Protocol v0 and v1 clients get
+// plain `git upload-pack`, as before.
+
+// EnvV2 set to "off" turns this off: every fetch runs plain git upload-pack.
+const EnvV2 = "POOLGATE_V2"
+
+// capsTTL bounds how long a cached capability advertisement and the repo's
+// ref settings are trusted (git may be upgraded, the repo's config edited).
+const capsTTL = time.Minute
+
+// maxLsRefsRequest bounds an ls-refs request the daemon buffers.
+const maxLsRefsRequest = 1 << 20
+
+// wantsV2 reports whether GIT_PROTOCOL asks for protocol version 2.
+func wantsV2(protocol string) bool {
+	if strings.EqualFold(os.Getenv(EnvV2), "off") {
+		return false
+	}
+	for _, kv := range strings.Split(protocol, ":") {
+		if kv == "version=2" {
+			return true
+		}
+	}
+	return false
+}
+
+// v2Cache holds, per repo directory, what git would advertise.
+type v2Cache struct {
+	mu sync.Mutex
+	m  map[string]*v2Caps
+}
+
+type v2Caps struct {
+	adv []byte // capability advertisement, exactly as git writes it
+	// plain: nothing in the repo's config changes what ls-refs shows
+	// (hidden refs, unborn handling, ref storage, object format).
+	plain bool
+	at    time.Time
+}
+
+var v2caches sync.Map // *Server → *v2Cache
+
+func (s *Server) v2cache() *v2Cache {
+	c, _ := v2caches.LoadOrStore(s, &v2Cache{m: map[string]*v2Caps{}})
+	return c.(*v2Cache)
+}
+
+// caps returns the repo's advertisement, asking git at most once per
+// capsTTL.
+func (c *v2Cache) caps(ctx context.Context, s *Server, dir string, env []string) (*v2Caps, error) {
+	c.mu.Lock()
+	e := c.m[dir]
+	c.mu.Unlock()
+	if e != nil && time.Since(e.at) < capsTTL {
+		return e, nil
+	}
+	cmd := exec.CommandContext(ctx, "git", "upload-pack", "--advertise-refs", "--stateless-rpc", ".")
+	cmd.Dir = dir
+	cmd.Env = env
+	adv, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("git upload-pack --advertise-refs: %w", err)
+	}
+	if !bytes.HasPrefix(adv, []byte("000eversion 2\n")) || !bytes.HasSuffix(adv, []byte("0000")) {
+		return nil, fmt.Errorf("git upload-pack did not advertise protocol v2: %.40q", adv)
+	}
+	// Settings that make ls-refs show something other than the plain
+	// list of refs: any of them set, and git answers ls-refs itself.
+	cfg := exec.CommandContext(ctx, "git", "config", "--get-regexp",
+		`^(uploadpack\.hiderefs|transfer\.hiderefs|lsrefs\.unborn|extensions\.refstorage|extensions\.objectformat|core\.repositoryformatversion)$`)
+	cfg.Dir = dir
+	cfg.Env = env
+	out, _ := cfg.Output() // exit 1: none set
+	plain := true
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" || line == "core.repositoryformatversion 0" {
+			continue
+		}
+		plain = false
+	}
+	e = &v2Caps{adv: adv, plain: plain, at: time.Now()}
+	c.mu.Lock()
+	c.m[dir] = e
+	c.mu.Unlock()
+	return e, nil
+}
+
+// v2Stats says how a v2 session was served, for the log.
+type v2Stats struct {
+	lsRefs    int // ls-refs answered by the daemon
+	forwarded int // requests given to git upload-pack --stateless-rpc
+}
+
+// errNoV2 means the daemon cannot speak v2 for this repo right now; the
+// caller serves the session with plain git upload-pack instead. Returned
+// only before anything was written to the client.
+var errNoV2 = errors.New("protocol v2 not available")
+
+// serveUploadV2 serves one protocol v2 upload-pack session and returns its
+// exit status.
+func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []string, dir string) (int, v2Stats, error) {
+	var st v2Stats
+	caps, err := s.v2cache().caps(ctx, s, dir, env)
+	if err != nil {
+		return 0, st, fmt.Errorf("%w: %v", errNoV2, err)
+	}
+	if _, err := sess.Write(caps.adv); err != nil {
+		return 1, st, err
+	}
+	r := bufio.NewReaderSize(sess, 64<<10)
+	for {
+		first, err := readPkt(r, nil)
+		if errors.Is(err, io.EOF) {
+			return 0, st, nil // the client hung up between requests
+		}
+		if err != nil {
+			return s.v2ProtocolError(sess, st, err)
+		}
+		if first.flush {
+			return 0, st, nil // a flush instead of a request ends the session
+		}
+		if first.control {
+			return s.v2ProtocolError(sess, st, errors.New("expected a command"))
+		}
+		if string(first.payload) == "command=ls-refs\n" || string(first.payload) == "command=ls-refs" {
+			req, err := readRequest(r, first.raw, maxLsRefsRequest)
+			if err != nil {
+				return s.v2ProtocolError(sess, st, err)
+			}
+			if caps.plain {
+				if resp, ok := lsRefs(dir, req); ok {
+					if _, err := sess.Write(resp); err != nil {
+						return 1, st, err
+					}
+					st.lsRefs++
+					continue
+				}
+			}
+			st.forwarded++
+			if code, err := s.statelessUploadPack(ctx, sess, env, dir, bytes.NewReader(req)); code != 0 || err != nil {
+				return code, st, err
+			}
+			continue
+		}
+		// Anything else streams to a stateless upload-pack up to the
+		// request's flush; git judges it.
+		req := &requestReader{r: r, pending: first.raw}
+		st.forwarded++
+		code, err := s.statelessUploadPack(ctx, sess, env, dir, req)
+		if code != 0 || err != nil {
+			return code, st, err
+		}
+		if req.err != nil {
+			return s.v2ProtocolError(sess, st, req.err)
+		}
+		if !req.done {
+			// git answered without reading the whole request: the stream
+			// is out of step, end the session.
+			return s.v2ProtocolError(sess, st, errors.New("request not consumed"))
+		}
+	}
+}
+
+func (s *Server) v2ProtocolError(sess ssh.Session, st v2Stats, err error) (int, v2Stats, error) {
+	fmt.Fprintf(sess.Stderr(), "poolgate: protocol error: %v\n", err)
+	return 128, st, err
+}
+
+// statelessUploadPack runs `git upload-pack --stateless-rpc` for one
+// request and copies its answer to the client.
+func (s *Server) statelessUploadPack(ctx context.Context, sess ssh.Session, env []string, dir string, req io.Reader) (int, error) {
+	cmd := exec.Command("git", "upload-pack", "--stateless-rpc", ".")
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdin = req
+	cmd.Stdout = sess
+	cmd.Stderr = sess.Stderr()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return 1, err
+	}
+	stop := context.AfterFunc(ctx, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	err := cmd.Wait()
+	stop()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() > 0 {
+			return ee.ExitCode(), nil
+		}
+		return 1, err
+	}
+	return 0, nil
+}
+
+// readRequest reads pkt-lines up to and including the flush that ends a
+// v2 request, first being the command line already read.
+func readRequest(r io.Reader, first []byte, limit int) ([]byte, error) {
+	req := append([]byte(nil), first...)
+	var buf []byte
+	for {
+		k, err := readPkt(r, buf)
+		if err != nil {
+			return nil, noEOF(err)
+		}
+		buf = k.raw[:0]
+		req = append(req, k.raw...)
+		if len(req) > limit {
+			return nil, errors.New("request too large")
+		}
+		if k.flush {
+			return req, nil
+		}
+	}
+}
+
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// requestReader yields one v2 request, pkt-line by pkt-line, and then EOF;
+// nothing after the request's flush is read from r.
+type requestReader struct {
+	r       io.Reader
+	pending []byte
+	buf     []byte
+	done    bool
+	err     error
+}
+
+func (q *requestReader) Read(p []byte) (int, error) {
+	for len(q.pending) == 0 {
+		if q.done || q.err != nil {
+			return 0, io.EOF
+		}
+		k, err := readPkt(q.r, q.buf)
+		if err != nil {
+			// git sees the request end early and fails on its own.
+			q.err = noEOF(err)
+			return 0, io.EOF
+		}
+		q.buf = k.raw[:0]
+		q.pending = k.raw
+		if k.flush {
+			q.done = true
+		}
+	}
+	n := copy(p, q.pending)
+	q.pending = q.pending[n:]
+	return n, nil
+}
+
+// tryUploadV2 serves an upload-pack session in protocol v2 when the client
+// asked for it; ok is false when the caller must run plain git upload-pack.
+func (s *Server) tryUploadV2(ctx context.Context, sess ssh.Session, svc Service, protocol string, env []string, repo *config.Repo,
+	ev func(zerolog.Level) *zerolog.Event, start time.Time) (code int, ok bool) {
+	if svc != UploadPack || !wantsV2(protocol) {
+		return 0, false
+	}
+	code, st, err := s.serveUploadV2(ctx, sess, env, repoDir(s.cfg, repo.Name))
+	if errors.Is(err, errNoV2) {
+		ev(zerolog.WarnLevel).Err(err).Msg("protocol v2 served by plain git upload-pack")
+		return 0, false
+	}
+	e := ev(zerolog.InfoLevel).Str("protocol", protocol).Int("ls_refs", st.lsRefs).Int("git_runs", st.forwarded)
+	if err != nil {
+		e = e.AnErr("v2", err)
+	}
+	s.Metrics.GitCommand(string(svc), time.Since(start).Seconds())
+	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
+	return code, true
+}
