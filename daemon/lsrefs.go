@@ -81,11 +81,13 @@ func parseLsRefs(req []byte) (lsRefsArgs, bool) {
 	var a lsRefsArgs
 	r := bytes.NewReader(req)
 	inArgs := false
+	buf := make([]byte, 0, 1024)
 	for i := 0; ; i++ {
-		k, err := readPkt(r, nil)
+		k, err := readPkt(r, buf)
 		if err != nil {
 			return a, false
 		}
+		buf = k.raw[:0]
 		if k.flush {
 			return a, r.Len() == 0
 		}

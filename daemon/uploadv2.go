@@ -142,8 +142,11 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 		return 1, st, err
 	}
 	r := bufio.NewReaderSize(sess, 64<<10)
+	// Request lines are short: one small buffer serves them all (readPkt
+	// allocates a whole maximum-size packet whenever the buffer is short).
+	line := make([]byte, 0, 1024)
 	for {
-		first, err := readPkt(r, nil)
+		first, err := readPkt(r, line)
 		if errors.Is(err, io.EOF) {
 			return 0, st, nil // the client hung up between requests
 		}
@@ -178,7 +181,7 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 		}
 		// Anything else streams to a stateless upload-pack up to the
 		// request's flush; git judges it.
-		req := &requestReader{r: r, pending: first.raw}
+		req := &requestReader{r: r, pending: first.raw, buf: make([]byte, 0, 1024)}
 		st.forwarded++
 		code, err := s.statelessUploadPack(ctx, sess, env, dir, req)
 		if code != 0 || err != nil {
@@ -230,7 +233,7 @@ func (s *Server) statelessUploadPack(ctx context.Context, sess ssh.Session, env 
 // v2 request, first being the command line already read.
 func readRequest(r io.Reader, first []byte, limit int) ([]byte, error) {
 	req := append([]byte(nil), first...)
-	var buf []byte
+	buf := make([]byte, 0, 1024)
 	for {
 		k, err := readPkt(r, buf)
 		if err != nil {
