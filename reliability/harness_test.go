@@ -242,7 +242,11 @@ const webhookSecret = "whsec_cmVsaWFiaWxpdHktc3VpdGUtc2VjcmV0LWtleS0xMjM0"
 func (e *env) start() int {
 	e.t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binPath, "serve", "--config", e.cfgFile)
-	cmd.Env = append(os.Environ(), "HOME="+e.dir, "LISTEN_FDS=1", "LISTEN_FDNAMES=ssh", "REL_WEBHOOK_SECRET="+webhookSecret)
+	// Maintenance off: every env ends by SIGKILLing its daemons, which
+	// would orphan a start-up repack racing the temp dir's removal.
+	// Maintenance under load has its own tests in daemon/.
+	cmd.Env = append(os.Environ(), "HOME="+e.dir, "LISTEN_FDS=1", "LISTEN_FDNAMES=ssh", "REL_WEBHOOK_SECRET="+webhookSecret,
+		"POOLGATE_MAINTENANCE=off")
 	cmd.ExtraFiles = []*os.File{e.lnFile}
 	cmd.Stdout, cmd.Stderr = e.logW, e.logW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
