@@ -143,7 +143,9 @@ func (f *Fixture) Start() *Server {
 	t.Helper()
 	bin, hook := Build(t)
 	cmd := exec.Command(bin, "serve", "--config", f.Config)
-	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	// No start-up repack: a test that SIGKILLs the server would orphan it
+	// to race the temp dir's removal. daemon/ tests maintenance itself.
+	cmd.Env = append(os.Environ(), "HOME="+f.Dir, "POOLGATE_MAINTENANCE=off")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
