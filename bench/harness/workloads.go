@@ -446,6 +446,7 @@ func (b *bench) w3Clone(ctx context.Context) error {
 	if err := b.startPoolgate(ctx, true); err != nil {
 		return err
 	}
+	b.targets[0].srv = b.pg
 	deadline := time.Now().Add(10 * time.Minute)
 	for countLogLines(b.pg.log, "repacked", "repo", "big") == 0 {
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -455,6 +456,7 @@ func (b *bench) w3Clone(ctx context.Context) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Printf("  poolgate maintenance of big done %.1fs after restart\n", time.Since(start).Seconds())
+	b.settle(ctx)
 	// The baseline, maintained by hand as its owner would: first git's
 	// standard (what the issue names), then exactly poolgate's commands.
 	bigBase := filepath.Join(b.sshd.repos, "big.git")
