@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +24,8 @@ import (
 	"github.com/poolgate/poolgate/internal/poolclient"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/testserver"
 )
 
 // The suite runs the real binary: built once here, started per test on a
@@ -72,24 +71,8 @@ type key struct {
 }
 
 func newKey(t testing.TB, dir, name string) key {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := gossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gossh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key{path: p, public: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(s.PublicKey()))), signer: s}
+	k := testserver.NewKey(t, dir, name)
+	return key{path: k.Path, public: k.Public, signer: k.Signer}
 }
 
 // fixture is a data dir, its config and the keys of its users.

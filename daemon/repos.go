@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/pool"
@@ -148,6 +149,11 @@ func (s *Server) git(ctx context.Context, dir string, env []string, stdin []byte
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(s.baseEnv(), env...)
+	// git repack runs pack-objects as a child: on cancel (shutdown) the
+	// whole group goes, or a pack-objects outliving the daemon would keep
+	// writing into the repo.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -3,10 +3,7 @@ package reliability
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +20,8 @@ import (
 
 	"github.com/poolgate/poolgate/internal/poolclient"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/testserver"
 )
 
 var binPath string
@@ -64,24 +63,8 @@ type key struct {
 }
 
 func newKey(t testing.TB, dir, name string) key {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := gossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gossh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key{path: p, public: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(s.PublicKey()))), signer: s}
+	k := testserver.NewKey(t, dir, name)
+	return key{path: k.Path, public: k.Public, signer: k.Signer}
 }
 
 // env is one daemon's world: data dir, config, keys, the SSH socket (held by
@@ -259,7 +242,11 @@ const webhookSecret = "whsec_cmVsaWFiaWxpdHktc3VpdGUtc2VjcmV0LWtleS0xMjM0"
 func (e *env) start() int {
 	e.t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binPath, "serve", "--config", e.cfgFile)
-	cmd.Env = append(os.Environ(), "HOME="+e.dir, "LISTEN_FDS=1", "LISTEN_FDNAMES=ssh", "REL_WEBHOOK_SECRET="+webhookSecret)
+	// Maintenance off: every env ends by SIGKILLing its daemons, which
+	// would orphan a start-up repack racing the temp dir's removal.
+	// Maintenance under load has its own tests in daemon/.
+	cmd.Env = append(os.Environ(), "HOME="+e.dir, "LISTEN_FDS=1", "LISTEN_FDNAMES=ssh", "REL_WEBHOOK_SECRET="+webhookSecret,
+		"POOLGATE_MAINTENANCE=off")
 	cmd.ExtraFiles = []*os.File{e.lnFile}
 	cmd.Stdout, cmd.Stderr = e.logW, e.logW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

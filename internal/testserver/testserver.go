@@ -92,18 +92,9 @@ func New(t *testing.T, o Options) *Fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &Fixture{T: t, Dir: dir, Data: filepath.Join(dir, "data"), Config: filepath.Join(dir, "poolgate.yaml")}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := gossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.KeyPath = filepath.Join(dir, "writer")
-	if err := os.WriteFile(f.KeyPath, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := gossh.NewSignerFromKey(priv)
-	f.KeyFP = gossh.FingerprintSHA256(signer.PublicKey())
-	pub := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
+	var pub string
+	k := NewKey(t, dir, "writer")
+	f.KeyPath, f.KeyFP, pub = k.Path, gossh.FingerprintSHA256(k.Signer.PublicKey()), k.Public
 	if o.Webhooks == "" {
 		o.Webhooks = "[]"
 	}
@@ -152,7 +143,9 @@ func (f *Fixture) Start() *Server {
 	t.Helper()
 	bin, hook := Build(t)
 	cmd := exec.Command(bin, "serve", "--config", f.Config)
-	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	// No start-up repack: a test that SIGKILLs the server would orphan it
+	// to race the temp dir's removal. daemon/ tests maintenance itself.
+	cmd.Env = append(os.Environ(), "HOME="+f.Dir, "POOLGATE_MAINTENANCE=off")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -269,4 +262,33 @@ func (f *Fixture) Run(args ...string) string {
 		f.T.Fatalf("poolgate %v: %v\n%s", args, err, stderr.String())
 	}
 	return string(out)
+}
+
+// Key is a generated ed25519 client key written where ssh -i can use it.
+type Key struct {
+	Path   string // the private key, mode 0600
+	Public string // authorized_keys form
+	Signer gossh.Signer
+}
+
+// NewKey generates a key and writes its private half to dir/name.
+func NewKey(t testing.TB, dir, name string) Key {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Key{Path: p, Public: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(s.PublicKey()))), Signer: s}
 }
