@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/poolgate/poolgate/webhook"
 )
 
 //go:embed page.html
@@ -101,21 +103,9 @@ func servePageJS(w http.ResponseWriter, r *http.Request) {
 	w.Write(pageJS)
 }
 
-// heldFor renders seconds as "45s", "12m", "2h 5m", "3d 4h".
+// heldFor renders seconds as the Slack messages do ("12m", "2h 5m").
 func heldFor(sec int64) string {
-	if sec < 0 {
-		sec = 0
-	}
-	d := time.Duration(sec) * time.Second
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", sec)
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh %dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
+	return webhook.Human(time.Duration(max(sec, 0)) * time.Second)
 }
 
 // holderText is "p/deploy #42" when the build is known, else the user.
