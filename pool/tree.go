@@ -165,6 +165,9 @@ type Loader struct {
 	// dirs caches the pools found under a directory, keyed by tree hash,
 	// with paths relative to that directory.
 	dirs map[string][]*Pool
+	// shapes memoises Shape per tree id, for the bound shapeMax.
+	shapes   map[string]Shape
+	shapeMax Shape
 }
 
 func NewLoader(r TreeReader) *Loader {
@@ -206,8 +209,13 @@ func (l *Loader) Load(rootTree string) (*Snapshot, error) {
 }
 
 // maxDepth bounds recursion on hostile deep trees; real pool repos are a few
-// levels deep.
-const maxDepth = 64
+// levels deep. Pushed trees are measured against limits.max_tree_depth
+// (at most this) before they are loaded.
+const maxDepth = MaxTreeDepth
+
+// MaxTreeDepth is the deepest tree the loader reads, and so the highest
+// limits.max_tree_depth may be set (git's own core.maxTreeDepth default).
+const MaxTreeDepth = 4096
 
 func (l *Loader) dir(hash string, depth int) ([]*Pool, error) {
 	if ps, ok := l.dirs[hash]; ok {

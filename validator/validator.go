@@ -2,7 +2,6 @@ package validator
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/poolgate/poolgate/pool"
@@ -13,6 +12,9 @@ type Policy struct {
 	Branch       string         // the one branch writers may push
 	MaxClaimed   map[string]int // pool path → limit; absent or 0: none
 	MaxLockBytes int64          // 0: no limit
+	// MaxTree bounds what a judged commit's whole tree may expand to;
+	// zero fields: no bound.
+	MaxTree pool.Shape
 }
 
 // Pusher is who pushes. Offline checks do not know (Known false), and then
@@ -30,17 +32,21 @@ type Commit struct {
 	Message string
 }
 
-// Input is one commit to judge against its first parent.
+// Input is one commit to judge.
 type Input struct {
 	Commit Commit
-	Before *pool.Snapshot // first parent's tree; pool.Empty for a root commit
+	// Before is the state the commit changes: its parent's tree (pool.Empty
+	// for a root commit), or for a merge what its parents combine to
+	// (pool.Merged), so a merge takes over unjudged only what its parents
+	// were judged for, and everything else it holds is its own change.
+	Before *pool.Snapshot
 	After  *pool.Snapshot
-	// Others are the snapshots of a merge's other parents. A lock state the
-	// merge takes over unchanged from one of them was judged when that line
-	// of history landed, so it is not judged again.
-	Others []*pool.Snapshot
-	Pusher Pusher
-	Policy Policy
+	// Parents are a merge's parents' snapshots (nil for other commits): the
+	// claimed count is judged against them too, as combining two lines of
+	// history can go over a limit neither went over.
+	Parents []*pool.Snapshot
+	Pusher  Pusher
+	Policy  Policy
 	// BlobSize returns a blob's size; only asked for lock files the commit
 	// writes.
 	BlobSize func(hash string) (int64, error)
@@ -48,7 +54,7 @@ type Input struct {
 
 // CheckCommit applies every tree and message rule to one commit.
 func CheckCommit(in Input) ([]Violation, error) {
-	changes := ownChanges(in)
+	changes := pool.Diff(in.Before, in.After)
 	intent := pool.ParseMessage(in.Commit.Message)
 	var out []Violation
 	add := func(v Violation) {
@@ -102,7 +108,7 @@ func CheckCommit(in Input) ([]Violation, error) {
 			continue
 		}
 		for _, s := range ap.Strays {
-			if strayIn(bp, s) || inOthers(in.Others, path, s) {
+			if strayIn(bp, s) {
 				continue
 			}
 			rel := ap.StrayPath(s)
@@ -122,7 +128,7 @@ func CheckCommit(in Input) ([]Violation, error) {
 
 	if in.Pusher.Known && !in.Pusher.Admin {
 		for _, path := range in.After.PoolPaths() {
-			if in.Before.Pool(path) == nil && !poolInOthers(in.Others, path) {
+			if in.Before.Pool(path) == nil {
 				add(newViolation(PoolChange, path, "", "this commit creates a new pool.",
 					"pools are declared in poolgate's config or created by an admin"))
 			}
@@ -138,72 +144,62 @@ func CheckCommit(in Input) ([]Violation, error) {
 }
 
 func overLimit(in Input, changes []pool.Change, add func(Violation)) {
-	// The full diff, not the merge-filtered one: claims a merge takes over
-	// from another parent still add up with the ones on this side.
-	all := changes
-	if len(in.Others) > 0 {
-		all = pool.Diff(in.Before, in.After)
-	}
 	newly := map[string][]string{}
-	for _, c := range all {
+	for _, c := range changes {
 		if c.After == pool.StateClaimed || c.After == pool.StateBoth {
 			if c.Before != pool.StateClaimed && c.Before != pool.StateBoth {
 				newly[c.Pool] = append(newly[c.Pool], c.Name)
 			}
 		}
 	}
-	paths := make([]string, 0, len(newly))
-	for p := range newly {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		max := in.Policy.MaxClaimed[p]
-		after := in.After.Pool(p).ClaimedCount()
-		if max <= 0 || after <= max || after <= in.Before.Pool(p).ClaimedCount() {
+	for _, path := range in.After.PoolPaths() {
+		limit := in.Policy.MaxClaimed[path]
+		after := in.After.Pool(path).ClaimedCount()
+		if limit <= 0 || after <= limit {
 			continue
 		}
-		// A merge that only keeps a count some parent already had adds
-		// nothing; one that sums both sides' claims does.
-		inherited := false
-		for _, o := range in.Others {
-			if after <= o.Pool(p).ClaimedCount() {
-				inherited = true
+		// A commit may keep a count it started from (a pool already over
+		// a lowered limit), not raise it. A merge starts from the lower of
+		// what its parents combine to and the most any parent held: two
+		// lines that each stayed within the limit may not sum over it, and
+		// a merge with an old commit may not bring back its claims.
+		from := in.Before.Pool(path).ClaimedCount()
+		if len(in.Parents) > 0 {
+			most := 0
+			for _, p := range in.Parents {
+				most = max(most, p.Pool(path).ClaimedCount())
 			}
+			from = min(from, most)
 		}
-		if inherited {
+		if after <= from {
 			continue
 		}
-		add(newViolation(OverLimit, p, newly[p][0],
-			fmt.Sprintf("%d locks would be claimed, over max_claimed %d.", after, max),
+		lock := ""
+		if n := newly[path]; len(n) > 0 {
+			lock = n[0]
+		} else {
+			lock = claimedBeyond(in.After.Pool(path), in.Parents)
+		}
+		add(newViolation(OverLimit, path, lock,
+			fmt.Sprintf("%d locks would be claimed, over max_claimed %d.", after, limit),
 			"wait for a release; pool-resource retries this push by itself"))
 	}
 }
 
-// ownChanges is the commit's diff against its first parent, less what a merge
-// took over unchanged from another parent.
-func ownChanges(in Input) []pool.Change {
-	all := pool.Diff(in.Before, in.After)
-	if len(in.Others) == 0 {
-		return all
-	}
-	out := all[:0:0]
-	for _, c := range all {
-		inherited := false
-		for _, o := range in.Others {
-			op := o.Pool(c.Pool)
-			if op.StateOf(c.Name) == c.After {
-				if l, _ := op.Lock(c.Name); l == c.New {
-					inherited = true
-					break
-				}
+// claimedBeyond names a lock claimed in p that some parent did not have
+// claimed: one of those a merge combined.
+func claimedBeyond(p *pool.Pool, parents []*pool.Snapshot) string {
+	for _, name := range p.Names() {
+		if _, ok := p.Claimed[name]; !ok {
+			continue
+		}
+		for _, ps := range parents {
+			if st := ps.Pool(p.Path).StateOf(name); st != pool.StateClaimed && st != pool.StateBoth {
+				return name
 			}
 		}
-		if !inherited {
-			out = append(out, c)
-		}
 	}
-	return out
+	return ""
 }
 
 func performs(changes []pool.Change, in pool.Intent) bool {
@@ -264,24 +260,6 @@ func strayIn(p *pool.Pool, s pool.Stray) bool {
 	}
 	for _, o := range p.Strays {
 		if o == s {
-			return true
-		}
-	}
-	return false
-}
-
-func inOthers(others []*pool.Snapshot, path string, s pool.Stray) bool {
-	for _, o := range others {
-		if strayIn(o.Pool(path), s) {
-			return true
-		}
-	}
-	return false
-}
-
-func poolInOthers(others []*pool.Snapshot, path string) bool {
-	for _, o := range others {
-		if o.Pool(path) != nil {
 			return true
 		}
 	}
