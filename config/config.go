@@ -121,6 +121,21 @@ type Limits struct {
 	MaxObjectBytes int64 `yaml:"max_object_bytes"`
 	// MaxPushObjects caps the objects in one pushed pack (its header says).
 	MaxPushObjects int64 `yaml:"max_push_objects"`
+	// MaxTreePaths and MaxTreeDepth bound what a judged commit's whole tree
+	// may expand to (files and directories; path components), counted once
+	// per distinct tree: a few KB of trees can name billions of paths.
+	MaxTreePaths int64 `yaml:"max_tree_paths"`
+	MaxTreeDepth int   `yaml:"max_tree_depth"`
+	Line         int   `yaml:"-"`
+}
+
+func (l *Limits) UnmarshalYAML(n *yaml.Node) error {
+	type plain Limits
+	if err := n.Decode((*plain)(l)); err != nil {
+		return err
+	}
+	l.Line = n.Line
+	return nil
 }
 
 type LogOptions struct {
@@ -233,6 +248,11 @@ func (w *Webhook) UnmarshalYAML(n *yaml.Node) error {
 // Defaults applied to whatever the file leaves out.
 const (
 	DefaultMaxLockBytes = 64 << 10
+	// A large pool repo (a few hundred pools of a few hundred locks) is tens
+	// of thousands of paths, a few levels deep; a checkout of 100,000 files
+	// still takes seconds. Git itself stops at 4096 levels.
+	DefaultMaxTreePaths = 100_000
+	DefaultMaxTreeDepth = 64
 	DefaultBranch       = "master"
 	DefaultSSHListen    = ":2222"
 	DefaultHTTPListen   = "127.0.0.1:8080"

@@ -460,6 +460,33 @@ func TestProtectionLimitsHaveDefaults(t *testing.T) {
 	}
 }
 
+// TestTreeBoundsHaveDefaultsAndRefuseNonsense: the bound on what a pushed
+// tree may expand to is always on; a value that would switch it off or pass
+// git's own depth limit is a config error with file and line.
+func TestTreeBoundsHaveDefaultsAndRefuseNonsense(t *testing.T) {
+	c, err := config.Parse("x.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxTreePaths != 100000 || c.Limits.MaxTreeDepth != 64 {
+		t.Errorf("defaults: %+v", c.Limits)
+	}
+	c, err = config.Parse("x.yaml", []byte(yamlLines("limits:", "  max_tree_paths: 500", "  max_tree_depth: 8")))
+	if err != nil || c.Limits.MaxTreePaths != 500 || c.Limits.MaxTreeDepth != 8 {
+		t.Errorf("set: %+v, %v", c.Limits, err)
+	}
+	for _, bad := range []struct{ line, want string }{
+		{"  max_tree_paths: -1", "x.yaml:2: limits.max_tree_paths must not be negative"},
+		{"  max_tree_depth: -1", "x.yaml:2: limits.max_tree_depth must be between 1 and 4096"},
+		{"  max_tree_depth: 5000", "x.yaml:2: limits.max_tree_depth must be between 1 and 4096"},
+	} {
+		_, err := config.Parse("x.yaml", []byte(yamlLines("limits:", bad.line)))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: got %v, want %q", bad.line, err, bad.want)
+		}
+	}
+}
+
 // TestEnvNamesListsTheVariablesTheFileUses: the daemon passes exactly these
 // to the hook, so the hook can read the same config.
 func TestEnvNamesListsTheVariablesTheFileUses(t *testing.T) {

@@ -52,9 +52,10 @@ func (c *Config) validate() error {
 		{&c.Limits.MaxPushBytes, "max_push_bytes", DefaultMaxPushBytes},
 		{&c.Limits.MaxObjectBytes, "max_object_bytes", DefaultMaxObjectBytes},
 		{&c.Limits.MaxPushObjects, "max_push_objects", DefaultMaxPushObjects},
+		{&c.Limits.MaxTreePaths, "max_tree_paths", DefaultMaxTreePaths},
 	} {
 		if *l.v < 0 {
-			return &posErr{msg: "limits." + l.key + " must not be negative"}
+			return &posErr{line: c.Limits.Line, msg: "limits." + l.key + " must not be negative"}
 		}
 		if *l.v == 0 {
 			*l.v = l.def
@@ -64,7 +65,13 @@ func (c *Config) validate() error {
 		c.SSH.HostKey = c.ResolvePath(c.SSH.HostKey)
 	}
 	if c.Limits.MaxLockBytes < 0 {
-		return &posErr{msg: "limits.max_lock_bytes must not be negative"}
+		return &posErr{line: c.Limits.Line, msg: "limits.max_lock_bytes must not be negative"}
+	}
+	switch d := c.Limits.MaxTreeDepth; {
+	case d < 0 || d > pool.MaxTreeDepth:
+		return &posErr{line: c.Limits.Line, msg: fmt.Sprintf("limits.max_tree_depth must be between 1 and %d", pool.MaxTreeDepth)}
+	case d == 0:
+		c.Limits.MaxTreeDepth = DefaultMaxTreeDepth
 	}
 
 	users := map[string]bool{}

@@ -172,17 +172,23 @@ func (h *PreReceive) judge() (Result, error) {
 		}
 		u := validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}
 		branch := u.Ref == "refs/heads/"+set.Policy.Branch
-		var chain []string
+		var chain, unjudged []string
 		if !validator.IsZero(u.New) && branch {
 			chain, u.FastForward, err = repo.NewCommits(u.Old, u.New)
 			if err != nil {
 				return res, err
 			}
+			// Security: every commit the branch gains is judged, not only
+			// its first-parent chain; a merge's other parents would
+			// otherwise bring changes in unjudged (DESIGN.md §2).
+			if unjudged, err = repo.Unjudged(u.Old, u.New, chain); err != nil {
+				return res, err
+			}
 		}
 		res.Updates = append(res.Updates, Update{RefUpdate: u, Commits: chain})
 		res.Violations = append(res.Violations, validator.CheckRef(u, set.Policy, set.Pusher)...)
-		if len(chain) > 0 {
-			vs, err := validator.CheckCommits(repo, chain, set.Pusher, set.Policy)
+		if len(unjudged) > 0 {
+			vs, err := validator.CheckCommits(repo, unjudged, set.Pusher, set.Policy)
 			if err != nil {
 				return res, err
 			}
