@@ -52,11 +52,14 @@ func checkOne(src Source, h string, who Pusher, p Policy) (vs []Violation, unbou
 	if p.MaxTree != (pool.Shape{}) {
 		// Measured before anything loads the tree: the bound is what keeps
 		// loading it cheap.
-		if _, over, err := src.TreeShape(c.Tree, p.MaxTree); err != nil {
+		if s, over, err := src.TreeShape(c.Tree, p.MaxTree); err != nil {
 			return nil, false, err
 		} else if over {
-			v := newViolation(TooLarge, "", "",
-				fmt.Sprintf("the commit's tree expands past limits.max_tree_paths %d or limits.max_tree_depth %d.", p.MaxTree.Paths, p.MaxTree.Depth),
+			reason := fmt.Sprintf("the commit's tree expands to more paths than limits.max_tree_paths %d.", p.MaxTree.Paths)
+			if s.Depth > p.MaxTree.Depth {
+				reason = fmt.Sprintf("the commit's tree is nested deeper than limits.max_tree_depth %d.", p.MaxTree.Depth)
+			}
+			v := newViolation(TooLarge, "", "", reason,
 				"a pool repo holds a few directories of small files; a tree that names the same subtree over and over would hang every clone")
 			v.Commit, v.Subject = c.Hash, pool.Subject(c.Message)
 			return []Violation{v}, true, nil
