@@ -193,6 +193,11 @@ func (a *attacker) refused(rule, checkRule string, fragments ...string) string {
 			a.t.Fatalf("refusal does not mention %q:\n%s", f, out)
 		}
 	}
+	// A permanent refusal is an error the stock client prints and fails
+	// on, never the ordinary rejection it retries silently (DESIGN.md §2).
+	if rule != "over-limit" && strings.Contains(out, "[remote rejected]") {
+		a.t.Fatalf("permanent [%s] ended as an ordinary rejection:\n%s", rule, out)
+	}
 	if after := a.serverTip(); after != before {
 		a.t.Fatalf("branch moved from %s to %s on a refused push", before, after)
 	}
