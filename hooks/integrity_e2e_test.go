@@ -21,50 +21,28 @@ import (
 
 const integrityPools = "[{name: staging, max_claimed: 2, locks: [a, b, c, d]}, {name: team/prod, locks: [x]}]"
 
-// attacker is a writer's clone of the served repo, over SSH.
+// attacker is a writer's clone of the served repo, over SSH; its poolRepo
+// helpers (run, git, write, commit) work on the clone.
 type attacker struct {
-	t   *testing.T
-	s   *testserver.Server
-	dir string
-	env []string
+	*poolRepo
+	s *testserver.Server
 }
 
 func newAttacker(t *testing.T) *attacker {
 	t.Helper()
 	s := testserver.New(t, testserver.Options{Pools: integrityPools}).Start()
 	home := t.TempDir()
-	a := &attacker{t: t, s: s, dir: filepath.Join(home, "work"),
-		env: append(gitEnv(home), "GIT_SSH_COMMAND="+s.SSHCommand(), "SSH_AUTH_SOCK=")}
-	a.run(home, "git", "clone", "-q", a.url(), a.dir)
+	a := &attacker{s: s, poolRepo: &poolRepo{t: t, work: filepath.Join(home, "work"), bare: filepath.Join(s.F.Data, "repos", "locks.git"),
+		env: append(gitEnv(home), "GIT_SSH_COMMAND="+s.SSHCommand(), "SSH_AUTH_SOCK=")}}
+	a.run(home, "git", "clone", "-q", "ssh://git@127.0.0.1:"+s.SSHPort+"/locks.git", a.work)
 	return a
-}
-
-func (a *attacker) url() string { return "ssh://git@127.0.0.1:" + a.s.SSHPort + "/locks.git" }
-
-func (a *attacker) serverRepo() string { return filepath.Join(a.s.F.Data, "repos", "locks.git") }
-
-func (a *attacker) run(dir, name string, args ...string) string {
-	a.t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = a.env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		a.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func (a *attacker) git(args ...string) string {
-	a.t.Helper()
-	return a.run(a.dir, "git", args...)
 }
 
 // gitIn runs git with stdin.
 func (a *attacker) gitIn(stdin string, args ...string) string {
 	a.t.Helper()
 	cmd := exec.Command("git", args...)
-	cmd.Dir = a.dir
+	cmd.Dir = a.work
 	cmd.Env = a.env
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.Output()
@@ -74,34 +52,6 @@ func (a *attacker) gitIn(stdin string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (a *attacker) write(rel, content string) {
-	a.t.Helper()
-	p := filepath.Join(a.dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		a.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		a.t.Fatal(err)
-	}
-}
-
-func (a *attacker) commitAll(msg string) {
-	a.t.Helper()
-	a.git("add", "-A")
-	a.git("commit", "-q", "--allow-empty", "-m", msg)
-}
-
-func (a *attacker) serverTip() string {
-	a.t.Helper()
-	return a.run(a.serverRepo(), "git", "rev-parse", "refs/heads/master")
-}
-
-func (a *attacker) sync() {
-	a.t.Helper()
-	a.git("fetch", "-q", "origin", "master")
-	a.git("reset", "-q", "--hard", "origin/master")
-}
-
 // sideMerge commits change on a side branch from the tip and merges it
 // with --no-ff: the side commit is new in the push and only a merge's
 // second parent.
@@ -109,7 +59,7 @@ func (a *attacker) sideMerge(msg string, change func()) {
 	a.t.Helper()
 	a.git("checkout", "-q", "-b", "side")
 	change()
-	a.commitAll(msg)
+	a.commit(msg)
 	a.git("checkout", "-q", "master")
 	a.git("merge", "-q", "--no-ff", "--no-edit", "side")
 	a.git("branch", "-q", "-D", "side")
@@ -158,22 +108,13 @@ func (a *attacker) treeWith(base, path, mode, typ, hash string) string {
 
 func (a *attacker) gitOptional(args ...string) string {
 	cmd := exec.Command("git", args...)
-	cmd.Dir = a.dir
+	cmd.Dir = a.work
 	cmd.Env = a.env
 	out, err := cmd.Output()
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// push pushes master.
-func (a *attacker) push() (string, error) {
-	cmd := exec.Command("git", "push", "origin", "master:master")
-	cmd.Dir = a.dir
-	cmd.Env = a.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 // refused pushes and asserts the refusal names rule and each fragment,
@@ -183,8 +124,8 @@ func (a *attacker) push() (string, error) {
 // client claims right after.
 func (a *attacker) refused(rule, checkRule string, fragments ...string) string {
 	a.t.Helper()
-	before := a.serverTip()
-	out, err := a.push()
+	before := a.tip()
+	out, err := a.push("write", "origin", "master:master")
 	if err == nil {
 		a.t.Fatalf("push landed, want it refused by [%s]:\n%s", rule, out)
 	}
@@ -198,13 +139,13 @@ func (a *attacker) refused(rule, checkRule string, fragments ...string) string {
 	if rule != "over-limit" && strings.Contains(out, "[remote rejected]") {
 		a.t.Fatalf("permanent [%s] ended as an ordinary rejection:\n%s", rule, out)
 	}
-	if after := a.serverTip(); after != before {
+	if after := a.tip(); after != before {
 		a.t.Fatalf("branch moved from %s to %s on a refused push", before, after)
 	}
-	a.run(a.serverRepo(), "git", "fsck", "--no-progress", "--no-dangling")
+	a.run(a.bare, "git", "fsck", "--no-progress", "--no-dangling")
 
 	if checkRule != "" {
-		cmd := exec.Command(binary, "check", "--config", a.s.F.Config, "--name", "locks", "--repo", a.dir)
+		cmd := exec.Command(binary, "check", "--config", a.s.F.Config, "--name", "locks", "--repo", a.work)
 		cmd.Env = a.env
 		cout, err := cmd.CombinedOutput()
 		if code := exitCode(err); code != 1 || !strings.Contains(string(cout), "["+checkRule+"]") {
@@ -242,11 +183,11 @@ func (a *attacker) claimAndRemove() (old string) {
 	if err := c.Claim(ctx, "d"); err != nil {
 		a.t.Fatal(err)
 	}
-	old = a.serverTip()
+	old = a.tip()
 	if err := c.Remove(ctx, "d"); err != nil {
 		a.t.Fatal(err)
 	}
-	a.sync()
+	a.resetToServer()
 	return old
 }
 
@@ -278,7 +219,7 @@ func TestMergeSmugglesClaimsOverMaxClaimed(t *testing.T) {
 func TestMergeSmugglesSymlink(t *testing.T) {
 	a := newAttacker(t)
 	a.sideMerge("adding unclaimed: evil", func() {
-		if err := os.Symlink("/etc/passwd", filepath.Join(a.dir, "staging/unclaimed/evil")); err != nil {
+		if err := os.Symlink("/etc/passwd", filepath.Join(a.work, "staging/unclaimed/evil")); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -322,11 +263,11 @@ func TestMergeWithOldCommitBringsBackClaimedLockAsUnclaimed(t *testing.T) {
 	a := newAttacker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	old := a.serverTip()
+	old := a.tip()
 	if err := a.s.Client("ci", "staging", "https://ci.example.com/builds/7").Claim(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	a.sync()
+	a.resetToServer()
 	tip := a.git("rev-parse", "HEAD")
 	u := strings.Fields(a.git("ls-tree", old, "staging/unclaimed/a"))
 	a.commitTree(a.treeWith(tip, "staging/unclaimed/a", u[0], "blob", u[2]), "Merge old", tip, old)
@@ -351,10 +292,10 @@ func TestOctopusMergeSmugglesClaimOfMissingLock(t *testing.T) {
 	}
 	a.git("checkout", "-q", "one")
 	a.git("mv", "staging/unclaimed/a", "staging/claimed/a")
-	a.commitAll("claiming: a")
+	a.commit("claiming: a")
 	a.git("checkout", "-q", "two")
 	a.write("staging/claimed/ghost", "")
-	a.commitAll("claiming: ghost")
+	a.commit("claiming: ghost")
 	a.git("checkout", "-q", "master")
 	a.git("merge", "-q", "--no-ff", "--no-edit", "one", "two")
 	if n := len(strings.Fields(a.git("log", "-1", "--format=%P"))); n != 3 {
@@ -371,7 +312,7 @@ func TestMergeSmugglesUnrelatedRootCommit(t *testing.T) {
 	a.git("rm", "-q", "-r", "-f", ".")
 	a.write("staging/claimed/.gitkeep", "")
 	a.write("staging/claimed/ghost", "")
-	a.commitAll("claiming: ghost")
+	a.commit("claiming: ghost")
 	a.git("checkout", "-q", "master")
 	a.git("merge", "-q", "--no-edit", "--allow-unrelated-histories", "root")
 	out := a.refused("claim-missing", "claim-missing", "lock ghost")
@@ -387,10 +328,10 @@ func TestMergeOfCommitAlreadyUnderAnotherRefIsJudged(t *testing.T) {
 	a := newAttacker(t)
 	a.git("checkout", "-q", "-b", "side")
 	a.write("staging/claimed/ghost", "")
-	a.commitAll("claiming: ghost")
+	a.commit("claiming: ghost")
 	// Straight into the served repo, as an admin's push to another ref
 	// leaves it; fetch runs no hook.
-	a.run(a.serverRepo(), "git", "fetch", "-q", a.dir, "side:refs/heads/imported")
+	a.run(a.bare, "git", "fetch", "-q", a.work, "side:refs/heads/imported")
 	a.git("checkout", "-q", "master")
 	a.git("merge", "-q", "--no-ff", "--no-edit", "side")
 	out := a.refused("claim-missing", "claim-missing", "lock ghost")
@@ -409,18 +350,18 @@ func TestHonestGitPullMergeLandsOverSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.write("staging/unclaimed/e", "")
-	a.commitAll("adding unclaimed: e")
+	a.commit("adding unclaimed: e")
 	a.git("pull", "-q", "--no-rebase", "--no-edit", "origin", "master")
 	if n := len(strings.Fields(a.git("log", "-1", "--format=%P"))); n != 2 {
 		t.Fatalf("want a merge at HEAD, got %d parents", n)
 	}
-	if out, err := a.push(); err != nil {
+	if out, err := a.push("write", "origin", "master:master"); err != nil {
 		t.Fatalf("honest merge refused: %v\n%s", err, out)
 	}
-	if a.serverTip() != a.git("rev-parse", "HEAD") {
+	if a.tip() != a.git("rev-parse", "HEAD") {
 		t.Fatal("the merge did not land")
 	}
-	cmd := exec.Command(binary, "check", "--config", a.s.F.Config, "--name", "locks", "--repo", a.serverRepo())
+	cmd := exec.Command(binary, "check", "--config", a.s.F.Config, "--name", "locks", "--repo", a.bare)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("poolgate check after an honest merge: %v\n%s", err, out)
 	}

@@ -47,7 +47,9 @@ func gitIn(t *testing.T, dir string, args ...string) {
 	}
 }
 
-func TestCheckExitCodes(t *testing.T) {
+// newPoolHistory is a work tree whose one commit holds pool p with lock a.
+func newPoolHistory(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	gitIn(t, dir, "init", "-q", "-b", "master")
 	for _, f := range []string{"p/claimed/.gitkeep", "p/unclaimed/a"} {
@@ -56,6 +58,11 @@ func TestCheckExitCodes(t *testing.T) {
 	}
 	gitIn(t, dir, "add", "-A")
 	gitIn(t, dir, "commit", "-q", "-m", "init")
+	return dir
+}
+
+func TestCheckExitCodes(t *testing.T) {
+	dir := newPoolHistory(t)
 
 	if code, out, errOut := runCLI("check", "--repo", dir); code != exitOK || !strings.Contains(out, "ok: 1 commit") {
 		t.Fatalf("clean history: exit %d\n%s%s", code, out, errOut)
@@ -88,14 +95,7 @@ func TestCheckExitCodes(t *testing.T) {
 // with plain git (no hook) in which a merge's second parent claims a lock
 // that does not exist; judged by its first-parent chain alone, it was clean.
 func TestCheckReportsMergeThatSmuggledAClaimOfAMissingLock(t *testing.T) {
-	dir := t.TempDir()
-	gitIn(t, dir, "init", "-q", "-b", "master")
-	for _, f := range []string{"p/claimed/.gitkeep", "p/unclaimed/a"} {
-		os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
-		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
-	}
-	gitIn(t, dir, "add", "-A")
-	gitIn(t, dir, "commit", "-q", "-m", "init")
+	dir := newPoolHistory(t)
 	gitIn(t, dir, "checkout", "-q", "-b", "side")
 	os.WriteFile(filepath.Join(dir, "p/claimed/ghost"), nil, 0o644)
 	gitIn(t, dir, "add", "-A")
