@@ -67,84 +67,83 @@ func mergePool(bases, parents []*Pool, prefer int) (*Pool, bool) {
 			break
 		}
 	}
+	keys := func(list func(p *Pool) []string) map[string]bool {
+		set := map[string]bool{}
+		for _, p := range append(append([]*Pool{}, bases...), parents...) {
+			if p != nil {
+				for _, k := range list(p) {
+					set[k] = true
+				}
+			}
+		}
+		return set
+	}
 	type lockState struct {
 		c, u   Lock
 		hc, hu bool
 	}
-	names := map[string]bool{}
-	dots := map[string]bool{}
-	strays := map[string]bool{}
-	for _, p := range append(append([]*Pool{}, bases...), parents...) {
-		if p == nil {
-			continue
-		}
-		for _, n := range p.Names() {
-			names[n] = true
-		}
-		for k := range p.Dots {
-			dots[k] = true
-		}
-		for _, s := range p.Strays {
-			strays[s.Path] = true
-		}
-	}
-	for name := range names {
-		st := func(p *Pool) lockState {
-			if p == nil {
-				return lockState{}
-			}
-			var s lockState
-			s.c, s.hc = p.Claimed[name]
-			s.u, s.hu = p.Unclaimed[name]
-			return s
-		}
-		s, c := merge3(bases, parents, prefer, st)
-		conflict = conflict || c
+	conflict = mergeEach(keys((*Pool).Names), bases, parents, prefer, func(p *Pool, name string) (lockState, bool) {
+		var s lockState
+		s.c, s.hc = p.Claimed[name]
+		s.u, s.hu = p.Unclaimed[name]
+		return s, s.hc || s.hu
+	}, func(name string, s lockState) {
 		if s.hc {
 			out.Claimed[name] = s.c
 		}
 		if s.hu {
 			out.Unclaimed[name] = s.u
 		}
-	}
-	for key := range dots {
-		type dot struct {
-			l Lock
-			h bool
+	}) || conflict
+	conflict = mergeEach(keys(func(p *Pool) []string {
+		var ks []string
+		for k := range p.Dots {
+			ks = append(ks, k)
 		}
-		d, c := merge3(bases, parents, prefer, func(p *Pool) dot {
-			if p == nil {
-				return dot{}
+		return ks
+	}), bases, parents, prefer,
+		func(p *Pool, key string) (Lock, bool) { l, ok := p.Dots[key]; return l, ok },
+		func(key string, l Lock) { out.Dots[key] = l }) || conflict
+	conflict = mergeEach(keys(func(p *Pool) []string {
+		var paths []string
+		for _, s := range p.Strays {
+			paths = append(paths, s.Path)
+		}
+		return paths
+	}), bases, parents, prefer, func(p *Pool, path string) (Stray, bool) {
+		for _, s := range p.Strays {
+			if s.Path == path {
+				return s, true
 			}
-			l, h := p.Dots[key]
-			return dot{l, h}
-		})
-		conflict = conflict || c
-		if d.h {
-			out.Dots[key] = d.l
 		}
-	}
-	for path := range strays {
-		type stray struct {
-			s Stray
-			h bool
-		}
-		s, c := merge3(bases, parents, prefer, func(p *Pool) stray {
-			if p != nil {
-				for _, s := range p.Strays {
-					if s.Path == path {
-						return stray{s, true}
-					}
-				}
-			}
-			return stray{}
-		})
-		conflict = conflict || c
-		if s.h {
-			out.Strays = append(out.Strays, s.s)
-		}
-	}
+		return Stray{}, false
+	}, func(_ string, s Stray) { out.Strays = append(out.Strays, s) }) || conflict
 	return out, conflict
+}
+
+// mergeEach merges each key's value across the pools (get's false: the key
+// is absent there, as in a missing pool) and hands every present result to
+// set; it reports whether any key was a conflict.
+func mergeEach[V comparable](keys map[string]bool, bases, parents []*Pool, prefer int,
+	get func(p *Pool, key string) (V, bool), set func(key string, v V)) (conflict bool) {
+	type opt struct {
+		v  V
+		ok bool
+	}
+	for key := range keys {
+		o, c := merge3(bases, parents, prefer, func(p *Pool) opt {
+			if p == nil {
+				return opt{}
+			}
+			v, ok := get(p, key)
+			return opt{v, ok}
+		})
+		conflict = conflict || c
+		if o.ok {
+			set(key, o.v)
+		}
+	}
+	return conflict
 }
 
 // sameTree returns the pool when every base and parent that changed it holds
