@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/validator"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -155,7 +156,7 @@ func (c *Config) validate() error {
 		pools := map[string]bool{}
 		for j := range r.Pools {
 			p := &r.Pools[j]
-			if err := pool.CheckPoolPath(p.Name); err != nil {
+			if err := validator.CheckPoolPath(p.Name); err != nil {
 				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
 			}
 			if pools[p.Name] {
@@ -167,7 +168,7 @@ func (c *Config) validate() error {
 			}
 			names := map[string]bool{}
 			for _, l := range p.Locks {
-				if err := pool.CheckName(l); err != nil || pool.IsDot(l) {
+				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
 					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock name %q is invalid", p.Name, l)}
 				}
 				if names[l] {

@@ -1,10 +1,6 @@
 package validator
 
-import (
-	"fmt"
-
-	"github.com/poolgate/poolgate/pool"
-)
+import "github.com/poolgate/poolgate/pool"
 
 // Source is how the validator reaches a repository's objects. The hook and
 // `poolgate check` back it with git; tests with memory.
@@ -49,21 +45,11 @@ func checkOne(src Source, h string, who Pusher, p Policy) (vs []Violation, unbou
 	if err != nil {
 		return nil, false, err
 	}
-	if p.MaxTree != (pool.Shape{}) {
-		// Measured before anything loads the tree: the bound is what keeps
-		// loading it cheap.
-		if s, over, err := src.TreeShape(c.Tree, p.MaxTree); err != nil {
-			return nil, false, err
-		} else if over {
-			reason := fmt.Sprintf("the commit's tree expands to more paths than limits.max_tree_paths %d.", p.MaxTree.Paths)
-			if s.Depth > p.MaxTree.Depth {
-				reason = fmt.Sprintf("the commit's tree is nested deeper than limits.max_tree_depth %d.", p.MaxTree.Depth)
-			}
-			v := newViolation(TooLarge, "", "", reason,
-				"a pool repo holds a few directories of small files; a tree that names the same subtree over and over would hang every clone")
-			v.Commit, v.Subject = c.Hash, pool.Subject(c.Message)
-			return []Violation{v}, true, nil
+	if v, err := tooLargeTree(src, c, p); err != nil || v != nil {
+		if v != nil {
+			vs = []Violation{*v}
 		}
+		return vs, v != nil, err
 	}
 	in := Input{Commit: c, Pusher: who, Policy: p, BlobSize: src.BlobSize}
 	if in.After, err = src.Snapshot(c.Tree); err != nil {

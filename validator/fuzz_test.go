@@ -534,7 +534,7 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 	// A bad name is reported as bad-name alone: the other rules are not
 	// judged for a lock that cannot exist at all.
 	reportedOrBadName := func(rule validator.Rule, p, name string) bool {
-		return reported(rule, p, name) || (pool.CheckName(name) != nil && reported(validator.BadName, p, name))
+		return reported(rule, p, name) || (validator.CheckName(name) != nil && reported(validator.BadName, p, name))
 	}
 	intent := pool.ParseMessage(msg)
 
@@ -577,7 +577,7 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 					t.Fatalf("%q entered %s/claimed/ from nowhere, no claim-missing:\n%s", name, path, report())
 				}
 				// (d) a new bad name.
-				if (ac || au) && !bc && !bu && pool.CheckName(name) != nil && !reported(validator.BadName, path, name) {
+				if (ac || au) && !bc && !bu && validator.CheckName(name) != nil && !reported(validator.BadName, path, name) {
 					t.Fatalf("new bad name %q in %s, no bad-name:\n%s", name, path, report())
 				}
 			}
@@ -637,7 +637,7 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 				t.Fatalf("over-limit for %s without going over its limit:\n%s", v.Pool, report())
 			}
 		case validator.BadName:
-			if pool.CheckName(v.Lock) == nil {
+			if validator.CheckName(v.Lock) == nil {
 				t.Fatalf("bad-name for the good name %q:\n%s", v.Lock, report())
 			}
 		}

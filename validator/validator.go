@@ -52,154 +52,56 @@ type Input struct {
 	BlobSize func(hash string) (int64, error)
 }
 
-// CheckCommit applies every tree and message rule to one commit.
+// CheckCommit applies every tree and message rule (rules.go) to one commit.
 func CheckCommit(in Input) ([]Violation, error) {
-	changes := pool.Diff(in.Before, in.After)
-	intent := pool.ParseMessage(in.Commit.Message)
-	var out []Violation
-	add := func(v Violation) {
-		v.Commit, v.Subject = in.Commit.Hash, pool.Subject(in.Commit.Message)
-		out = append(out, v)
-	}
-
-	for _, c := range changes {
-		if c.New.Hash != "" {
-			if err := pool.CheckName(c.Name); err != nil {
-				add(newViolation(BadName, c.Pool, c.Name, err.Error()+".",
-					"lock names must be valid UTF-8, at most 255 bytes, without control characters or newlines"))
-				continue
-			}
-		}
-		switch {
-		case c.After == pool.StateBoth:
-			add(newViolation(DuplicateName, c.Pool, c.Name,
-				fmt.Sprintf("%q would be in both claimed/ and unclaimed/.", c.Name),
-				fmt.Sprintf("a lock lives in exactly one of claimed/ or unclaimed/; use 'git mv' to move it, or pick another name than %q", c.Name)))
-		case c.Op == pool.OpAddClaimed && !in.Pusher.Admin &&
-			!(intent.Verb == "adding claimed" && intent.Name == c.Name):
-			add(newViolation(ClaimMissing, c.Pool, c.Name,
-				fmt.Sprintf("%q entered claimed/ but was not in unclaimed/ before.", c.Name),
-				fmt.Sprintf("claim only locks that exist in %s/unclaimed/; to add a lock that starts claimed, commit with the message \"adding claimed: %s\"", c.Pool, c.Name)))
-		}
-		if c.New.Hash != "" && c.New.Hash != c.Old.Hash && in.Policy.MaxLockBytes > 0 && in.BlobSize != nil {
-			size, err := in.BlobSize(c.New.Hash)
-			if err != nil {
-				return nil, err
-			}
-			if size > in.Policy.MaxLockBytes {
-				add(newViolation(TooLarge, c.Pool, c.Name,
-					fmt.Sprintf("lock file is %d bytes, over the limit of %d.", size, in.Policy.MaxLockBytes),
-					"lock files hold small metadata; keep large data elsewhere and put a reference in the lock"))
-			}
+	j := &commitCheck{Input: in, changes: pool.Diff(in.Before, in.After), intent: pool.ParseMessage(in.Commit.Message)}
+	for _, rule := range commitRules {
+		if err := rule(j); err != nil {
+			return nil, err
 		}
 	}
+	return j.out, nil
+}
 
-	overLimit(in, changes, add)
+// commitCheck is one commit being judged: what every rule reads, and what
+// the rules found so far.
+type commitCheck struct {
+	Input
+	changes []pool.Change
+	intent  pool.Intent
+	out     []Violation
+}
 
-	if intent.Verb != "" && !performs(changes, intent) {
-		add(newViolation(IntentMismatch, "", intent.Name,
-			fmt.Sprintf("the message says %q but the commit %s.", intent.Verb+": "+intent.Name, describe(changes, intent.Name)),
-			"pool-resource commit messages must match the change; write a free-form message for anything else"))
+func (j *commitCheck) add(v Violation) {
+	v.Commit, v.Subject = j.Commit.Hash, pool.Subject(j.Commit.Message)
+	j.out = append(j.out, v)
+}
+
+// lockChanges are the changes to locks whose names can exist: a bad name is
+// reported as bad-name alone.
+func (j *commitCheck) lockChanges() []pool.Change {
+	var out []pool.Change
+	for _, c := range j.changes {
+		if c.New.Hash == "" || CheckName(c.Name) == nil {
+			out = append(out, c)
+		}
 	}
+	return out
+}
 
-	for _, path := range in.After.PoolPaths() {
-		ap, bp := in.After.Pool(path), in.Before.Pool(path)
+// newStrays calls f for each stray of a changed pool that the commit adds.
+func (j *commitCheck) newStrays(f func(path, rel string, s pool.Stray)) {
+	for _, path := range j.After.PoolPaths() {
+		ap, bp := j.After.Pool(path), j.Before.Pool(path)
 		if pool.Unchanged(bp, ap) {
 			continue
 		}
 		for _, s := range ap.Strays {
-			if strayIn(bp, s) {
-				continue
-			}
-			rel := ap.StrayPath(s)
-			if s.Mode == pool.ModeSymlink || s.Mode == pool.ModeSubmodule {
-				kind := "a symlink"
-				if s.Mode == pool.ModeSubmodule {
-					kind = "a submodule"
-				}
-				add(newViolation(BadMode, path, "", fmt.Sprintf("%q is %s.", rel, kind),
-					"pools hold only regular files; symlinks and submodules could point anywhere"))
-				continue
-			}
-			add(newViolation(BadPath, path, "", fmt.Sprintf("%q is not a lock.", rel),
-				fmt.Sprintf("a pool holds only claimed/NAME, unclaimed/NAME and dot-files at its top; no directories inside claimed/ or unclaimed/")))
-		}
-	}
-
-	if in.Pusher.Known && !in.Pusher.Admin {
-		for _, path := range in.After.PoolPaths() {
-			if in.Before.Pool(path) == nil {
-				add(newViolation(PoolChange, path, "", "this commit creates a new pool.",
-					"pools are declared in poolgate's config or created by an admin"))
-			}
-		}
-		for _, path := range in.Before.PoolPaths() {
-			if in.After.Pool(path) == nil {
-				add(newViolation(PoolChange, path, "", "this commit deletes the pool.",
-					"only an admin may delete a pool; keep claimed/.gitkeep and unclaimed/.gitkeep so an empty pool stays a pool"))
+			if !strayIn(bp, s) {
+				f(path, ap.StrayPath(s), s)
 			}
 		}
 	}
-	return out, nil
-}
-
-func overLimit(in Input, changes []pool.Change, add func(Violation)) {
-	newly := map[string][]string{}
-	for _, c := range changes {
-		if c.After == pool.StateClaimed || c.After == pool.StateBoth {
-			if c.Before != pool.StateClaimed && c.Before != pool.StateBoth {
-				newly[c.Pool] = append(newly[c.Pool], c.Name)
-			}
-		}
-	}
-	for _, path := range in.After.PoolPaths() {
-		limit := in.Policy.MaxClaimed[path]
-		after := in.After.Pool(path).ClaimedCount()
-		if limit <= 0 || after <= limit {
-			continue
-		}
-		// A commit may keep a count it started from (a pool already over
-		// a lowered limit), not raise it. A merge starts from the lower of
-		// what its parents combine to and the most any parent held: two
-		// lines that each stayed within the limit may not sum over it, and
-		// a merge with an old commit may not bring back its claims.
-		from := in.Before.Pool(path).ClaimedCount()
-		if len(in.Parents) > 0 {
-			most := 0
-			for _, p := range in.Parents {
-				most = max(most, p.Pool(path).ClaimedCount())
-			}
-			from = min(from, most)
-		}
-		if after <= from {
-			continue
-		}
-		lock := ""
-		if n := newly[path]; len(n) > 0 {
-			lock = n[0]
-		} else {
-			lock = claimedBeyond(in.After.Pool(path), in.Parents)
-		}
-		add(newViolation(OverLimit, path, lock,
-			fmt.Sprintf("%d locks would be claimed, over max_claimed %d.", after, limit),
-			"wait for a release; pool-resource retries this push by itself"))
-	}
-}
-
-// claimedBeyond names a lock claimed in p that some parent did not have
-// claimed: one of those a merge combined.
-func claimedBeyond(p *pool.Pool, parents []*pool.Snapshot) string {
-	for _, name := range p.Names() {
-		if _, ok := p.Claimed[name]; !ok {
-			continue
-		}
-		for _, ps := range parents {
-			if st := ps.Pool(p.Path).StateOf(name); st != pool.StateClaimed && st != pool.StateBoth {
-				return name
-			}
-		}
-	}
-	return ""
 }
 
 func performs(changes []pool.Change, in pool.Intent) bool {
@@ -284,29 +186,4 @@ func IsZero(sha string) bool {
 		}
 	}
 	return sha != ""
-}
-
-// CheckRef applies the ref rule to one update.
-func CheckRef(u RefUpdate, p Policy, who Pusher) []Violation {
-	branch := "refs/heads/" + p.Branch
-	v := func(reason, hint string) []Violation {
-		x := newViolation(RefRule, "", "", reason, hint)
-		x.Ref = u.Ref
-		return []Violation{x}
-	}
-	if u.Ref == branch && IsZero(u.New) {
-		return v("deleting the pool branch is refused.", "the branch is the pool; nobody may delete it")
-	}
-	if who.Admin {
-		return nil
-	}
-	if u.Ref != branch {
-		return v(fmt.Sprintf("only %s may be pushed.", branch),
-			fmt.Sprintf("push to the pool branch: git push origin HEAD:%s", p.Branch))
-	}
-	if !IsZero(u.Old) && !u.FastForward {
-		return v("a non-fast-forward push (history rewrite) is refused.",
-			"fetch, rebase or merge onto the current branch and push again; an admin may force-push")
-	}
-	return nil
 }
