@@ -45,7 +45,7 @@ func Merged(bases, parents []*Snapshot, prefer int) (out *Snapshot, conflicts bo
 	return out, conflicts
 }
 
-// mergePool merges one pool. Whole pools are taken over when only one state
+// mergePool merges one pool: its locks, and its extras by path. Whole pools are taken over when only one state
 // of the pool's tree is involved besides the base, the usual case: only one
 // side of the merge touched the pool.
 func mergePool(bases, parents []*Pool, prefer int) (*Pool, bool) {
@@ -60,7 +60,7 @@ func mergePool(bases, parents []*Pool, prefer int) (*Pool, bool) {
 	if p, ok := sameTree(bases, parents); ok {
 		return p, conflict
 	}
-	out := &Pool{Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}, Dots: map[string]Lock{}}
+	out := &Pool{Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}}
 	for _, p := range parents {
 		if p != nil {
 			out.Path = p.Path
@@ -96,28 +96,19 @@ func mergePool(bases, parents []*Pool, prefer int) (*Pool, bool) {
 		}
 	}) || conflict
 	conflict = mergeEach(keys(func(p *Pool) []string {
-		var ks []string
-		for k := range p.Dots {
-			ks = append(ks, k)
-		}
-		return ks
-	}), bases, parents, prefer,
-		func(p *Pool, key string) (Lock, bool) { l, ok := p.Dots[key]; return l, ok },
-		func(key string, l Lock) { out.Dots[key] = l }) || conflict
-	conflict = mergeEach(keys(func(p *Pool) []string {
 		var paths []string
-		for _, s := range p.Strays {
-			paths = append(paths, s.Path)
+		for _, x := range p.Extras {
+			paths = append(paths, x.Path)
 		}
 		return paths
-	}), bases, parents, prefer, func(p *Pool, path string) (Stray, bool) {
-		for _, s := range p.Strays {
-			if s.Path == path {
-				return s, true
+	}), bases, parents, prefer, func(p *Pool, path string) (Extra, bool) {
+		for _, x := range p.Extras {
+			if x.Path == path {
+				return x, true
 			}
 		}
-		return Stray{}, false
-	}, func(_ string, s Stray) { out.Strays = append(out.Strays, s) }) || conflict
+		return Extra{}, false
+	}, func(_ string, x Extra) { out.Extras = append(out.Extras, x) }) || conflict
 	return out, conflict
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 func onePool(claimed, unclaimed []string) *pool.Snapshot {
-	p := &pool.Pool{Path: "p", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}, Dots: map[string]pool.Lock{}}
+	p := &pool.Pool{Path: "p", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}}
 	for _, n := range claimed {
 		p.Claimed[n] = pool.Lock{Name: n, Mode: pool.ModeFile, Hash: "e1"}
 	}

@@ -5,6 +5,7 @@ package validator
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/poolgate/poolgate/pool"
 )
@@ -136,16 +137,29 @@ func claimedBeyond(p *pool.Pool, parents []*pool.Snapshot) string {
 	return ""
 }
 
-// badPath: a file in a pool that is not a lock or a dot-file at its top; a
-// directory inside claimed/ or unclaimed/.
+// badPath: a file in a pool that is not a lock or a dot-file at its top (or
+// directly in claimed/ or unclaimed/); a directory inside claimed/ or
+// unclaimed/, or one at the pool's top that holds no pool.
 func badPath(j *commitCheck) error {
-	j.newStrays(func(path, rel string, s pool.Stray) {
-		if s.Mode != pool.ModeSymlink && s.Mode != pool.ModeSubmodule {
+	j.newExtras(func(path, rel string, x pool.Extra) {
+		if x.Mode != pool.ModeSymlink && x.Mode != pool.ModeSubmodule && !dotFile(x) {
 			j.add(newViolation(BadPath, path, "", fmt.Sprintf("%q is not a lock.", rel),
 				"a pool holds only claimed/NAME, unclaimed/NAME and dot-files at its top; no directories inside claimed/ or unclaimed/"))
 		}
 	})
 	return nil
+}
+
+// dotFile: a regular dot-file at a pool's top or directly in claimed/ or
+// unclaimed/ (.gitkeep, pool-trigger-resource's .pending-triggers), which a
+// pool may hold.
+func dotFile(x pool.Extra) bool {
+	dir, name := "", x.Path
+	if i := strings.LastIndexByte(x.Path, '/'); i >= 0 {
+		dir, name = x.Path[:i], x.Path[i+1:]
+	}
+	return (pool.TreeEntry{Mode: x.Mode}).IsRegular() && pool.IsDot(name) &&
+		(dir == "" || dir == pool.Claimed || dir == pool.Unclaimed)
 }
 
 // badName: a lock name the commit writes that CheckName refuses.
@@ -164,9 +178,9 @@ func badName(j *commitCheck) error {
 
 // badMode: a symlink or submodule anywhere in a pool.
 func badMode(j *commitCheck) error {
-	j.newStrays(func(path, rel string, s pool.Stray) {
+	j.newExtras(func(path, rel string, x pool.Extra) {
 		kind := "a symlink"
-		switch s.Mode {
+		switch x.Mode {
 		case pool.ModeSymlink:
 		case pool.ModeSubmodule:
 			kind = "a submodule"

@@ -89,16 +89,17 @@ func (j *commitCheck) lockChanges() []pool.Change {
 	return out
 }
 
-// newStrays calls f for each stray of a changed pool that the commit adds.
-func (j *commitCheck) newStrays(f func(path, rel string, s pool.Stray)) {
+// newExtras calls f for each extra (pool.Extra) of a changed pool that the
+// commit adds.
+func (j *commitCheck) newExtras(f func(path, rel string, x pool.Extra)) {
 	for _, path := range j.After.PoolPaths() {
 		ap, bp := j.After.Pool(path), j.Before.Pool(path)
 		if pool.Unchanged(bp, ap) {
 			continue
 		}
-		for _, s := range ap.Strays {
-			if !strayIn(bp, s) {
-				f(path, ap.StrayPath(s), s)
+		for _, x := range ap.Extras {
+			if !extraIn(bp, x) {
+				f(path, ap.ExtraPath(x), x)
 			}
 		}
 	}
@@ -156,11 +157,11 @@ func joinAnd(s []string) string {
 	return out + " and " + s[len(s)-1]
 }
 
-func strayIn(p *pool.Pool, s pool.Stray) bool {
+func extraIn(p *pool.Pool, s pool.Extra) bool {
 	if p == nil {
 		return false
 	}
-	for _, o := range p.Strays {
+	for _, o := range p.Extras {
 		if o == s {
 			return true
 		}

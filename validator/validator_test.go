@@ -9,7 +9,7 @@ import (
 
 // snap builds a one-pool snapshot from "c:name" / "u:name" entries.
 func snap(entries ...string) *pool.Snapshot {
-	p := &pool.Pool{Path: "staging", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}, Dots: map[string]pool.Lock{}}
+	p := &pool.Pool{Path: "staging", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}}
 	for _, e := range entries {
 		dir, name, _ := strings.Cut(e, ":")
 		l := pool.Lock{Name: name, Mode: pool.ModeFile, Hash: "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"}
