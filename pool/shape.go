@@ -70,6 +70,10 @@ func (l *Loader) shape(hash string, level int) (Shape, error) {
 			break
 		}
 	}
+	if len(l.shapes) > 200000 {
+		// A long offline check: forget rather than grow without end.
+		l.shapes = map[string]Shape{}
+	}
 	l.shapes[hash] = s
 	return s, nil
 }
