@@ -1,14 +1,11 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,17 +14,16 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitstore"
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 const (
 	// CoalesceWindow is how long a transient rejection stays announced
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
-	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
-	commitsPerTx    = 500      // about 0.2s of derivation
+	commitsPerTx    = 500 // about 0.2s of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorRejection = "rejections"
@@ -146,51 +142,7 @@ func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err 
 	return out, more, err
 }
 
-// readLines returns the complete lines of a record file from offset on,
-// and the offset after them. A line still being written (no newline yet)
-// is left for the next read.
-func readLines(path string, offset int64) ([][]byte, int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, offset, nil
-	}
-	if err != nil {
-		return nil, offset, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, offset, err
-	}
-	if fi.Size() < offset {
-		// Truncated or replaced by an operator: start over; ids keep
-		// the events that were already stored from being duplicated.
-		offset = 0
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, offset, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxRecordRead))
-	if err != nil {
-		return nil, offset, err
-	}
-	end := bytes.LastIndexByte(data, '\n')
-	if end < 0 {
-		return nil, offset, nil
-	}
-	data = data[:end+1]
-	var lines [][]byte
-	for _, l := range bytes.Split(data[:end], []byte("\n")) {
-		if len(bytes.TrimSpace(l)) > 0 {
-			lines = append(lines, l)
-		}
-	}
-	return lines, offset + int64(len(data)), nil
-}
-
-func (d *Deriver) recordPath(name string) string {
-	return filepath.Join(d.dir, hooks.RecordDir, name)
-}
+func (d *Deriver) records() pushlog.Log { return pushlog.At(d.dir) }
 
 func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	v, err := getCursor(tx, repo, name)
@@ -207,13 +159,13 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 	if err != nil {
 		return err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.PushesFile), off)
+	lines, next, err := d.records().Read(pushlog.Pushes, off)
 	if err != nil || next == off {
 		return err
 	}
 	for _, l := range lines {
-		var p hooks.PushRecord
-		if !decodeRecord(l, &p) {
+		var p pushlog.Push
+		if !pushlog.Decode(l, &p) {
 			continue // a damaged line must not stop the audit
 		}
 		for _, c := range p.Commits {
@@ -452,14 +404,14 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.RejectionsFile), off)
+	lines, next, err := d.records().Read(pushlog.Rejections, off)
 	if err != nil || next == off {
 		return nil, err
 	}
 	var out []Event
 	for _, l := range lines {
-		var r hooks.RejectionRecord
-		if !decodeRecord(l, &r) {
+		var r pushlog.Rejection
+		if !pushlog.Decode(l, &r) {
 			continue
 		}
 		e := Event{
@@ -481,7 +433,7 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
 			e.MaxClaimed = mc
 		}
-		if r.Verdict != "permanent" && e.Announce {
+		if r.Verdict != pushlog.VerdictPermanent && e.Announce {
 			var last int64
 			err := tx.QueryRow(`SELECT time FROM announced WHERE repo=? AND user=? AND rule=? AND pool=?`,
 				d.cfg.Name, r.User, e.Rule, e.Pool).Scan(&last)
@@ -564,17 +516,4 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 	}
 	return out, nil
-}
-
-// decodeRecord parses one record line. A crash can leave a torn line that
-// the next push's record then continues on the same line; the intact
-// record at its end is still read.
-func decodeRecord(line []byte, v any) bool {
-	if json.Unmarshal(line, v) == nil {
-		return true
-	}
-	if i := bytes.LastIndex(line, []byte(`{"time"`)); i > 0 {
-		return json.Unmarshal(line[i:], v) == nil
-	}
-	return false
 }

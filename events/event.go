@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // Event types (config.EventTypes).
@@ -42,7 +42,7 @@ type Pusher struct {
 }
 
 // Violation is one reason a push was refused, as the hook recorded it.
-type Violation = hooks.ViolationRecord
+type Violation = pushlog.Violation
 
 // Event is one thing that happened to a lock, or one refused push. Its JSON
 // form is the `data` object of the webhook payload (DESIGN.md §5).

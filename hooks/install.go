@@ -8,24 +8,6 @@ import (
 	"strings"
 )
 
-// Environment variables the hook reads. The daemon sets them for every git
-// command it runs; other git servers can map their own (see README).
-const (
-	EnvConfig      = "POOLGATE_CONFIG"
-	EnvRepo        = "POOLGATE_REPO"
-	EnvUser        = "POOLGATE_USER"
-	EnvRole        = "POOLGATE_ROLE"
-	EnvKey         = "POOLGATE_KEY"
-	EnvVerdictFile = "POOLGATE_VERDICT_FILE"
-)
-
-// Verdicts written to POOLGATE_VERDICT_FILE before the hook exits, so the
-// daemon knows how to end the push before receive-pack writes its report.
-const (
-	VerdictPermanent = "permanent"
-	VerdictTransient = "transient"
-)
-
 // Install writes a pre-receive hook into dir that runs exe. The daemon points
 // core.hooksPath at such a directory it owns, so nothing inside a repo (which
 // a pusher's objects can never reach anyway) decides what runs.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 func init() {
@@ -31,7 +32,7 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "check [--config FILE] [--repo DIR] [REV-RANGE]", stdout, stderr)
-	cfgPath := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (limits, branch); optional")
+	cfgPath := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (limits, branch); optional")
 	dir := fs.String("repo", ".", "repository: a clone or a bare repo")
 	name := fs.String("name", "", "repo name in the config (default: the directory's name without .git)")
 	pos, code := parseFlags(fs, args, stderr)

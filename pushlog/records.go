@@ -1,0 +1,77 @@
+package pushlog
+
+import (
+	"time"
+
+	"github.com/poolgate/poolgate/validator"
+)
+
+// Push is one line of pushes.jsonl: a ref update and the new first-parent
+// commits it brought (oldest first). Readers count only commits that are
+// really on the branch.
+type Push struct {
+	Time    time.Time `json:"time"`
+	User    string    `json:"user"`
+	Key     string    `json:"key,omitempty"`
+	Role    string    `json:"role"`
+	Ref     string    `json:"ref"`
+	Old     string    `json:"old"`
+	New     string    `json:"new"`
+	Commits []string  `json:"commits"`
+}
+
+// Rejection is one line of rejections.jsonl: a refused push.
+type Rejection struct {
+	Time       time.Time   `json:"time"`
+	User       string      `json:"user"`
+	Key        string      `json:"key,omitempty"`
+	Role       string      `json:"role"`
+	Ref        string      `json:"ref"`
+	Old        string      `json:"old"`
+	New        string      `json:"new"`
+	Verdict    string      `json:"verdict"`
+	Violations []Violation `json:"violations"`
+}
+
+// Violation is a validator.Violation as stored and announced.
+type Violation struct {
+	Rule    string `json:"rule"`
+	Kind    string `json:"kind"`
+	Commit  string `json:"commit,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+	Pool    string `json:"pool,omitempty"`
+	Lock    string `json:"lock,omitempty"`
+	Reason  string `json:"reason"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// ViolationsOf converts the validator's findings to records.
+func ViolationsOf(vs []validator.Violation) []Violation {
+	out := make([]Violation, len(vs))
+	for i, v := range vs {
+		out[i] = Violation{Rule: string(v.Rule), Kind: string(v.Kind), Commit: v.Commit, Subject: v.Subject,
+			Ref: v.Ref, Pool: v.Pool, Lock: v.Lock, Reason: v.Reason, Hint: v.Hint}
+	}
+	return out
+}
+
+// UpstreamViolation is one line of violations.jsonl: a rule broken by a
+// commit that already landed upstream (watch mode), where nothing could
+// refuse it.
+type UpstreamViolation struct {
+	Time time.Time `json:"time"`
+	User string    `json:"user,omitempty"`
+	Violation
+}
+
+// Rewrite is one line of rewrites.jsonl: a history rewrite (force push)
+// seen upstream.
+type Rewrite struct {
+	Time time.Time `json:"time"`
+	User string    `json:"user,omitempty"`
+	Old  string    `json:"old"`
+	New  string    `json:"new"`
+	// Dropped counts the first-parent commits of old that new lost.
+	Dropped int `json:"dropped"`
+}
