@@ -26,6 +26,7 @@ const (
 	commitsPerTx    = 500 // about 0.2s of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
+	cursorPending   = "pending"
 	cursorRejection = "rejections"
 	cursorCreated   = "created" // repo "": the store's creation time
 )
@@ -74,9 +75,9 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 		d.repo.Close()
 		d.repo = nil
 	}()
-	// The tip first, the push records second: the hook writes a push's
-	// record before git moves the ref, so every commit reachable from this
-	// tip has its record on disk by now.
+	// The tip first, the push records second: the pre-receive hook writes
+	// who pushed (the pending record) before git moves the ref, so every
+	// commit reachable from this tip has its pusher on disk by now.
 	tip, err := d.repo.Git.ResolveBranch(d.branch)
 	if err != nil {
 		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
@@ -107,7 +108,10 @@ func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err 
 			return err
 		}
 		d.created = time.Unix(0, created)
-		if err := d.readPushes(tx); err != nil {
+		if err := d.readPushes(tx, pushlog.Pending, cursorPending); err != nil {
+			return err
+		}
+		if err := d.readPushes(tx, pushlog.Pushes, cursorPushes); err != nil {
 			return err
 		}
 		if tip != "" {
@@ -152,14 +156,16 @@ func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// readPushes indexes new push records by commit. A commit named by several
-// records (a push whose ref update failed, then retried) takes the latest.
-func (d *Deriver) readPushes(tx *sql.Tx) error {
-	off, err := cursorInt(tx, d.cfg.Name, cursorPushes)
+// readPushes indexes new push records (pending or accepted) by commit. A
+// commit named by several records (a push whose ref update failed, then
+// retried) takes the latest; the accepted record, read after the pending
+// ones, has the last word.
+func (d *Deriver) readPushes(tx *sql.Tx, kind pushlog.Kind, cursor string) error {
+	off, err := cursorInt(tx, d.cfg.Name, cursor)
 	if err != nil {
 		return err
 	}
-	lines, next, err := d.records().Read(pushlog.Pushes, off)
+	lines, next, err := d.records().Read(kind, off)
 	if err != nil || next == off {
 		return err
 	}
@@ -176,7 +182,7 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 			}
 		}
 	}
-	return setCursor(tx, d.cfg.Name, cursorPushes, strconv.FormatInt(next, 10))
+	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
 }
 
 func (d *Deriver) pushOf(tx *sql.Tx, commit string) (*Pusher, time.Time, error) {

@@ -152,11 +152,10 @@ func (h *PreReceive) judge() (Result, error) {
 	sc := bufio.NewScanner(h.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
-			return res, fmt.Errorf("malformed hook input line %q", sc.Text())
+		u, err := parseUpdate(sc.Text())
+		if err != nil {
+			return res, err
 		}
-		u := validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}
 		branch := u.Ref == "refs/heads/"+set.Policy.Branch
 		var chain []string
 		if !validator.IsZero(u.New) && branch {

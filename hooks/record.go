@@ -1,11 +1,26 @@
 package hooks
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
+
+// parseUpdate reads one "OLD NEW REF" line of a hook's input.
+func parseUpdate(line string) (validator.RefUpdate, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
+		return validator.RefUpdate{}, fmt.Errorf("malformed hook input line %q", line)
+	}
+	return validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}, nil
+}
 
 func (h *PreReceive) gitDir() string {
 	if d := h.Getenv("GIT_DIR"); d != "" {
@@ -17,14 +32,23 @@ func (h *PreReceive) gitDir() string {
 	return h.Dir
 }
 
-// record appends the push's record, fsynced, before the hook answers, so a
-// daemon that dies right after a push loses neither a push nor a refusal.
-func (h *PreReceive) record(res Result) error {
-	now := time.Now().UTC()
-	user, key, role := h.Getenv(pushlog.EnvUser), h.Getenv(pushlog.EnvKey), h.Getenv(pushlog.EnvRole)
+// pusher is who pushes, as the environment says.
+func (h *PreReceive) pusher() (user, key, role string) {
+	user, key, role = h.Getenv(pushlog.EnvUser), h.Getenv(pushlog.EnvKey), h.Getenv(pushlog.EnvRole)
 	if role == "" {
 		role = "write"
 	}
+	return user, key, role
+}
+
+// record appends the verdict's record, fsynced, before the hook answers,
+// so a daemon that dies right after a push loses neither who pushed nor a
+// refusal. A push let through is recorded as pending only: its ref update
+// can still fail (a lost race, a full disk), so the acceptance is recorded
+// by post-receive once the ref has moved.
+func (h *PreReceive) record(res Result) error {
+	now := time.Now().UTC()
+	user, key, role := h.pusher()
 	log := pushlog.At(h.gitDir())
 	if len(res.Violations) > 0 {
 		for _, u := range res.Updates {
@@ -39,5 +63,62 @@ func (h *PreReceive) record(res Result) error {
 		lines = append(lines, pushlog.Push{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
 			Old: u.Old, New: u.New, Commits: u.Commits})
 	}
-	return log.Append(pushlog.Pushes, lines...)
+	return log.Append(pushlog.Pending, lines...)
+}
+
+// PostReceive is one run of the post-receive hook. git runs it after the
+// ref updates, with only the refs that did move, so what it records as
+// accepted has landed. Its exit status cannot undo a push.
+type PostReceive PreReceive
+
+// Run records the accepted push and returns the exit code.
+func (h *PostReceive) Run() int {
+	if err := h.record(); err != nil {
+		// The push has landed; who pushed it is still in the pending
+		// record the pre-receive hook wrote.
+		fmt.Fprintf(h.Stderr, "poolgate: warning: the push landed but could not be recorded: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func (h *PostReceive) record() error {
+	pre := (*PreReceive)(h)
+	lines, err := readUpdates(h.Stdin)
+	if err != nil || len(lines) == 0 {
+		return err
+	}
+	repo := poolrepo.Open(h.Dir)
+	defer repo.Close()
+	set, err := pre.settings(repo)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	user, key, role := pre.pusher()
+	var recs []any
+	for _, u := range lines {
+		var chain []string
+		if !validator.IsZero(u.New) && u.Ref == "refs/heads/"+set.Policy.Branch {
+			if chain, _, err = repo.NewCommits(u.Old, u.New); err != nil {
+				return err
+			}
+		}
+		recs = append(recs, pushlog.Push{Time: now, User: user, Key: key, Role: role, Ref: u.Ref, Old: u.Old, New: u.New, Commits: chain})
+	}
+	return pushlog.At(pre.gitDir()).Append(pushlog.Pushes, recs...)
+}
+
+func readUpdates(r io.Reader) ([]validator.RefUpdate, error) {
+	var out []validator.RefUpdate
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		u, err := parseUpdate(sc.Text())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, sc.Err()
 }

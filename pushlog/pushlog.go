@@ -60,7 +60,13 @@ type Kind string
 
 // The record files, in <git dir>/poolgate/.
 const (
-	// Pushes: an accepted push.
+	// Pending: a push the validator let through, written by pre-receive
+	// before git moves the ref. It says who pushed which commits, so that
+	// events derived the moment the ref moves already know the pusher. It
+	// is not an acceptance: the ref update can still fail.
+	Pending Kind = "pending.jsonl"
+	// Pushes: an accepted push, written once its ref has moved (by
+	// post-receive, or by watch mode after the mirror fetched).
 	Pushes Kind = "pushes.jsonl"
 	// Rejections: a refused push.
 	Rejections Kind = "rejections.jsonl"

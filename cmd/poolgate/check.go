@@ -11,19 +11,23 @@ import (
 )
 
 func init() {
-	register("hook", "run a git hook: 'hook pre-receive' validates a push", runHook)
+	register("hook", "run a git hook: 'hook pre-receive' validates a push, 'hook post-receive' records it", runHook)
 	register("check", "validate existing history offline", runCheck)
 }
 
 func runHook(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("hook", "hook pre-receive [--config FILE]  (reads OLD NEW REF lines on stdin)", stdout, stderr)
+	fs := newFlags("hook", "hook pre-receive|post-receive [--config FILE]  (reads OLD NEW REF lines on stdin)", stdout, stderr)
 	cfg := fs.String("config", "", "config file (default $POOLGATE_CONFIG; none: no limits)")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
 	}
+	if len(pos) == 1 && pos[0] == "post-receive" {
+		h := &hooks.PostReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
+		return h.Run()
+	}
 	if len(pos) != 1 || pos[0] != "pre-receive" {
-		fmt.Fprintln(stderr, "poolgate hook: want 'poolgate hook pre-receive'")
+		fmt.Fprintln(stderr, "poolgate hook: want 'poolgate hook pre-receive' or 'poolgate hook post-receive'")
 		return exitUsage
 	}
 	h := &hooks.PreReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}

@@ -1,0 +1,85 @@
+package events_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/poolgate/poolgate/pushlog"
+)
+
+// A claim the validator lets through but whose ref update fails (the
+// branch's ref locked by another writer's .lock, as a full disk fails it)
+// is not recorded as accepted and announces nothing; the next claim, once
+// the ref can move, is recorded and announced with its pusher.
+func TestClaimWhoseRefUpdateFailsOverSSHIsNotRecordedOrAnnounced(t *testing.T) {
+	rc := newReceiver(t)
+	f := newFixture(t, `
+      - name: demo
+        locks: [lock-a, lock-b]`, fmt.Sprintf(`
+  - name: json
+    url: %s/json
+    format: json
+    events: [claimed]
+    secret: %s`, rc.URL, secret))
+	s := f.Start()
+	c := s.Client("deploy", "demo", buildURL)
+	ctx := ctxT(t, 2*time.Minute)
+	repo := filepath.Join(f.Data, "repos", "locks.git")
+	lock := filepath.Join(repo, "refs", "heads", "master.lock")
+	if err := os.WriteFile(lock, []byte("held\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Git(ctx, "mv", "demo/unclaimed/lock-a", "demo/claimed/lock-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Git(ctx, "commit", "-q", "-m", c.Message("claiming", "lock-a")); err != nil {
+		t.Fatal(err)
+	}
+	failed := rev(c.Git(ctx, "rev-parse", "HEAD"))
+	out, err := c.Git(ctx, "push", "origin", "HEAD:master")
+	if err == nil || !strings.Contains(out, "lock") {
+		t.Fatalf("push through a held ref lock: err %v\n%s", err, out)
+	}
+	os.Remove(lock)
+	c.Git(ctx, "fetch", "-q", "origin")
+	c.Git(ctx, "reset", "-q", "--hard", "origin/master")
+	if err := c.Claim(ctx, "lock-b"); err != nil {
+		t.Fatal(err)
+	}
+	landed := rev(c.Git(ctx, "rev-parse", "HEAD"))
+	// Delivery is in order: once lock-b's claim is here, anything derived
+	// from the failed push would have been delivered before it.
+	waitFor(t, "lock-b's claim", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.claimed")) > 0 })
+	claims := rc.payloads("/json", "lock.claimed")
+	if len(claims) != 1 || claims[0].Data["lock"] != "lock-b" {
+		t.Fatalf("claims announced: %v; want lock-b's only", claims)
+	}
+	if p, _ := claims[0].Data["pusher"].(map[string]any); p["user"] != "writer" {
+		t.Errorf("lock-b's claim has pusher %v, want writer", claims[0].Data["pusher"])
+	}
+	if h := f.Run("history", "--config", f.Config, "locks", "--lock", "lock-a"); strings.Contains(h, "claimed") {
+		t.Errorf("history has a claim of lock-a from a push that did not land:\n%s", h)
+	}
+	lines, _, err := pushlog.At(repo).Read(pushlog.Pushes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted []string
+	for _, l := range lines {
+		var p pushlog.Push
+		pushlog.Decode(l, &p)
+		accepted = append(accepted, p.New)
+	}
+	if strings.Contains(strings.Join(accepted, " "), failed) {
+		t.Errorf("the failed push %s is recorded as accepted: %v", failed, accepted)
+	}
+	if len(accepted) == 0 || accepted[len(accepted)-1] != landed {
+		t.Errorf("accepted records %v do not end with the landed claim %s", accepted, landed)
+	}
+}
+
+func rev(out string, _ error) string { return strings.TrimSpace(out) }
