@@ -433,11 +433,18 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			if v.Commit != "" {
 				e.Commit = v.Commit
 			}
-			in := pool.ParseMessage(v.Subject)
-			e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = in.Team, in.Pipeline, in.Job, in.Build, in.BuildID
-		}
-		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
-			e.MaxClaimed = mc
+			if v.BuildURL == "" && v.Team == "" && v.BuildID == "" {
+				// A record from before the hook kept the build: the subject
+				// holds it in pool-resource's old message format.
+				v.SetBuild(pool.ParseMessage(v.Subject))
+			}
+			e.BuildURL, e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = v.BuildURL, v.Team, v.Pipeline, v.Job, v.Build, v.BuildID
+			switch {
+			case v.Claimed != nil: // the counts when the push was refused
+				e.Claimed, e.MaxClaimed = *v.Claimed, v.MaxClaimed
+			case e.Pool != "":
+				e.MaxClaimed, _ = d.poolCfg(e.Pool)
+			}
 		}
 		if r.Verdict != pushlog.VerdictPermanent && e.Announce {
 			var last int64

@@ -1,12 +1,15 @@
 package events_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/poolgate/poolgate/pushlog"
 )
@@ -79,6 +82,51 @@ func TestClaimWhoseRefUpdateFailsOverSSHIsNotRecordedOrAnnounced(t *testing.T) {
 	}
 	if len(accepted) == 0 || accepted[len(accepted)-1] != landed {
 		t.Errorf("accepted records %v do not end with the landed claim %s", accepted, landed)
+	}
+}
+
+// A build waiting on a full pool is refused over-limit; the `rejected`
+// event's JSON webhook says which build waits (URL, team, pipeline, job,
+// build) and how full the pool was: claimed 1 of max_claimed 1, not 0.
+func TestOverLimitRejectionOverSSHCarriesTheBuildAndThePoolsCounts(t *testing.T) {
+	rc := newReceiver(t)
+	f := newFixture(t, `
+      - name: demo
+        max_claimed: 1
+        locks: [lock-a, lock-b]`, fmt.Sprintf(`
+  - name: json
+    url: %s/json
+    format: json
+    events: [rejected]
+    secret: %s`, rc.URL, secret))
+	s := f.Start()
+	ctx := ctxT(t, 2*time.Minute)
+	if err := s.Client("holder", "demo", buildURL).Claim(ctx, "lock-a"); err != nil {
+		t.Fatal(err)
+	}
+	const waitingURL = "https://ci.example.com/teams/qa/pipelines/nightly/jobs/smoke/builds/7"
+	waiting := s.Client("waiting", "demo", waitingURL)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- waiting.Claim(wctx, "lock-b") }()
+	waitFor(t, "the over-limit rejection", 30*time.Second, func() bool { return len(rc.payloads("/json", "lock.rejected")) > 0 })
+	cancel()
+	<-done
+	p := rc.payloads("/json", "lock.rejected")[0]
+	wh, _ := standardwebhooks.NewWebhook(secret)
+	if err := wh.Verify(p.hit.body, p.hit.header); err != nil {
+		t.Errorf("signature: %v", err)
+	}
+	want := map[string]any{"rule": "over-limit", "kind": "transient", "pool": "demo", "lock": "lock-b",
+		"build_url": waitingURL, "team": "qa", "pipeline": "nightly", "job": "smoke", "build": "7",
+		"claimed": float64(1), "max_claimed": float64(1)}
+	for k, v := range want {
+		if p.Data[k] != v {
+			t.Errorf("rejected data.%s = %v, want %v", k, p.Data[k], v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("payload: %s", p.hit.body)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -51,10 +52,12 @@ func (h *PreReceive) record(res Result) error {
 	user, key, role := h.pusher()
 	log := pushlog.At(h.gitDir())
 	if len(res.Violations) > 0 {
+		vs := pushlog.ViolationsOf(res.Violations)
+		h.describe(vs, res.Updates)
 		for _, u := range res.Updates {
 			// One line per refused push; the violations name their refs.
 			return log.Append(pushlog.Rejections, pushlog.Rejection{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
-				Old: u.Old, New: u.New, Verdict: res.Verdict, Violations: pushlog.ViolationsOf(res.Violations)})
+				Old: u.Old, New: u.New, Verdict: res.Verdict, Violations: vs})
 		}
 		return nil
 	}
@@ -64,6 +67,40 @@ func (h *PreReceive) record(res Result) error {
 			Old: u.Old, New: u.New, Commits: u.Commits})
 	}
 	return log.Append(pushlog.Pending, lines...)
+}
+
+// describe adds to each refused commit's violations the build its message
+// names and its pool's counts on the branch at the time (what a waiting
+// build is waiting for). Best effort: a refusal is recorded without them
+// rather than not at all.
+func (h *PreReceive) describe(vs []pushlog.Violation, ups []Update) {
+	repo := poolrepo.Open(h.Dir)
+	defer repo.Close()
+	set, err := h.settings(repo)
+	if err != nil {
+		return
+	}
+	var branch *pool.Snapshot // nil (no pools) for a new branch
+	for _, u := range ups {
+		if u.Ref == "refs/heads/"+set.Policy.Branch && !validator.IsZero(u.Old) {
+			branch, _ = repo.SnapshotAt(u.Old)
+		}
+	}
+	for i := range vs {
+		v := &vs[i]
+		if v.Commit != "" {
+			if c, err := repo.RawCommit(v.Commit); err == nil {
+				v.SetBuild(pool.ParseMessage(c.Message))
+			}
+		}
+		if v.Pool != "" {
+			n := branch.Pool(v.Pool).ClaimedCount()
+			v.Claimed = &n
+			if m := set.Policy.MaxClaimed[v.Pool]; m > 0 {
+				v.MaxClaimed = &m
+			}
+		}
+	}
 }
 
 // PostReceive is one run of the post-receive hook. git runs it after the

@@ -3,6 +3,7 @@ package pushlog
 import (
 	"time"
 
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/validator"
 )
 
@@ -44,6 +45,24 @@ type Violation struct {
 	Lock    string `json:"lock,omitempty"`
 	Reason  string `json:"reason"`
 	Hint    string `json:"hint,omitempty"`
+
+	// The refused commit's build, from its pool-resource message.
+	BuildURL string `json:"build_url,omitempty"`
+	Team     string `json:"team,omitempty"`
+	Pipeline string `json:"pipeline,omitempty"`
+	Job      string `json:"job,omitempty"`
+	Build    string `json:"build,omitempty"`
+	BuildID  string `json:"build_id,omitempty"`
+	// The pool's counts on the branch when the push was refused. Claimed
+	// is nil in records from before they were kept; MaxClaimed is nil
+	// when the pool has no limit.
+	Claimed    *int `json:"claimed,omitempty"`
+	MaxClaimed *int `json:"max_claimed,omitempty"`
+}
+
+// SetBuild fills the build fields from a parsed commit message.
+func (v *Violation) SetBuild(in pool.Intent) {
+	v.BuildURL, v.Team, v.Pipeline, v.Job, v.Build, v.BuildID = in.BuildURL, in.Team, in.Pipeline, in.Job, in.Build, in.BuildID
 }
 
 // ViolationsOf converts the validator's findings to records.
