@@ -130,4 +130,48 @@ func TestOverLimitRejectionOverSSHCarriesTheBuildAndThePoolsCounts(t *testing.T)
 	}
 }
 
+// One push adding 5,000 locks reaches Slack as one summary message, and a
+// claim pushed after it is the very next message, not 5,000 seconds later.
+func TestPushAdding5000LocksIsOneSlackSummaryAndTheNextClaimFollowsIt(t *testing.T) {
+	rc := newReceiver(t)
+	f := newFixture(t, `
+      - name: demo
+        locks: [lock-a]`, fmt.Sprintf(`
+  - name: slack
+    url: %s/slack
+    format: slack`, rc.URL))
+	s := f.Start()
+	c := s.Client("bulk", "demo", buildURL)
+	ctx := ctxT(t, 3*time.Minute)
+	// The pool's creation (lock-a added) is announced first.
+	waitFor(t, "lock-a's creation on Slack", time.Minute, func() bool { return len(rc.delivered("/slack", true)) == 1 })
+	for i := 0; i < 5000; i++ {
+		if err := os.WriteFile(filepath.Join(c.Dir, "demo", "unclaimed", fmt.Sprintf("env-%04d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", "bulk import of test environments"}, {"push", "-q", "origin", "HEAD:master"}} {
+		if out, err := c.Git(ctx, args...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	if err := c.Claim(ctx, "lock-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the claim on Slack", time.Minute, func() bool {
+		h := rc.delivered("/slack", true)
+		return len(h) > 0 && strings.Contains(string(h[len(h)-1].body), "claimed by")
+	})
+	h := rc.delivered("/slack", true)[1:]
+	if len(h) != 2 {
+		t.Fatalf("%d Slack messages for a 5,000-lock push and a claim, want 2: the summary, then the claim", len(h))
+	}
+	if b := string(h[0].body); !strings.Contains(b, "5000 lock events from one push") || !strings.Contains(b, "5000 added") {
+		t.Errorf("first message is not the summary: %s", b)
+	}
+	if b := string(h[1].body); !strings.Contains(b, "*demo/lock-a* claimed by p/deploy #42") {
+		t.Errorf("second message is not the claim: %s", b)
+	}
+}
+
 func rev(out string, _ error) string { return strings.TrimSpace(out) }

@@ -247,7 +247,7 @@ func TestSlackBodyEscapesAndOneMessagePerIntervalAndHonours429(t *testing.T) {
 	if err := json.Unmarshal(g[1].body, &msg); err != nil {
 		t.Fatal(err)
 	}
-	wantLine := "🔒 *staging/db&lt;1&gt;&amp;co* claimed by <https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42|p&amp;&lt;q&gt;/deploy #42>"
+	wantLine := "🔒 *staging/db&lt;1&gt;&amp;co* claimed by p&amp;&lt;q&gt;/deploy #42 (<https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42|build>)"
 	if msg.Text != wantLine {
 		t.Errorf("text:\n got %s\nwant %s", msg.Text, wantLine)
 	}
