@@ -509,9 +509,10 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 		ts := time.Now()
 		hdr.Set("webhook-id", e.ID)
 		hdr.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
-		if t.cfg.Secret != "" && err == nil {
+		if t.cfg.Signer != nil && err == nil {
+			// Built from the secret when the config loaded.
 			var sig string
-			sig, err = Sign(t.cfg.Secret, e.ID, ts, body)
+			sig, err = t.cfg.Signer.Sign(e.ID, ts, body)
 			hdr.Set("webhook-signature", sig)
 		}
 	}

@@ -119,7 +119,11 @@ func claimEvent(lock string) *events.Event {
 func TestJSONSignatureVerifiesWithTheStandardWebhooksLibrary(t *testing.T) {
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a 24-byte-or-so test key"))
 	rc := newReceiver(t, nil)
-	st, d := start(t, fast, config.Webhook{Name: "ops", URL: rc.URL, Format: "json", Secret: secret})
+	signer, err := config.WebhookSigner(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, d := start(t, fast, config.Webhook{Name: "ops", URL: rc.URL, Format: "json", Secret: secret, Signer: signer})
 	e := claimEvent("env-a")
 	st.Append(context.Background(), e)
 	d.Notify()

@@ -5,11 +5,7 @@
 package webhook
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -32,32 +28,6 @@ type Payload struct {
 // JSONBody is the Standard Webhooks body of an event.
 func JSONBody(e *events.Event) ([]byte, error) {
 	return json.Marshal(Payload{Type: e.WebhookType(), Timestamp: e.Time.UTC().Format(time.RFC3339), Data: e})
-}
-
-// Sign returns the webhook-signature header value for a message:
-// "v1," + base64(HMAC-SHA256(key, id.timestamp.body)) where the key is the
-// base64 part of a "whsec_" secret.
-func Sign(secret, id string, ts time.Time, body []byte) (string, error) {
-	key, err := secretKey(secret)
-	if err != nil {
-		return "", err
-	}
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s.%d.", id, ts.Unix())
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
-}
-
-func secretKey(secret string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok {
-		return nil, errors.New(`webhook secret must start with "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("webhook secret: %w", err)
-	}
-	return key, nil
 }
 
 // slackEscape escapes the three characters Slack's mrkdwn reserves.
