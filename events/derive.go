@@ -225,8 +225,17 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 			from = "" // history rewritten and collected: start over, ids dedupe
 		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
 			// Another deriver on this store (a CLI catching up beside the
-			// daemon) already went further than the tip read here.
-			return nil, false, nil
+			// daemon) already went further than the tip read here...
+			if now, err := d.repo.Git.ResolveBranch(d.branch); err != nil || now != tip {
+				return nil, false, nil
+			}
+			// ...or a forced push moved the branch back to an older
+			// commit: no commit to derive, only the state change.
+			evs, err := d.reconcileHolds(tx, tip, true)
+			if err != nil {
+				return nil, false, err
+			}
+			return evs, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
 		}
 	}
 	old := from
@@ -252,43 +261,11 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 	if more {
 		return out, true, setCursor(tx, d.cfg.Name, cursorCommit, chain[len(chain)-1])
 	}
-	if err := d.reconcileHolds(tx, tip); err != nil {
+	evs, err := d.reconcileHolds(tx, tip, false)
+	if err != nil {
 		return nil, false, err
 	}
-	return out, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
-}
-
-// reconcileHolds drops holds of locks the tip does not have claimed. Only
-// history rewritten by an admin's forced push can leave such a hold
-// (its release is in no commit that is still on the branch); without this
-// it would show as held, and go stale, forever.
-func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string) error {
-	snap, err := d.repo.SnapshotAt(tip)
-	if err != nil {
-		return err
-	}
-	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
-	if err != nil {
-		return err
-	}
-	var gone [][2]string
-	for rows.Next() {
-		var p, l string
-		if err := rows.Scan(&p, &l); err != nil {
-			rows.Close()
-			return err
-		}
-		if st := snap.Pool(p).StateOf(l); st != pool.StateClaimed && st != pool.StateBoth {
-			gone = append(gone, [2]string{p, l})
-		}
-	}
-	rows.Close()
-	for _, g := range gone {
-		if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, g[0], g[1]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return append(out, evs...), false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
 }
 
 func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
@@ -322,6 +299,9 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 	var out []Event
 	for _, ch := range changes {
 		typ := TypeOf(ch.Op)
+		if typ == "" {
+			continue
+		}
 		maxClaimed, _ := d.poolCfg(ch.Pool)
 		e := Event{
 			ID:   ID(d.cfg.Name, hash, ch.Pool, ch.Name, typ),

@@ -267,11 +267,13 @@ func TestForcedPushThatDropsAClaimDropsItsHoldAndPoolsShowTheTip(t *testing.T) {
 	if _, err := d.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// An admin rewinds the branch past the claim and claims env-b instead.
+	// An admin rewinds the branch past the claim and claims env-b instead:
+	// env-b's claim, and env-a's release that no commit made, marked so.
 	r.git(time.Time{}, "reset", "-q", "--hard", base)
 	r.move(time.Time{}, "staging", "env-b", "unclaimed", "claimed", "claiming: env-b")
 	evs, err := d.Sync(ctx)
-	if err != nil || len(evs) != 1 || evs[0].Lock != "env-b" {
+	if err != nil || len(evs) != 2 || evs[0].Lock != "env-b" || evs[0].Type != Claimed || evs[0].HistoryRewrite ||
+		evs[1].Lock != "env-a" || evs[1].Type != Released || !evs[1].HistoryRewrite || evs[1].HeldSeconds == nil {
 		t.Fatalf("after the forced push: %v %+v", err, evs)
 	}
 	holds, _ := st.Holds(ctx, "locks")
