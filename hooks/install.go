@@ -8,10 +8,10 @@ import (
 	"strings"
 )
 
-// Hooks are the git hooks Install writes: pre-receive judges a push before
+// hookNames are the git hooks Install writes: pre-receive judges a push before
 // any ref moves; post-receive, which git runs only for refs it updated,
 // records the accepted push once its ref has moved.
-var Hooks = []string{"pre-receive", "post-receive"}
+var hookNames = []string{"pre-receive", "post-receive"}
 
 // Install writes poolgate's hooks into dir, each running exe. The daemon
 // points core.hooksPath at such a directory it owns, so nothing inside a
@@ -20,7 +20,7 @@ func Install(dir, exe string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, name := range Hooks {
+	for _, name := range hookNames {
 		script := fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", shellQuote(exe), name)
 		tmp := filepath.Join(dir, "."+name+".tmp")
 		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {

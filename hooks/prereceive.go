@@ -112,10 +112,7 @@ func (h *PreReceive) settings(repo *poolrepo.Repo) (Settings, error) {
 	if s.Policy, err = repo.Policy(cfg, name); err != nil {
 		return s, err
 	}
-	role := h.Getenv(pushlog.EnvRole)
-	if role == "" {
-		role = "write"
-	}
+	_, _, role := h.pusher()
 	r, err := config.ParseRole(role)
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", pushlog.EnvRole, err)

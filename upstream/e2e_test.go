@@ -63,11 +63,12 @@ func signedPush(t *testing.T, url, pusher string) int {
 
 type apiEvent struct {
 	Type, Pool, Lock, User, Rule, Reason string
+	Data                                 map[string]any // the event as webhooks send it
 }
 
 func events(t *testing.T, base string) []apiEvent {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v1/repos/gh/events")
+	resp, err := http.Get(base + "/api/v1/repos/gh/events?limit=1000")
 	if err != nil {
 		t.Fatal(err)
 	}

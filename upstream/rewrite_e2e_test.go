@@ -1,56 +1,13 @@
 package upstream_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/poolgate/poolgate/internal/testserver"
 )
-
-type fullEvent struct {
-	Type string         `json:"type"`
-	Pool string         `json:"pool"`
-	Lock string         `json:"lock"`
-	User string         `json:"user"`
-	Rule string         `json:"rule"`
-	Data map[string]any `json:"data"`
-}
-
-func fullEvents(t *testing.T, base string) []fullEvent {
-	t.Helper()
-	resp, err := http.Get(base + "/api/v1/repos/gh/events?limit=1000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var doc struct{ Events []fullEvent }
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%v: %s", err, b)
-	}
-	return doc.Events
-}
-
-func waitFull(t *testing.T, base, what string, match func(fullEvent) bool) fullEvent {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range fullEvents(t, base) {
-			if match(e) {
-				return e
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no %s event; have %+v", what, fullEvents(t, base))
-	return fullEvent{}
-}
 
 // watched is an upstream bare repo with pool staging (env-a, env-b), a
 // clone to push from, and a real poolgate watching it.
@@ -70,7 +27,7 @@ func watched(t *testing.T) (work, base string) {
     pools: [{name: staging}]`, up, hookSecret)})
 	s := f.Start()
 	base = "http://" + s.HTTPAddr
-	waitFull(t, base, "env-b added", func(e fullEvent) bool { return e.Type == "added" && e.Lock == "env-b" })
+	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "added" && e.Lock == "env-b" })
 	return work, base
 }
 
@@ -82,7 +39,7 @@ func TestUpstreamForcePushDroppingAClaimYieldsAReleasedEventMarkedAsRewrite(t *t
 	git(t, work, "mv", "staging/unclaimed/env-a", "staging/claimed/env-a")
 	commitPush(t, work, "claiming: env-a")
 	signedPush(t, base+"/hooks/github/gh", "alice")
-	waitFull(t, base, "env-a claimed", func(e fullEvent) bool { return e.Type == "claimed" && e.Lock == "env-a" })
+	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "claimed" && e.Lock == "env-a" })
 
 	git(t, work, "reset", "-q", "--hard", "HEAD~1")
 	os.WriteFile(filepath.Join(work, "staging/unclaimed/env-c"), nil, 0o644)
@@ -90,13 +47,13 @@ func TestUpstreamForcePushDroppingAClaimYieldsAReleasedEventMarkedAsRewrite(t *t
 	git(t, work, "commit", "-q", "-m", "re-init the pool")
 	git(t, work, "push", "-q", "--force", "origin", "HEAD:master")
 	signedPush(t, base+"/hooks/github/gh", "mallory")
-	rel := waitFull(t, base, "env-a released", func(e fullEvent) bool { return e.Type == "released" && e.Lock == "env-a" })
+	rel := waitEvent(t, base, func(e apiEvent) bool { return e.Type == "released" && e.Lock == "env-a" })
 	if rel.Data["history_rewrite"] != true || rel.User != "github:mallory" || rel.Data["held_seconds"] == nil || rel.Data["state"] != "unclaimed" {
 		t.Errorf("released event: user %q data %v; want history_rewrite, github:mallory, held_seconds, state unclaimed", rel.User, rel.Data)
 	}
-	waitFull(t, base, "the rewrite violation", func(e fullEvent) bool { return e.Type == "violation" && e.Rule == "ref" })
+	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "violation" && e.Rule == "ref" })
 	// Adding env-c is an ordinary commit of the new history.
-	if e := waitFull(t, base, "env-c added", func(e fullEvent) bool { return e.Type == "added" && e.Lock == "env-c" }); e.Data["history_rewrite"] != nil {
+	if e := waitEvent(t, base, func(e apiEvent) bool { return e.Type == "added" && e.Lock == "env-c" }); e.Data["history_rewrite"] != nil {
 		t.Errorf("env-c's add is marked as a rewrite: %v", e.Data)
 	}
 }
@@ -110,12 +67,12 @@ func TestUpstreamForcePushRestoringAClaimYieldsAClaimedEventMarkedAsRewrite(t *t
 	git(t, work, "mv", "staging/claimed/env-a", "staging/unclaimed/env-a")
 	commitPush(t, work, "unclaiming: env-a")
 	signedPush(t, base+"/hooks/github/gh", "alice")
-	waitFull(t, base, "env-a released", func(e fullEvent) bool { return e.Type == "released" && e.Lock == "env-a" })
+	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "released" && e.Lock == "env-a" })
 
 	git(t, work, "reset", "-q", "--hard", "HEAD~1")
 	git(t, work, "push", "-q", "--force", "origin", "HEAD:master")
 	signedPush(t, base+"/hooks/github/gh", "mallory")
-	c := waitFull(t, base, "env-a claimed again", func(e fullEvent) bool {
+	c := waitEvent(t, base, func(e apiEvent) bool {
 		return e.Type == "claimed" && e.Lock == "env-a" && e.Data["history_rewrite"] == true
 	})
 	if c.Data["state"] != "claimed" {
@@ -131,12 +88,12 @@ func TestUpstreamCommitAddingAnExistingNameIsAViolationNotAnUpdate(t *testing.T)
 	os.WriteFile(filepath.Join(work, "staging/claimed/env-b"), nil, 0o644)
 	commitPush(t, work, "adding claimed: env-b")
 	signedPush(t, base+"/hooks/github/gh", "bob")
-	waitFull(t, base, "the duplicate-name violation", func(e fullEvent) bool {
+	waitEvent(t, base, func(e apiEvent) bool {
 		return e.Type == "violation" && e.Rule == "duplicate-name" && e.Lock == "env-b"
 	})
 	// Derivation of that commit is done by now (the violation is read in
 	// the same sync, after the commits).
-	for _, e := range fullEvents(t, base) {
+	for _, e := range events(t, base) {
 		if e.Lock == "env-b" && e.Type != "added" && e.Type != "violation" {
 			t.Errorf("env-b has a %q event for a duplicate add: %v", e.Type, e.Data)
 		}
