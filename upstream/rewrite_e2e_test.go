@@ -9,9 +9,10 @@ import (
 	"github.com/poolgate/poolgate/internal/testserver"
 )
 
-// watched is an upstream bare repo with pool staging (env-a, env-b), a
-// clone to push from, and a real poolgate watching it.
-func watched(t *testing.T) (work, base string) {
+// watched is an upstream bare repo with pool staging (env-a, env-b; its
+// config given as YAML), a clone to push from, and a real poolgate watching
+// it as repo gh, once its first fetch is derived.
+func watched(t *testing.T, staging string) (work string, s *testserver.Server, base string) {
 	root := t.TempDir()
 	up, work := filepath.Join(root, "up.git"), filepath.Join(root, "work")
 	git(t, root, "init", "-q", "--bare", "-b", "master", up)
@@ -24,18 +25,19 @@ func watched(t *testing.T) (work, base string) {
 	f := testserver.New(t, testserver.Options{Pools: "[{name: demo, locks: [a]}]", ExtraRepos: fmt.Sprintf(`  - name: gh
     branch: master
     upstream: {url: %q, provider: github, secret: %q, poll_interval: 1h}
-    pools: [{name: staging}]`, up, hookSecret)})
-	s := f.Start()
+    pools: [%s]`, up, hookSecret, staging)})
+	s = f.Start()
 	base = "http://" + s.HTTPAddr
+	// The mirror's first fetch at start takes the pool as it is.
 	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "added" && e.Lock == "env-b" })
-	return work, base
+	return work, s, base
 }
 
 // A force push upstream that drops a claim releases the lock: a `released`
 // event marked history_rewrite, with how long it was held, not a lock that
 // stays held (and goes stale) or shows unclaimed "since" its old claim.
 func TestUpstreamForcePushDroppingAClaimYieldsAReleasedEventMarkedAsRewrite(t *testing.T) {
-	work, base := watched(t)
+	work, _, base := watched(t, "{name: staging}")
 	git(t, work, "mv", "staging/unclaimed/env-a", "staging/claimed/env-a")
 	commitPush(t, work, "claiming: env-a")
 	signedPush(t, base+"/hooks/github/gh", "alice")
@@ -61,7 +63,7 @@ func TestUpstreamForcePushDroppingAClaimYieldsAReleasedEventMarkedAsRewrite(t *t
 // A force push upstream whose new tip has a lock claimed that the old
 // history had released announces the claim, marked as a rewrite.
 func TestUpstreamForcePushRestoringAClaimYieldsAClaimedEventMarkedAsRewrite(t *testing.T) {
-	work, base := watched(t)
+	work, _, base := watched(t, "{name: staging}")
 	git(t, work, "mv", "staging/unclaimed/env-a", "staging/claimed/env-a")
 	commitPush(t, work, "claiming: env-a")
 	git(t, work, "mv", "staging/claimed/env-a", "staging/unclaimed/env-a")
@@ -84,7 +86,7 @@ func TestUpstreamForcePushRestoringAClaimYieldsAClaimedEventMarkedAsRewrite(t *t
 // added again under claimed/) is a duplicate-name violation, and no
 // `updated` event: nothing about env-b was updated.
 func TestUpstreamCommitAddingAnExistingNameIsAViolationNotAnUpdate(t *testing.T) {
-	work, base := watched(t)
+	work, _, base := watched(t, "{name: staging}")
 	os.WriteFile(filepath.Join(work, "staging/claimed/env-b"), nil, 0o644)
 	commitPush(t, work, "adding claimed: env-b")
 	signedPush(t, base+"/hooks/github/gh", "bob")
