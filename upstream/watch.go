@@ -95,19 +95,16 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := w.fetch(ctx); err != nil {
-		return res, err
-	}
-	newTip, err := repo.Git.ResolveBranch(branch)
+	newTip, err := w.fetch(ctx, repo)
 	if err != nil {
 		return res, err
 	}
 	res.Old, res.New = old, newTip
-	if newTip == "" || newTip == old {
+	if newTip == old {
 		return res, nil
 	}
-	zero := old == ""
-	if zero {
+	expect := old // for update-ref: "" means the branch must not exist yet
+	if old == "" {
 		old = validator.ZeroSHA
 	}
 	chain, ff, err := repo.NewCommits(old, newTip)
@@ -156,6 +153,11 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 		return res, err
 	}
 	res.Violations = len(vs)
+	// The branch moves only now, after its records: a deriver that sees
+	// the new tip finds who pushed it, as with a served repo's hook.
+	if err := w.git(ctx, w.Dir, "update-ref", "-m", "poolgate: upstream", "refs/heads/"+branch, newTip, expect); err != nil {
+		return res, err
+	}
 	w.Log.Info().Str("old", old).Str("new", newTip).Int("commits", len(chain)).Int("violations", len(vs)).Msg("upstream fetched")
 	if w.Changed != nil {
 		w.Changed(w.Repo.Name)
@@ -173,14 +175,19 @@ func (w *Watcher) ensureMirror(ctx context.Context) error {
 	return w.git(ctx, filepath.Dir(w.Dir), "init", "-q", "--bare", "-b", w.Repo.Branch, "--", w.Dir)
 }
 
-// fetch follows the upstream branch, forced: the mirror shows what upstream
-// has, rewrites included (they are recorded, not refused).
-func (w *Watcher) fetch(ctx context.Context) error {
+// fetch brings the upstream branch's objects into the mirror and returns
+// its tip, without moving the mirror's branch: Sync records the push first.
+// The mirror follows upstream rewrites included (they are recorded, not
+// refused).
+func (w *Watcher) fetch(ctx context.Context, repo *poolrepo.Repo) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	b := w.Repo.Branch
-	return w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
-		"+refs/heads/"+b+":refs/heads/"+b)
+	// FETCH_HEAD, not a ref: nothing half-done is ever advertised to clones.
+	if err := w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
+		"refs/heads/"+w.Repo.Branch); err != nil {
+		return "", err
+	}
+	return repo.Git.Git("rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}")
 }
 
 func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
