@@ -188,6 +188,21 @@ func TestREADMEOpenSSHRecipeWithGitShell(t *testing.T) {
 		t.Fatalf("branch moved to %s on a refused push", now)
 	}
 
+	// git-shell still decides what runs: a shell command through the
+	// forced command is refused, whatever the client asks for.
+	for _, remote := range []string{"id", "sh -c id", "git-receive-pack '~/locks.git'; id", ""} {
+		args := append(strings.Fields(sshCmd(ci))[1:], "-p", strconv.Itoa(port), user+"@127.0.0.1")
+		if remote != "" {
+			args = append(args, remote)
+		}
+		cmd := exec.Command("ssh", args...)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		if err == nil || strings.Contains(string(out), "uid=") {
+			t.Errorf("ssh %q through the recipe: err %v, output %q; want git-shell's refusal", remote, err, out)
+		}
+	}
+
 	// The admin line's role reaches the hook: alice may create a pool.
 	admin := seedClient(t, url, sshCmd(alice), filepath.Join(dir, "alice-clone"))
 	if err := admin.Clone(ctx); err != nil {
