@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -200,6 +201,8 @@ type Webhook struct {
 	Repos  []string `yaml:"repos"`
 	Pools  []string `yaml:"pools"`
 	Secret string   `yaml:"secret"`
+	// Signer signs with Secret (json only); built when the config loads.
+	Signer *standardwebhooks.Webhook `yaml:"-"`
 	// Coalesce (concourse only) is the quiet time that ends a burst of
 	// changes, sent as one check request (default 1.5s).
 	Coalesce Duration `yaml:"coalesce"`

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/validator"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -217,12 +219,33 @@ func (c *Config) validate() error {
 			if w.Format != "json" {
 				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret is only used by format json", w.Name)}
 			}
-			if !strings.HasPrefix(w.Secret, "whsec_") {
-				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret must look like whsec_<base64>", w.Name)}
+			// Decoded here, once: a secret that cannot sign would
+			// otherwise fail every delivery, silently, for hours.
+			sg, err := WebhookSigner(w.Secret)
+			if err != nil {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: %v", w.Name, err)}
 			}
+			w.Signer = sg
 		}
 	}
 	return nil
+}
+
+// WebhookSigner builds the Standard Webhooks signer of a "whsec_<base64>"
+// secret. Its errors never repeat the secret.
+func WebhookSigner(secret string) (*standardwebhooks.Webhook, error) {
+	b64, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New("secret must look like whsec_<base64>")
+	}
+	if b64 == "" {
+		return nil, errors.New("secret whsec_<base64> has an empty key")
+	}
+	sg, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return nil, fmt.Errorf("secret after whsec_ is not valid base64 (%v)", err)
+	}
+	return sg, nil
 }
 
 func checkBranch(b string) error {

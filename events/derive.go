@@ -1,14 +1,11 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,19 +14,19 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitstore"
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 const (
 	// CoalesceWindow is how long a transient rejection stays announced
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
-	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
-	commitsPerTx    = 500      // about 0.2s of derivation
+	commitsPerTx    = 500 // about 0.2s of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
+	cursorPending   = "pending"
 	cursorRejection = "rejections"
 	cursorCreated   = "created" // repo "": the store's creation time
 )
@@ -78,9 +75,9 @@ func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
 		d.repo.Close()
 		d.repo = nil
 	}()
-	// The tip first, the push records second: the hook writes a push's
-	// record before git moves the ref, so every commit reachable from this
-	// tip has its record on disk by now.
+	// The tip first, the push records second: the pre-receive hook writes
+	// who pushed (the pending record) before git moves the ref, so every
+	// commit reachable from this tip has its pusher on disk by now.
 	tip, err := d.repo.Git.ResolveBranch(d.branch)
 	if err != nil {
 		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
@@ -111,7 +108,10 @@ func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err 
 			return err
 		}
 		d.created = time.Unix(0, created)
-		if err := d.readPushes(tx); err != nil {
+		if err := d.readPushes(tx, pushlog.Pending, cursorPending); err != nil {
+			return err
+		}
+		if err := d.readPushes(tx, pushlog.Pushes, cursorPushes); err != nil {
 			return err
 		}
 		if tip != "" {
@@ -146,51 +146,7 @@ func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err 
 	return out, more, err
 }
 
-// readLines returns the complete lines of a record file from offset on,
-// and the offset after them. A line still being written (no newline yet)
-// is left for the next read.
-func readLines(path string, offset int64) ([][]byte, int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, offset, nil
-	}
-	if err != nil {
-		return nil, offset, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, offset, err
-	}
-	if fi.Size() < offset {
-		// Truncated or replaced by an operator: start over; ids keep
-		// the events that were already stored from being duplicated.
-		offset = 0
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, offset, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxRecordRead))
-	if err != nil {
-		return nil, offset, err
-	}
-	end := bytes.LastIndexByte(data, '\n')
-	if end < 0 {
-		return nil, offset, nil
-	}
-	data = data[:end+1]
-	var lines [][]byte
-	for _, l := range bytes.Split(data[:end], []byte("\n")) {
-		if len(bytes.TrimSpace(l)) > 0 {
-			lines = append(lines, l)
-		}
-	}
-	return lines, offset + int64(len(data)), nil
-}
-
-func (d *Deriver) recordPath(name string) string {
-	return filepath.Join(d.dir, hooks.RecordDir, name)
-}
+func (d *Deriver) records() pushlog.Log { return pushlog.At(d.dir) }
 
 func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	v, err := getCursor(tx, repo, name)
@@ -200,20 +156,22 @@ func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// readPushes indexes new push records by commit. A commit named by several
-// records (a push whose ref update failed, then retried) takes the latest.
-func (d *Deriver) readPushes(tx *sql.Tx) error {
-	off, err := cursorInt(tx, d.cfg.Name, cursorPushes)
+// readPushes indexes new push records (pending or accepted) by commit. A
+// commit named by several records (a push whose ref update failed, then
+// retried) takes the latest; the accepted record, read after the pending
+// ones, has the last word.
+func (d *Deriver) readPushes(tx *sql.Tx, kind pushlog.Kind, cursor string) error {
+	off, err := cursorInt(tx, d.cfg.Name, cursor)
 	if err != nil {
 		return err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.PushesFile), off)
+	lines, next, err := d.records().Read(kind, off)
 	if err != nil || next == off {
 		return err
 	}
 	for _, l := range lines {
-		var p hooks.PushRecord
-		if !decodeRecord(l, &p) {
+		var p pushlog.Push
+		if !pushlog.Decode(l, &p) {
 			continue // a damaged line must not stop the audit
 		}
 		for _, c := range p.Commits {
@@ -224,7 +182,7 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 			}
 		}
 	}
-	return setCursor(tx, d.cfg.Name, cursorPushes, strconv.FormatInt(next, 10))
+	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
 }
 
 func (d *Deriver) pushOf(tx *sql.Tx, commit string) (*Pusher, time.Time, error) {
@@ -267,8 +225,17 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 			from = "" // history rewritten and collected: start over, ids dedupe
 		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
 			// Another deriver on this store (a CLI catching up beside the
-			// daemon) already went further than the tip read here.
-			return nil, false, nil
+			// daemon) already went further than the tip read here...
+			if now, err := d.repo.Git.ResolveBranch(d.branch); err != nil || now != tip {
+				return nil, false, nil
+			}
+			// ...or a forced push moved the branch back to an older
+			// commit: no commit to derive, only the state change.
+			evs, err := d.reconcileHolds(tx, tip, true)
+			if err != nil {
+				return nil, false, err
+			}
+			return evs, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
 		}
 	}
 	old := from
@@ -294,43 +261,11 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
 	if more {
 		return out, true, setCursor(tx, d.cfg.Name, cursorCommit, chain[len(chain)-1])
 	}
-	if err := d.reconcileHolds(tx, tip); err != nil {
+	evs, err := d.reconcileHolds(tx, tip, false)
+	if err != nil {
 		return nil, false, err
 	}
-	return out, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
-}
-
-// reconcileHolds drops holds of locks the tip does not have claimed. Only
-// history rewritten by an admin's forced push can leave such a hold
-// (its release is in no commit that is still on the branch); without this
-// it would show as held, and go stale, forever.
-func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string) error {
-	snap, err := d.repo.SnapshotAt(tip)
-	if err != nil {
-		return err
-	}
-	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
-	if err != nil {
-		return err
-	}
-	var gone [][2]string
-	for rows.Next() {
-		var p, l string
-		if err := rows.Scan(&p, &l); err != nil {
-			rows.Close()
-			return err
-		}
-		if st := snap.Pool(p).StateOf(l); st != pool.StateClaimed && st != pool.StateBoth {
-			gone = append(gone, [2]string{p, l})
-		}
-	}
-	rows.Close()
-	for _, g := range gone {
-		if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, g[0], g[1]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return append(out, evs...), false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
 }
 
 func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
@@ -364,6 +299,9 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 	var out []Event
 	for _, ch := range changes {
 		typ := TypeOf(ch.Op)
+		if typ == "" {
+			continue
+		}
 		maxClaimed, _ := d.poolCfg(ch.Pool)
 		e := Event{
 			ID:   ID(d.cfg.Name, hash, ch.Pool, ch.Name, typ),
@@ -452,14 +390,14 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.RejectionsFile), off)
+	lines, next, err := d.records().Read(pushlog.Rejections, off)
 	if err != nil || next == off {
 		return nil, err
 	}
 	var out []Event
 	for _, l := range lines {
-		var r hooks.RejectionRecord
-		if !decodeRecord(l, &r) {
+		var r pushlog.Rejection
+		if !pushlog.Decode(l, &r) {
 			continue
 		}
 		e := Event{
@@ -475,13 +413,20 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			if v.Commit != "" {
 				e.Commit = v.Commit
 			}
-			in := pool.ParseMessage(v.Subject)
-			e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = in.Team, in.Pipeline, in.Job, in.Build, in.BuildID
+			if v.BuildURL == "" && v.Team == "" && v.BuildID == "" {
+				// A record from before the hook kept the build: the subject
+				// holds it in pool-resource's old message format.
+				v.SetBuild(pool.ParseMessage(v.Subject))
+			}
+			e.BuildURL, e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = v.BuildURL, v.Team, v.Pipeline, v.Job, v.Build, v.BuildID
+			switch {
+			case v.Claimed != nil: // the counts when the push was refused
+				e.Claimed, e.MaxClaimed = *v.Claimed, v.MaxClaimed
+			case e.Pool != "":
+				e.MaxClaimed, _ = d.poolCfg(e.Pool)
+			}
 		}
-		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
-			e.MaxClaimed = mc
-		}
-		if r.Verdict != "permanent" && e.Announce {
+		if r.Verdict != pushlog.VerdictPermanent && e.Announce {
 			var last int64
 			err := tx.QueryRow(`SELECT time FROM announced WHERE repo=? AND user=? AND rule=? AND pool=?`,
 				d.cfg.Name, r.User, e.Rule, e.Pool).Scan(&last)
@@ -564,17 +509,4 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 	}
 	return out, nil
-}
-
-// decodeRecord parses one record line. A crash can leave a torn line that
-// the next push's record then continues on the same line; the intact
-// record at its end is still read.
-func decodeRecord(line []byte, v any) bool {
-	if json.Unmarshal(line, v) == nil {
-		return true
-	}
-	if i := bytes.LastIndex(line, []byte(`{"time"`)); i > 0 {
-		return json.Unmarshal(line[i:], v) == nil
-	}
-	return false
 }

@@ -26,7 +26,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 }
 
 func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
-	for _, args := range [][]string{{"nope"}, {"check", "--bogus"}, {"hook", "post-receive"}, {}} {
+	for _, args := range [][]string{{"nope"}, {"check", "--bogus"}, {"hook", "update"}, {}} {
 		code, _, errOut := runCLI(args...)
 		if code != exitUsage {
 			t.Errorf("%v: exit %d, want 2", args, code)
