@@ -340,3 +340,34 @@ func TestForcePushUpstreamIsReportedAndTheMirrorFollows(t *testing.T) {
 		t.Fatalf("rewrites %+v", rw)
 	}
 }
+
+// A merge upstream whose side branch claims a lock that never existed is
+// reported: watch mode judges every commit the branch gains, as the hook
+// does, not only the first-parent chain.
+func TestUpstreamMergeSmugglingAClaimOfAMissingLockIsAViolation(t *testing.T) {
+	w := newWorld(t, "github", time.Hour)
+	w.run(w.work, "git", "checkout", "-q", "-b", "side")
+	w.write("staging/claimed/ghost")
+	w.run(w.work, "git", "add", "-A")
+	w.run(w.work, "git", "commit", "-q", "-m", "free-form side commit")
+	side := w.run(w.work, "git", "rev-parse", "HEAD")
+	w.run(w.work, "git", "checkout", "-q", "master")
+	w.run(w.work, "git", "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	w.run(w.work, "git", "push", "-q", "origin", "HEAD:master")
+	w.post("github", githubPush("alice"), githubSigned(secret))
+	w.waitMirror(w.upstreamTip())
+	var vs []pushlog.UpstreamViolation
+	eventually(t, "a violation record", func() bool {
+		vs = readJSONL[pushlog.UpstreamViolation](t, pushlog.At(w.mirror).Path(pushlog.Violations))
+		return len(vs) > 0
+	})
+	found := false
+	for _, v := range vs {
+		if v.Rule == "claim-missing" && v.Lock == "ghost" && v.Pool == "staging" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no claim-missing for the side branch's ghost (side commit %s): %+v", side, vs)
+	}
+}

@@ -140,7 +140,13 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	}
 	// The pusher's role upstream is unknown: pusher-dependent rules are not
 	// judged, as in `poolgate check`.
-	vs, err := validator.CheckCommits(repo, chain, validator.Pusher{}, policy)
+	// Every commit the branch gains is judged, as the hook does: a merge's
+	// other parents would otherwise bring changes in unreported.
+	unjudged, err := repo.Unjudged(old, newTip, chain)
+	if err != nil {
+		return res, err
+	}
+	vs, err := validator.CheckCommits(repo, unjudged, validator.Pusher{}, policy)
 	if err != nil {
 		return res, err
 	}
