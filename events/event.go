@@ -78,6 +78,10 @@ type Event struct {
 	HeldSeconds *int64  `json:"held_seconds"`
 	// ClaimCommit is the commit that claimed the lock (released, removed, stale).
 	ClaimCommit string `json:"claim_commit,omitempty"`
+	// Operator is set on an operator's action (poolgate release, the API,
+	// the page, release_after): who, and why. A `released` event with it
+	// is a lock "released by operator".
+	Operator *pool.Operator `json:"operator,omitempty"`
 
 	// Rejections only.
 	Rule       string      `json:"rule,omitempty"`

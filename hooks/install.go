@@ -17,6 +17,11 @@ const (
 	EnvRole        = "POOLGATE_ROLE"
 	EnvKey         = "POOLGATE_KEY"
 	EnvVerdictFile = "POOLGATE_VERDICT_FILE"
+	// EnvOperator "1" marks poolgate's own operator action (the operator
+	// package sets it on its local push). Security: the daemon's SSH
+	// sessions never pass it from a client; a hook-only server's sshd must
+	// not accept it either (AcceptEnv).
+	EnvOperator = "POOLGATE_OPERATOR"
 )
 
 // Verdicts written to POOLGATE_VERDICT_FILE before the hook exits, so the

@@ -27,7 +27,7 @@ const (
 )
 
 // Rules lists every rule, in the order of DESIGN.md §2.
-var Rules = []Rule{DuplicateName, ClaimMissing, IntentMismatch, OverLimit, BadPath, BadName, BadMode, TooLarge, PoolChange, RefRule}
+var Rules = []Rule{DuplicateName, ClaimMissing, IntentMismatch, OverLimit, BadPath, BadName, BadMode, TooLarge, PoolChange, RefRule, StaleRelease, OperatorTrailer}
 
 // Kind says whether retrying the same push can ever succeed.
 type Kind string

@@ -20,6 +20,8 @@ type Policy struct {
 type Pusher struct {
 	Known bool
 	Admin bool
+	// Operator: the push is poolgate's own operator action (stalerelease.go).
+	Operator bool
 }
 
 // Commit is the commit metadata the rules read.
@@ -44,6 +46,9 @@ type Input struct {
 	// BlobSize returns a blob's size; only asked for lock files the commit
 	// writes.
 	BlobSize func(hash string) (int64, error)
+	// History, if set, returns a lock's latest steps on the branch up to
+	// the first parent (LockLog); stale-release needs it.
+	History func(pool, lock string, n int) ([]LockStep, error)
 }
 
 // CheckCommit applies every tree and message rule to one commit.
@@ -89,6 +94,9 @@ func CheckCommit(in Input) ([]Violation, error) {
 	}
 
 	overLimit(in, changes, add)
+	if err := checkOperatorRules(in, changes, add); err != nil {
+		return nil, err
+	}
 
 	if intent.Verb != "" && !performs(changes, intent) {
 		add(newViolation(IntentMismatch, "", intent.Name,
