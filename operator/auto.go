@@ -84,7 +84,7 @@ func (a *AutoRelease) Once(ctx context.Context) {
 			}
 			act := Action{Repo: r.Name, Pool: h.Pool, Lock: h.Lock, Verb: Release, Operator: AutoOperator,
 				ClaimCommit: h.Claim.Commit,
-				Reason: fmt.Sprintf("held for %s, over the pool's release_after %s", webhook.Human(now.Sub(h.Since)), webhook.Human(p.ReleaseAfter.D()))}
+				Reason:      fmt.Sprintf("held for %s, over the pool's release_after %s", webhook.Human(now.Sub(h.Since)), webhook.Human(p.ReleaseAfter.D()))}
 			res, err := a.Actor.Operate(ctx, act)
 			if err != nil {
 				// A conflict is the store lagging behind a release or a
