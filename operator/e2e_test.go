@@ -1,0 +1,392 @@
+package operator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/poolgate/poolgate/internal/poolclient"
+	"github.com/poolgate/poolgate/internal/testserver"
+)
+
+const (
+	token   = "t0ken-for-operator-tests"
+	urlA    = "https://ci.example.com/teams/main/pipelines/p1/jobs/deploy/builds/41"
+	urlB    = "https://ci.example.com/teams/main/pipelines/p2/jobs/test/builds/7"
+	twoLock = "[{name: staging, locks: [env-a, env-b]}]"
+)
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// cli runs the poolgate binary and returns stdout, stderr and exit code.
+func cli(t *testing.T, f *testserver.Fixture, args ...string) (string, string, int) {
+	t.Helper()
+	_, bin := testserver.Build(t)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+type lockDoc struct {
+	Name, State, Commit string
+}
+
+func locks(t *testing.T, s *testserver.Server) map[string]lockDoc {
+	t.Helper()
+	var doc struct {
+		Pools []struct{ Locks []lockDoc }
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+"/api/v1/repos/locks/pools", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]lockDoc{}
+	for _, p := range doc.Pools {
+		for _, l := range p.Locks {
+			out[l.Name] = l
+		}
+	}
+	return out
+}
+
+// waitState polls the API: events are derived just after a push.
+func waitState(t *testing.T, s *testserver.Server, lock, state string, within time.Duration) lockDoc {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		l := locks(t, s)[lock]
+		if l.State == state && l.Commit != "" {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became %s (is %+v)", lock, state, l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type eventDoc struct {
+	Type string
+	Lock string
+	Data struct {
+		Commit   string
+		Pusher   *struct{ User string }
+		Operator *struct{ Name, Reason string }
+	}
+}
+
+func history(t *testing.T, s *testserver.Server, typ string) []eventDoc {
+	t.Helper()
+	var doc struct{ Events []eventDoc }
+	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+"/api/v1/repos/locks/events?type="+typ, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc.Events
+}
+
+func tip(t *testing.T, f *testserver.Fixture) string {
+	t.Helper()
+	out, err := exec.Command("git", "-C", filepath.Join(f.Data, "repos", "locks.git"), "rev-parse", "refs/heads/master").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// checkClean runs `poolgate check` over the whole served history.
+func checkClean(t *testing.T, f *testserver.Fixture) {
+	t.Helper()
+	out, stderr, code := cli(t, f, "check", "--config", f.Config, "--repo", filepath.Join(f.Data, "repos", "locks.git"), "--name", "locks")
+	if code != 0 {
+		t.Fatalf("poolgate check: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+func TestOperatorReleaseThenTheOldHoldersLateReleaseFailsVisibly(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token, Pools: twoLock})
+	s := f.Start()
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, "env-a", "claimed", 30*time.Second)
+
+	// The CLI reaches the running daemon over its operator socket.
+	out, stderr, code := cli(t, f, "release", "--config", f.Config, "locks", "staging", "env-a", "--reason", "build 41 was aborted")
+	if code != 0 || !strings.HasPrefix(out, "released staging/env-a in commit ") {
+		t.Fatalf("release: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if !strings.Contains(s.Log(), `"message":"operator action"`) {
+		t.Fatalf("the daemon did not perform the action (no operator action in its log)")
+	}
+	waitState(t, s, "env-a", "unclaimed", 30*time.Second)
+	me, _ := user.Current()
+	rel := history(t, s, "released")
+	if len(rel) != 1 || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != me.Username ||
+		rel[0].Data.Operator.Reason != "build 41 was aborted" || rel[0].Data.Pusher == nil || rel[0].Data.Pusher.User != me.Username {
+		t.Fatalf("released event does not name the operator %s and the reason: %+v", me.Username, rel)
+	}
+
+	// Releasing it again is refused with one line, nothing changed.
+	before := tip(t, f)
+	_, stderr, code = cli(t, f, "release", "--config", f.Config, "locks", "staging", "env-a", "--reason", "again")
+	if code != 1 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "it is unclaimed, not claimed") {
+		t.Fatalf("second release: exit %d, stderr %q", code, stderr)
+	}
+
+	b := s.Client("b", "staging", urlB)
+	if err := b.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, "env-a", "claimed", 30*time.Second)
+	before = tip(t, f)
+
+	// Build 41's ensure step finally runs its release.
+	err := a.Release(ctx(t), "env-a")
+	var failed *poolclient.FailedError
+	if !errors.As(err, &failed) {
+		t.Fatalf("the old holder's release: got %v, want the step to fail with the server's error", err)
+	}
+	last := failed.Outputs[len(failed.Outputs)-1]
+	for _, want := range []string{"[stale-release]", "p1/deploy #41", "p2/test #7", "build 41 was aborted"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("the build log lacks %q:\n%s", want, last)
+		}
+	}
+	for _, o := range failed.Outputs {
+		if strings.Contains(o, "[rejected]") || strings.Contains(o, "[remote rejected]") {
+			t.Fatalf("refused as an ordinary rejection (the stock client would retry silently):\n%s", o)
+		}
+	}
+	if got := tip(t, f); got != before {
+		t.Fatalf("something landed: tip %s, was %s", got, before)
+	}
+	if l := locks(t, s)["env-a"]; l.State != "claimed" {
+		t.Fatalf("env-a is %s, want still claimed by build 7", l.State)
+	}
+	// The rightful holder releases it normally.
+	if err := b.Release(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, f)
+}
+
+func post(t *testing.T, url, tok string, body any) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	return resp.StatusCode, m
+}
+
+func TestAPIReleaseAndClaimWithTokenStaleCommitAndWrongState(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token, Pools: twoLock})
+	s := f.Start()
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	seen := waitState(t, s, "env-a", "claimed", 30*time.Second)
+	base := "http://" + s.HTTPAddr + "/api/v1/repos/locks/pools/staging/locks/"
+
+	if code, _ := post(t, base+"env-a/release", "", map[string]string{"reason": "x", "commit": seen.Commit}); code != http.StatusUnauthorized {
+		t.Fatalf("without the token: %d, want 401", code)
+	}
+	if code, m := post(t, base+"env-a/release", "wrong", map[string]string{"reason": "x"}); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d %v, want 401", code, m)
+	}
+	if code, m := post(t, base+"env-b/release", token, map[string]string{"reason": "x"}); code != http.StatusConflict ||
+		!strings.Contains(m["error"].(string), "not claimed") {
+		t.Fatalf("release of a free lock: %d %v, want 409", code, m)
+	}
+	if code, m := post(t, base+"env-a/release", token, map[string]string{}); code != http.StatusBadRequest {
+		t.Fatalf("no reason: %d %v, want 400", code, m)
+	}
+	before := tip(t, f)
+	// The page showed env-a claimed by build 41; meanwhile build 41
+	// released it and build 7 claimed it: the operator's release is refused.
+	if err := a.Release(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	b := s.Client("b", "staging", urlB)
+	if err := b.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	before = tip(t, f)
+	if code, m := post(t, base+"env-a/release", token, map[string]string{"reason": "stuck", "commit": seen.Commit}); code != http.StatusConflict ||
+		!strings.Contains(m["error"].(string), "changed after commit") {
+		t.Fatalf("stale commit: %d %v, want 409", code, m)
+	}
+	if tip(t, f) != before {
+		t.Fatal("a refused action moved the branch")
+	}
+	// With the commit of what is there now, it is done.
+	now := waitState(t, s, "env-a", "claimed", 30*time.Second)
+	for now.Commit == seen.Commit {
+		time.Sleep(100 * time.Millisecond)
+		now = waitState(t, s, "env-a", "claimed", 30*time.Second)
+	}
+	code, m := post(t, base+"env-a/release", token, map[string]string{"reason": "env broken", "commit": now.Commit, "operator": "alice"})
+	if code != http.StatusOK || m["commit"] == "" {
+		t.Fatalf("release: %d %v", code, m)
+	}
+	waitState(t, s, "env-a", "unclaimed", 30*time.Second)
+	code, m = post(t, base+"env-b/claim", token, map[string]string{"reason": "maintenance of env-b"})
+	if code != http.StatusOK {
+		t.Fatalf("claim: %d %v", code, m)
+	}
+	waitState(t, s, "env-b", "claimed", 30*time.Second)
+	rel := history(t, s, "released")
+	if len(rel) == 0 || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != "alice (http)" || rel[0].Data.Operator.Reason != "env broken" {
+		t.Fatalf("newest released event: %+v", rel)
+	}
+	cl := history(t, s, "claimed")
+	if len(cl) == 0 || cl[0].Lock != "env-b" || cl[0].Data.Operator == nil || cl[0].Data.Operator.Name != "http" {
+		t.Fatalf("newest claimed event: %+v", cl)
+	}
+	checkClean(t, f)
+}
+
+func TestReleaseAfterReleasesAClaimHeldLonger(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token,
+		Pools: "[{name: staging, release_after: 2s, locks: [env-a]}, {name: other, locks: [env-x]}]"})
+	s := f.Start()
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	x := s.Client("x", "other", urlB)
+	if err := x.Claim(ctx(t), "env-x"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, "env-a", "claimed", 30*time.Second)
+	waitState(t, s, "env-a", "unclaimed", 60*time.Second)
+	rel := history(t, s, "released")
+	if len(rel) != 1 || rel[0].Lock != "env-a" || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != "poolgate release_after" ||
+		!strings.Contains(rel[0].Data.Operator.Reason, "over the pool's release_after 2s") {
+		t.Fatalf("released events: %+v", rel)
+	}
+	// A pool without release_after is never touched.
+	if l := locks(t, s)["env-x"]; l.State != "claimed" {
+		t.Fatalf("env-x in a pool without release_after is %s", l.State)
+	}
+	// The holder's own release now fails at once, as the stock client
+	// fails on a lock that is not claimed.
+	if err := a.Release(ctx(t), "env-a"); !errors.Is(err, poolclient.ErrNotClaimed) {
+		t.Fatalf("late release after release_after: %v", err)
+	}
+	checkClean(t, f)
+}
+
+func TestCLIWithoutADaemonActsThroughTheRepositorysHook(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token, Pools: "[{name: staging, max_claimed: 1, locks: [env-a, env-b]}]"})
+	s := f.Start()
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop(15) // SIGTERM: a hook-only set-up from here on
+	before := tip(t, f)
+	// The validator still judges: claiming env-b would exceed max_claimed.
+	_, stderr, code := cli(t, f, "claim", "--config", f.Config, "locks", "staging", "env-b", "--reason", "test")
+	if code != 1 || !strings.Contains(stderr, "over-limit") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("claim over max_claimed: exit %d, stderr %q", code, stderr)
+	}
+	if tip(t, f) != before {
+		t.Fatal("a refused action moved the branch")
+	}
+	out, stderr, code := cli(t, f, "release", "--config", f.Config, "locks", "staging", "env-a", "--reason", "daemon down, freeing by hand")
+	if code != 0 || !strings.Contains(out, "released staging/env-a") {
+		t.Fatalf("release: exit %d %q %q", code, out, stderr)
+	}
+	msg, err := exec.Command("git", "-C", filepath.Join(f.Data, "repos", "locks.git"), "log", "-1", "--format=%B").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, _ := user.Current()
+	if !strings.HasPrefix(string(msg), "unclaiming: env-a\n") || !strings.Contains(string(msg), "Poolgate-Operator: "+me.Username) {
+		t.Fatalf("commit message:\n%s", msg)
+	}
+	rec, err := os.ReadFile(filepath.Join(f.Data, "repos", "locks.git", "poolgate", "pushes.jsonl"))
+	if err != nil || !strings.Contains(string(rec), `"user":"`+me.Username+`"`) {
+		t.Fatalf("the hook did not record the operator's push: %v\n%s", err, rec)
+	}
+	// Usage errors: exit 2, one line.
+	_, stderr, code = cli(t, f, "release", "--config", f.Config, "locks", "staging", "env-a")
+	if code != 2 || !strings.Contains(stderr, "reason is empty") {
+		t.Fatalf("no reason: exit %d %q", code, stderr)
+	}
+	checkClean(t, f)
+}
+
+func TestForgedOperatorTrailerIsRefusedAsAnError(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token, Pools: twoLock})
+	s := f.Start()
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	before := tip(t, f)
+	if _, err := a.Git(c, "mv", "staging/claimed/env-a", "staging/unclaimed/env-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Git(c, "commit", "-m", "unclaiming: env-a\n\nPoolgate-Operator: alice\nPoolgate-Reason: trust me"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.Git(c, "push", "origin", "HEAD:master")
+	if err == nil || !strings.Contains(out, "[operator-trailer]") || strings.Contains(out, "[remote rejected]") {
+		t.Fatalf("forged operator release: err %v\n%s", err, out)
+	}
+	if tip(t, f) != before {
+		t.Fatal("the forged commit landed")
+	}
+}
