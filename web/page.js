@@ -30,7 +30,7 @@
   content.addEventListener("click", function (ev) {
     var btn = ev.target.closest("button.act");
     if (!btn || acting) return;
-    var cell = btn.parentNode, row = btn.closest("tr");
+    var row = btn.closest("tr");
     var action = btn.getAttribute("data-action");
     var lock = row.getAttribute("data-lock");
     var pool = btn.closest(".pool").getAttribute("data-pool");
@@ -49,10 +49,16 @@
     var msg = document.createElement("div");
     msg.className = "act-error";
     form.append(reason, ok, cancel, msg);
+    // A row of its own under the lock, as wide as the table.
+    var formRow = document.createElement("tr"), cell = document.createElement("td");
+    formRow.className = "confirm-row";
+    cell.colSpan = row.cells.length;
     cell.appendChild(form);
+    formRow.appendChild(cell);
+    row.after(formRow);
     btn.hidden = true;
     reason.focus();
-    cancel.addEventListener("click", function () { form.remove(); btn.hidden = false; acting = false; });
+    cancel.addEventListener("click", function () { formRow.remove(); btn.hidden = false; acting = false; });
     form.addEventListener("submit", function (e) {
       e.preventDefault();
       ok.disabled = true;
