@@ -164,11 +164,18 @@ func TestOperatorReleaseThenTheOldHoldersLateReleaseFailsVisibly(t *testing.T) {
 		t.Fatalf("released event does not name the operator %s and the reason: %+v", me.Username, rel)
 	}
 
+	if out, _, _ := cli(t, f, "history", "--config", f.Config, "locks", "--lock", "env-a"); !strings.Contains(out, "by operator "+me.Username+": build 41 was aborted") {
+		t.Fatalf("history does not show the operator's release:\n%s", out)
+	}
+
 	// Releasing it again is refused with one line, nothing changed.
 	before := tip(t, f)
 	_, stderr, code = cli(t, f, "release", "--config", f.Config, "locks", "staging", "env-a", "--reason", "again")
 	if code != 1 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "it is unclaimed, not claimed") {
 		t.Fatalf("second release: exit %d, stderr %q", code, stderr)
+	}
+	if tip(t, f) != before {
+		t.Fatal("a refused action moved the branch")
 	}
 
 	b := s.Client("b", "staging", urlB)
