@@ -63,8 +63,16 @@ func checkOperatorRules(in Input, changes []pool.Change, add func(Violation)) er
 		if c.Name != intent.Name || (c.Op != pool.OpRelease && c.Op != pool.OpRemove) {
 			continue
 		}
-		steps, err := in.History(c.Pool, c.Name, staleReleaseDepth)
+		// The current claim first: a release by its own pipeline, the
+		// common case, needs no more history than that.
+		steps, err := in.History(c.Pool, c.Name, 1)
 		if err != nil {
+			return err
+		}
+		if len(steps) == 0 || steps[0].State != pool.StateClaimed || pipelineOf(pool.ParseMessage(steps[0].Message)) == who {
+			continue
+		}
+		if steps, err = in.History(c.Pool, c.Name, staleReleaseDepth); err != nil {
 			return err
 		}
 		if v, ok := staleReleaseOf(in.Commit.Message, who, steps); ok {
