@@ -397,3 +397,93 @@ func TestForgedOperatorTrailerIsRefusedAsAnError(t *testing.T) {
 		t.Fatal("the forged commit landed")
 	}
 }
+
+func TestCLIAddAndRemoveThroughTheDaemon(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: token, Pools: twoLock})
+	s := f.Start()
+	run := func(verb, lock string) (string, string, int) {
+		return cli(t, f, verb, "--config", f.Config, "locks", "staging", lock, "--reason", "rota change")
+	}
+	if out, stderr, code := run("add", "env-c"); code != 0 || !strings.Contains(out, "added staging/env-c") {
+		t.Fatalf("add: %d %q %q", code, out, stderr)
+	}
+	waitState(t, s, "env-c", "unclaimed", 30*time.Second)
+	if _, stderr, code := run("add", "env-c"); code != 1 || !strings.Contains(stderr, "it is unclaimed, not absent") {
+		t.Fatalf("second add: %d %q", code, stderr)
+	}
+	a := s.Client("a", "staging", urlA)
+	if err := a.Claim(ctx(t), "env-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := run("remove", "env-a"); code != 1 || !strings.Contains(stderr, "it is claimed, not unclaimed") {
+		t.Fatalf("remove of a held lock: %d %q", code, stderr)
+	}
+	if out, stderr, code := run("remove", "env-c"); code != 0 || !strings.Contains(out, "removed staging/env-c") {
+		t.Fatalf("remove: %d %q %q", code, out, stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, ok := locks(t, s)["env-c"]; !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("env-c is still listed after its removal")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, stderr, code := cli(t, f, "release", "--config", f.Config, "locks", "nope", "env-a", "--reason", "x"); code != 1 || !strings.Contains(stderr, `no pool "nope"`) {
+		t.Fatalf("unknown pool: %d %q", code, stderr)
+	}
+	if out, _, code := cli(t, f, "release", "--help"); code != 0 || !strings.Contains(out, "release [--config FILE] REPO POOL LOCK --reason TEXT") {
+		t.Fatalf("--help: %d %q", code, out)
+	}
+	checkClean(t, f)
+}
+
+// A plain bare repository with poolgate's hook and no daemon at all (git
+// over OpenSSH, gitolite): the repository's path is REPO.
+func TestCLIOnAPlainRepositoryWithTheHookInstalled(t *testing.T) {
+	_, hookBin := testserver.Build(t)
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "locks.git")
+	work := filepath.Join(dir, "work")
+	git := func(d string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = d
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "HOME="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git(dir, "init", "-q", "--bare", "--initial-branch=master", bare)
+	git(dir, "init", "-q", "--initial-branch=master", work)
+	for _, p := range []string{"staging/claimed/env-a", "staging/unclaimed/env-b", "staging/unclaimed/.gitkeep"} {
+		os.MkdirAll(filepath.Join(work, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(work, p), nil, 0o644)
+	}
+	git(work, "add", ".")
+	git(work, "commit", "-qm", "seed")
+	git(work, "push", "-q", bare, "master")
+	// The admin installs the hook after seeding the pool.
+	if err := os.WriteFile(filepath.Join(bare, "hooks", "pre-receive"), []byte("#!/bin/sh\nexec "+hookBin+" hook pre-receive\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := &testserver.Fixture{T: t, Dir: dir}
+	out, stderr, code := cli(t, f, "release", bare, "staging", "env-a", "--reason", "freed by hand")
+	if code != 0 || !strings.Contains(out, "released staging/env-a") {
+		t.Fatalf("release: %d %q %q", code, out, stderr)
+	}
+	// Both went through the repository's own hook, which recorded them.
+	if _, stderr, code := cli(t, f, "claim", bare, "staging", "env-a", "--reason", "x"); code != 0 {
+		t.Fatalf("claim: %d %q", code, stderr)
+	}
+	rec, err := os.ReadFile(filepath.Join(bare, "poolgate", "pushes.jsonl"))
+	if err != nil || strings.Count(string(rec), "\n") != 2 {
+		t.Fatalf("the repository's hook recorded %q, %v; want the two operator pushes", rec, err)
+	}
+	os.Remove(filepath.Join(bare, "hooks", "pre-receive"))
+	if _, stderr, code := cli(t, f, "release", bare, "staging", "env-a", "--reason", "x"); code != 1 || !strings.Contains(stderr, "no pre-receive hook") {
+		t.Fatalf("without a hook: %d %q, want a refusal", code, stderr)
+	}
+}
