@@ -55,21 +55,27 @@ type lockDoc struct {
 	Name, State, Commit string
 }
 
-func locks(t *testing.T, s *testserver.Server) map[string]lockDoc {
+// apiGet reads a JSON answer of the server's API with the token.
+func apiGet(t *testing.T, s *testserver.Server, path string, v any) {
 	t.Helper()
-	var doc struct {
-		Pools []struct{ Locks []lockDoc }
-	}
-	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+"/api/v1/repos/locks/pools", nil)
+	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func locks(t *testing.T, s *testserver.Server) map[string]lockDoc {
+	t.Helper()
+	var doc struct {
+		Pools []struct{ Locks []lockDoc }
+	}
+	apiGet(t, s, "/api/v1/repos/locks/pools", &doc)
 	out := map[string]lockDoc{}
 	for _, p := range doc.Pools {
 		for _, l := range p.Locks {
@@ -108,16 +114,7 @@ type eventDoc struct {
 func history(t *testing.T, s *testserver.Server, typ string) []eventDoc {
 	t.Helper()
 	var doc struct{ Events []eventDoc }
-	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+"/api/v1/repos/locks/events?type="+typ, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
+	apiGet(t, s, "/api/v1/repos/locks/events?type="+typ, &doc)
 	return doc.Events
 }
 
