@@ -172,10 +172,11 @@ type Pool struct {
 	Name       string   `yaml:"name"`
 	MaxClaimed int      `yaml:"max_claimed"`
 	StaleAfter Duration `yaml:"stale_after"`
+	Locks      []string `yaml:"locks"`
+
 	// ReleaseAfter, if set, releases a claim held longer, as an operator
 	// action of poolgate's own (operator.AutoRelease). Never the default.
 	ReleaseAfter Duration `yaml:"release_after"`
-	Locks        []string `yaml:"locks"`
 
 	Line int `yaml:"-"`
 }

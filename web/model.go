@@ -86,9 +86,10 @@ type Event struct {
 	Rule        string    `json:"rule,omitempty"`
 	Kind        string    `json:"kind,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
+	Data        any       `json:"data"`
+
 	// Operator is set on an operator's action: who, and why.
 	Operator *pool.Operator `json:"operator,omitempty"`
-	Data     any            `json:"data"`
 }
 
 // Webhook is a delivery target and its health.
