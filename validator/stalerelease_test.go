@@ -47,6 +47,9 @@ func TestStaleRelease(t *testing.T) {
 				Message: pool.OperatorMessage("claiming", "env-a", pool.Operator{Name: "alice", Reason: "maintenance"})},
 				opRelease("alice"), claimBy("p1", "41")}, "stale-release"},
 		{"no history", "p1", nil, ""},
+		{"old message format (TEAM/PIPELINE/JOB build N)", "p1",
+			[]LockStep{{Commit: "c1a1c1a1c1a17", State: pool.StateClaimed, Message: "main/p2/test build 7 claiming: env-a"},
+				opRelease("alice"), {Commit: "c1a1c1a1c1a141", State: pool.StateClaimed, Message: "main/p1/j build 41 claiming: env-a"}}, "stale-release"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			in := Input{Commit: Commit{Hash: "feedfeedfeed", Message: buildMsg("unclaiming", c.releaser, "41")},
