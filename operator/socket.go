@@ -28,10 +28,17 @@ func SocketPath(dataDir string) string { return filepath.Join(dataDir, "operator
 
 type peerKey struct{}
 
+// maxSocketPath is sun_path's size on Linux less its terminating NUL.
+const maxSocketPath = 107
+
 // ServeSocket answers operator actions on the socket until ctx ends.
 // Security: the socket is 0660 in a 0750 directory: the daemon's user and
 // its group (the operators) may act, nobody else may even connect.
 func ServeSocket(ctx context.Context, path string, a Actor, log zerolog.Logger) error {
+	if len(path) > maxSocketPath {
+		// The kernel's sun_path limit; a shorter data_dir fixes it.
+		return fmt.Errorf("operator socket path %s is %d bytes, over the %d a unix socket allows", path, len(path), maxSocketPath)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
