@@ -136,7 +136,7 @@ func checkClean(t *testing.T, f *testserver.Fixture) {
 	}
 }
 
-func TestOperatorReleaseThenTheOldHoldersLateReleaseFailsVisibly(t *testing.T) {
+func TestOperatorReleaseThenOldHoldersLateReleaseFails(t *testing.T) {
 	f := testserver.New(t, testserver.Options{Token: token, Pools: twoLock})
 	s := f.Start()
 	a := s.Client("a", "staging", urlA)

@@ -24,7 +24,7 @@ import (
 // environment, it is reachable only from the machine, and the kernel says
 // who connects (SO_PEERCRED), so the audit names the operator's own login
 // rather than whoever holds a shared token.
-func SocketPath(dataDir string) string { return filepath.Join(dataDir, "operator", "operator.sock") }
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, "operator", "sock") }
 
 type peerKey struct{}
 
