@@ -35,9 +35,14 @@ func ctx(t *testing.T) context.Context {
 // cli runs the poolgate binary and returns stdout, stderr and exit code.
 func cli(t *testing.T, f *testserver.Fixture, args ...string) (string, string, int) {
 	t.Helper()
+	return cliEnv(t, f, nil, args...)
+}
+
+func cliEnv(t *testing.T, f *testserver.Fixture, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	_, bin := testserver.Build(t)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "HOME="+f.Dir)
+	cmd.Env = append(append(os.Environ(), "HOME="+f.Dir, "SUDO_USER="), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -401,10 +406,21 @@ func TestCLIAddAndRemoveThroughTheDaemon(t *testing.T) {
 	run := func(verb, lock string) (string, string, int) {
 		return cli(t, f, verb, "--config", f.Config, "locks", "staging", lock, "--reason", "rota change")
 	}
-	if out, stderr, code := run("add", "env-c"); code != 0 || !strings.Contains(out, "added staging/env-c") {
+	// Root may say whom it acts for (sudo); anyone else is named by the
+	// kernel, whatever it says.
+	out, stderr, code := cliEnv(t, f, []string{"SUDO_USER=alice"}, "add", "--config", f.Config, "locks", "staging", "env-c", "--reason", "rota change")
+	if code != 0 || !strings.Contains(out, "added staging/env-c") {
 		t.Fatalf("add: %d %q %q", code, out, stderr)
 	}
 	waitState(t, s, "env-c", "unclaimed", 30*time.Second)
+	me, _ := user.Current()
+	want := me.Username
+	if os.Getuid() == 0 {
+		want = "alice (sudo)"
+	}
+	if added := history(t, s, "added"); len(added) == 0 || added[0].Lock != "env-c" || added[0].Data.Operator == nil || added[0].Data.Operator.Name != want {
+		t.Fatalf("added event: %+v, want operator %q", added, want)
+	}
 	if _, stderr, code := run("add", "env-c"); code != 1 || !strings.Contains(stderr, "it is unclaimed, not absent") {
 		t.Fatalf("second add: %d %q", code, stderr)
 	}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/poolgate/poolgate/pool"
 	"github.com/rs/zerolog"
 )
 
@@ -62,13 +63,19 @@ func ServeSocket(ctx context.Context, path string, a Actor, log zerolog.Logger) 
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(Pattern, Handler(a, func(r *http.Request, _ string) string {
-		name, _ := r.Context().Value(peerKey{}).(string)
-		return name
+	mux.Handle(Pattern, Handler(a, func(r *http.Request, claimed string) string {
+		uid, ok := r.Context().Value(peerKey{}).(int)
+		if !ok {
+			return ""
+		}
+		return OperatorName(uid, claimed)
 	}, func(err error) { log.Error().Err(err).Msg("operator action") }))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, peerKey{}, peerName(c))
+			if uid, ok := peerUID(c); ok {
+				return context.WithValue(ctx, peerKey{}, uid)
+			}
+			return ctx
 		}}
 	go func() {
 		<-ctx.Done()
@@ -82,17 +89,19 @@ func ServeSocket(ctx context.Context, path string, a Actor, log zerolog.Logger) 
 	return nil
 }
 
-// peerName is the login of the process at the other end, "" if the kernel
-// does not say.
-func peerName(c net.Conn) string {
-	uid, ok := peerUID(c)
-	if !ok {
-		return ""
-	}
+// OperatorName is who the audit names for a local user: the login of uid.
+// Root may say who it acts for (the CLI sends $SUDO_USER): root could
+// write anything anyway, and under the shipped unit (DynamicUser) only root
+// reaches the socket, so this is what keeps the audit's name meaningful.
+func OperatorName(uid int, claimed string) string {
+	name := "uid " + strconv.Itoa(uid)
 	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-		return u.Username
+		name = u.Username
 	}
-	return "uid " + strconv.Itoa(uid)
+	if uid == 0 && claimed != "" && pool.CheckReason("name", claimed) == nil {
+		return claimed + " (sudo)"
+	}
+	return name
 }
 
 // ErrNoDaemon is a socket nobody listens on: no daemon runs for this data
@@ -107,7 +116,7 @@ func Call(ctx context.Context, path string, a Action) (Result, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}
-	body, _ := json.Marshal(Request{Reason: a.Reason, Commit: a.Commit})
+	body, _ := json.Marshal(Request{Reason: a.Reason, Commit: a.Commit, Operator: a.Operator})
 	u := fmt.Sprintf("http://poolgate/api/v1/repos/%s/pools/%s/locks/%s/%s",
 		url.PathEscape(a.Repo), url.PathEscape(a.Pool), url.PathEscape(a.Lock), url.PathEscape(string(a.Verb)))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"path/filepath"
 	"time"
 
@@ -44,11 +43,15 @@ func operate(verb operator.Verb) func([]string, io.Writer, io.Writer) int {
 			fmt.Fprintf(stderr, "poolgate %s: want REPO POOL LOCK (see poolgate %s --help)\n", name, name)
 			return exitUsage
 		}
-		a := operator.Action{Repo: pos[0], Pool: pos[1], Lock: pos[2], Verb: verb, Reason: *reason, Commit: *seen, Operator: "-"}
-		if err := a.Check(); err != nil {
+		a := operator.Action{Repo: pos[0], Pool: pos[1], Lock: pos[2], Verb: verb, Reason: *reason, Commit: *seen}
+		pre := a
+		pre.Operator = "cli" // named by the daemon, or by the OS below
+		if err := pre.Check(); err != nil {
 			fmt.Fprintf(stderr, "poolgate %s: %v\n", name, err)
 			return exitUsage
 		}
+		// Honoured from root only (operator.OperatorName).
+		a.Operator = os.Getenv("SUDO_USER")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		res, err := operateVia(ctx, *cfgFile, a)
@@ -94,11 +97,7 @@ func operateVia(ctx context.Context, cfgFile string, a operator.Action) (operato
 
 // operateLocal acts without a daemon, as the OS user running the command.
 func operateLocal(ctx context.Context, cfg *config.Config, dir string, a operator.Action) (operator.Result, error) {
-	u, err := user.Current()
-	if err != nil {
-		return operator.Result{}, err
-	}
-	a.Operator = u.Username
+	a.Operator = operator.OperatorName(os.Getuid(), a.Operator)
 	t := operator.Target{Dir: dir, Env: []string{hooks.EnvRepo + "=" + a.Repo}}
 	if cfg != nil {
 		if rc := cfg.Repo(a.Repo); rc != nil {
@@ -115,6 +114,7 @@ func operateLocal(ctx context.Context, cfg *config.Config, dir string, a operato
 		}
 	}
 	if t.Branch == "" {
+		var err error
 		if t.Branch, err = gitstore.Open(dir).Git("symbolic-ref", "--short", "HEAD"); err != nil {
 			return operator.Result{}, fmt.Errorf("finding the branch of %s: %w", dir, err)
 		}
