@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/operator"
 )
@@ -60,3 +61,6 @@ func (s *Server) Operate(ctx context.Context, a operator.Action) (operator.Resul
 	}
 	return res, err
 }
+
+// Config is the running config (after any SIGHUP reload).
+func (s *Server) Config() *config.Config { return s.conf().Config }

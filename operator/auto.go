@@ -19,43 +19,39 @@ const AutoOperator = "poolgate release_after"
 // operator and the reason, and a late release by the old holder is refused
 // as stale-release). Pools without release_after are never touched.
 type AutoRelease struct {
-	Cfg   *config.Config
-	Holds func(ctx context.Context, repo string) ([]events.Hold, error)
-	Actor Actor
-	Log   zerolog.Logger
-	Now   func() time.Time
+	// Config is the running config: a SIGHUP that sets or changes a
+	// pool's release_after takes effect at the next check.
+	Config func() *config.Config
+	Holds  func(ctx context.Context, repo string) ([]events.Hold, error)
+	Actor  Actor
+	Log    zerolog.Logger
+	Now    func() time.Time
 
 	warned map[string]bool // claim commits whose release failed, logged once
 }
 
-// Run checks every interval until ctx ends. It returns at once when no
-// pool has release_after.
+// Run checks until ctx ends.
 func (a *AutoRelease) Run(ctx context.Context) {
-	every := a.interval()
-	if every == 0 {
-		return
-	}
 	if a.Now == nil {
 		a.Now = time.Now
 	}
 	a.warned = map[string]bool{}
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(interval(a.Config())):
 			a.Once(ctx)
 		}
 	}
 }
 
 // interval is a tenth of the shortest release_after, within 1s and 30s:
-// a claim is released at most that late.
-func (a *AutoRelease) interval() time.Duration {
+// a claim is released at most that late. With none set, checking every
+// 30s only notices a reload that sets one.
+func interval(cfg *config.Config) time.Duration {
 	var shortest time.Duration
-	for _, r := range a.Cfg.Repos {
+	for _, r := range cfg.Repos {
 		for _, p := range r.Pools {
 			if d := p.ReleaseAfter.D(); d > 0 && (shortest == 0 || d < shortest) {
 				shortest = d
@@ -63,7 +59,7 @@ func (a *AutoRelease) interval() time.Duration {
 		}
 	}
 	if shortest == 0 {
-		return 0
+		return 30 * time.Second
 	}
 	return max(time.Second, min(shortest/10, 30*time.Second))
 }
@@ -71,7 +67,7 @@ func (a *AutoRelease) interval() time.Duration {
 // Once releases every claim that is due now.
 func (a *AutoRelease) Once(ctx context.Context) {
 	now := a.Now()
-	for _, r := range a.Cfg.Repos {
+	for _, r := range a.Config().Repos {
 		holds, err := a.Holds(ctx, r.Name)
 		if err != nil {
 			a.Log.Error().Err(err).Str("repo", r.Name).Msg("release_after: reading claims")

@@ -197,7 +197,7 @@ func startOperator(ctx context.Context, cfg *config.Config, log zerolog.Logger, 
 			olog.Error().Err(err).Msg("operator socket; poolgate release and friends will act without the daemon")
 		}
 	}()
-	auto := &operator.AutoRelease{Cfg: cfg, Holds: st.Holds, Actor: srv, Log: olog}
+	auto := &operator.AutoRelease{Config: srv.Config, Holds: st.Holds, Actor: srv, Log: olog}
 	go auto.Run(ctx)
 }
 
