@@ -51,7 +51,9 @@ func Apply(ctx context.Context, t Target, a Action) (Result, error) {
 	if p == nil {
 		return Result{}, refuse(NotFound, "there is no pool %q on branch %s", a.Pool, t.Branch)
 	}
-	if st := p.StateOf(a.Lock); st != spec.from {
+	if st := p.StateOf(a.Lock); st == pool.Absent && spec.from != pool.Absent {
+		return Result{}, refuse(NotFound, "there is no lock %s/%s on branch %s", a.Pool, a.Lock, t.Branch)
+	} else if st != spec.from {
 		return Result{}, refuse(Conflict, "cannot %s %s/%s: it is %s, not %s", a.Verb, a.Pool, a.Lock, st, spec.want)
 	}
 	paths := []string{a.Pool + "/" + pool.Claimed + "/" + a.Lock, a.Pool + "/" + pool.Unclaimed + "/" + a.Lock}
