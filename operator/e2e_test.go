@@ -123,6 +123,40 @@ func history(t *testing.T, s *testserver.Server, typ string) []eventDoc {
 	return doc.Events
 }
 
+// historyOf waits until the newest event of type typ is about lock (events
+// are derived just after a push, and the pools API reads states from git
+// first), then returns the history of that type.
+func historyOf(t *testing.T, s *testserver.Server, typ, lock string) []eventDoc {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs := history(t, s, typ)
+		if len(evs) > 0 && evs[0].Lock == lock {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event for %s: %+v", typ, lock, evs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitEvents waits until n events of type typ are derived.
+func waitEvents(t *testing.T, s *testserver.Server, typ string, n int) []eventDoc {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs := history(t, s, typ)
+		if len(evs) >= n {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s events, want %d: %+v", len(evs), typ, n, evs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func tip(t *testing.T, f *testserver.Fixture) string {
 	t.Helper()
 	out, err := exec.Command("git", "-C", filepath.Join(f.Data, "repos", "locks.git"), "rev-parse", "refs/heads/master").Output()
@@ -160,7 +194,7 @@ func TestOperatorReleaseThenOldHoldersLateReleaseFails(t *testing.T) {
 	}
 	waitState(t, s, "env-a", "unclaimed", 30*time.Second)
 	me, _ := user.Current()
-	rel := history(t, s, "released")
+	rel := historyOf(t, s, "released", "env-a")
 	if len(rel) != 1 || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != me.Username ||
 		rel[0].Data.Operator.Reason != "build 41 was aborted" || rel[0].Data.Pusher == nil || rel[0].Data.Pusher.User != me.Username {
 		t.Fatalf("released event does not name the operator %s and the reason: %+v", me.Username, rel)
@@ -278,8 +312,12 @@ func TestAPIReleaseAndClaimWithTokenStaleCommitAndWrongState(t *testing.T) {
 		t.Fatal("a refused action moved the branch")
 	}
 	// With the commit of what is there now, it is done.
+	// The page's view catches up with build 7's claim (the tip by now).
 	now := waitState(t, s, "env-a", "claimed", 30*time.Second)
-	for now.Commit == seen.Commit {
+	for deadline := time.Now().Add(30 * time.Second); now.Commit != before; {
+		if time.Now().After(deadline) {
+			t.Fatalf("env-a's commit stays %s, want build 7's claim %s", now.Commit, before)
+		}
 		time.Sleep(100 * time.Millisecond)
 		now = waitState(t, s, "env-a", "claimed", 30*time.Second)
 	}
@@ -293,11 +331,11 @@ func TestAPIReleaseAndClaimWithTokenStaleCommitAndWrongState(t *testing.T) {
 		t.Fatalf("claim: %d %v", code, m)
 	}
 	waitState(t, s, "env-b", "claimed", 30*time.Second)
-	rel := history(t, s, "released")
-	if len(rel) == 0 || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != "alice (http)" || rel[0].Data.Operator.Reason != "env broken" {
+	rel := waitEvents(t, s, "released", 2) // build 41's own, then the operator's
+	if len(rel) != 2 || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != "alice (http)" || rel[0].Data.Operator.Reason != "env broken" {
 		t.Fatalf("newest released event: %+v", rel)
 	}
-	cl := history(t, s, "claimed")
+	cl := historyOf(t, s, "claimed", "env-b")
 	if len(cl) == 0 || cl[0].Lock != "env-b" || cl[0].Data.Operator == nil || cl[0].Data.Operator.Name != "http" {
 		t.Fatalf("newest claimed event: %+v", cl)
 	}
@@ -318,7 +356,7 @@ func TestReleaseAfterReleasesAClaimHeldLonger(t *testing.T) {
 	}
 	waitState(t, s, "env-a", "claimed", 30*time.Second)
 	waitState(t, s, "env-a", "unclaimed", 60*time.Second)
-	rel := history(t, s, "released")
+	rel := historyOf(t, s, "released", "env-a")
 	if len(rel) != 1 || rel[0].Lock != "env-a" || rel[0].Data.Operator == nil || rel[0].Data.Operator.Name != "poolgate release_after" ||
 		!strings.Contains(rel[0].Data.Operator.Reason, "over the pool's release_after 2s") {
 		t.Fatalf("released events: %+v", rel)
@@ -418,7 +456,7 @@ func TestCLIAddAndRemoveThroughTheDaemon(t *testing.T) {
 	if os.Getuid() == 0 {
 		want = "alice (sudo)"
 	}
-	if added := history(t, s, "added"); len(added) == 0 || added[0].Lock != "env-c" || added[0].Data.Operator == nil || added[0].Data.Operator.Name != want {
+	if added := historyOf(t, s, "added", "env-c"); len(added) == 0 || added[0].Lock != "env-c" || added[0].Data.Operator == nil || added[0].Data.Operator.Name != want {
 		t.Fatalf("added event: %+v, want operator %q", added, want)
 	}
 	if _, stderr, code := run("add", "env-c"); code != 1 || !strings.Contains(stderr, "it is unclaimed, not absent") {
