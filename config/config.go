@@ -190,6 +190,10 @@ type Pool struct {
 	StaleAfter Duration `yaml:"stale_after"`
 	Locks      []string `yaml:"locks"`
 
+	// ReleaseAfter, if set, releases a claim held longer, as an operator
+	// action of poolgate's own (operator.AutoRelease). Never the default.
+	ReleaseAfter Duration `yaml:"release_after"`
+
 	Line int `yaml:"-"`
 }
 
@@ -247,6 +251,10 @@ func (w *Webhook) UnmarshalYAML(n *yaml.Node) error {
 	w.Line = n.Line
 	return nil
 }
+
+// MinReleaseAfter is the shortest release_after: below it, a claim would
+// be taken from a build that is still starting.
+const MinReleaseAfter = time.Second
 
 // Defaults applied to whatever the file leaves out.
 const (

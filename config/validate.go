@@ -168,6 +168,12 @@ func (c *Config) validate() error {
 			if p.MaxClaimed < 0 {
 				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: max_claimed must not be negative", p.Name)}
 			}
+			if p.ReleaseAfter > 0 && p.ReleaseAfter.D() < MinReleaseAfter {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after %s is under the minimum %s", p.Name, p.ReleaseAfter.D(), MinReleaseAfter)}
+			}
+			if p.ReleaseAfter > 0 && r.Upstream != nil {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after needs a served repo; %q is a mirror of its upstream", p.Name, r.Name)}
+			}
 			names := map[string]bool{}
 			for _, l := range p.Locks {
 				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {

@@ -312,6 +312,7 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 			Build: intent.Build, BuildID: intent.BuildID,
 			Pusher:     pusher,
 			Author:     authorOf(c),
+			Operator:   pool.ParseOperator(c.Message),
 			Claimed:    after.Pool(ch.Pool).ClaimedCount(),
 			MaxClaimed: maxClaimed,
 		}

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/poolgate/poolgate/pool"
 )
 
 // ErrUnknownRepo is returned by a Backend for a repo it does not serve.
@@ -85,6 +87,9 @@ type Event struct {
 	Kind        string    `json:"kind,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	Data        any       `json:"data"`
+
+	// Operator is set on an operator's action: who, and why.
+	Operator *pool.Operator `json:"operator,omitempty"`
 }
 
 // Webhook is a delivery target and its health.

@@ -45,13 +45,14 @@ type pageData struct {
 	Repos    []repoView
 	Webhooks []Webhook
 	Partial  bool
+	CanAct   bool // show release/claim buttons (operator.go)
 }
 
 // page renders the status page; ?partial=1 renders only the part that the
 // page's script swaps in when it refreshes, so no full reload is needed.
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	d := pageData{Now: s.now(), Partial: r.URL.Query().Get("partial") == "1"}
+	d := pageData{Now: s.now(), Partial: r.URL.Query().Get("partial") == "1", CanAct: s.mayAct(r)}
 	for _, repo := range s.backend.Repos() {
 		pools, err := s.backend.Pools(ctx, repo.Name)
 		if err != nil {

@@ -22,6 +22,7 @@ type Server struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
+	canAct  bool // operator actions are served (operator.go)
 }
 
 // New builds the handler. token "" leaves everything open; metrics may be nil.

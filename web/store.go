@@ -100,7 +100,7 @@ func convert(evs []events.Event) []Event {
 	for i := range evs {
 		e := &evs[i]
 		v := Event{Type: e.Type, Time: e.Time, ID: e.ID, Pool: e.Pool, Lock: e.Lock, Commit: e.Commit,
-			HeldSeconds: e.HeldSeconds, Rule: e.Rule, Kind: e.Kind, Reason: e.Reason, Data: e}
+			HeldSeconds: e.HeldSeconds, Rule: e.Rule, Kind: e.Kind, Reason: e.Reason, Operator: e.Operator, Data: e}
 		if e.Pusher != nil {
 			v.User = e.Pusher.User
 		}

@@ -118,6 +118,13 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 
 // detail is the one thing worth knowing beyond the columns.
 func detail(e *events.Event) string {
+	if o := e.Operator; o != nil {
+		s := "by operator " + o.Name + ": " + o.Reason
+		if e.HeldSeconds != nil {
+			s = "held " + webhook.Human(time.Duration(*e.HeldSeconds)*time.Second) + ", " + s
+		}
+		return strings.ReplaceAll(s, "\t", " ")
+	}
 	switch e.Type {
 	case events.Released, events.Removed, events.Stale:
 		if e.HeldSeconds != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/metrics"
+	"github.com/poolgate/poolgate/operator"
 	"github.com/poolgate/poolgate/upstream"
 	"github.com/poolgate/poolgate/web"
 	"github.com/poolgate/poolgate/webhook"
@@ -131,7 +132,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store}
 	m.WatchPools(poolGauges(cfg, backend))
-	srv.Handle("/", web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger()))
+	page := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
+	page.HandleOperator(srv)
+	srv.Handle("/", page)
+	startOperator(serveCtx, cfg, log, srv, svc.Store)
 	if h := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed); h != nil {
 		// Providers cannot send our bearer token; the payload signature
 		// is what authenticates these.
@@ -182,6 +186,19 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 		<-done
 		svc.Store.Close()
 	}, nil
+}
+
+// startOperator serves the operator socket for the CLI and runs
+// release_after, both until ctx ends (a stop or a hand-over).
+func startOperator(ctx context.Context, cfg *config.Config, log zerolog.Logger, srv *daemon.Server, st *events.Store) {
+	olog := log.With().Str("part", "operator").Logger()
+	go func() {
+		if err := operator.ServeSocket(ctx, operator.SocketPath(cfg.DataDir), srv, olog); err != nil {
+			olog.Error().Err(err).Msg("operator socket; poolgate release and friends will act without the daemon")
+		}
+	}()
+	auto := &operator.AutoRelease{Config: srv.Config, Holds: st.Holds, Actor: srv, Log: olog}
+	go auto.Run(ctx)
 }
 
 // poolGauges reads claimed/total per pool at scrape time from the same
