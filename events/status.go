@@ -43,6 +43,8 @@ type PoolState struct {
 	Claimed           int          `json:"claimed"`
 	Total             int          `json:"total"`
 	Locks             []LockStatus `json:"locks"`
+	// Waiting are the builds refused over max_claimed that still retry.
+	Waiting []Waiter `json:"waiting"`
 }
 
 // Pools reads the branch tip's pools from git (configured pools that do
@@ -74,6 +76,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	if err != nil {
 		return nil, err
 	}
+	waiting, err := st.Waiters(ctx, repoName, now)
+	if err != nil {
+		return nil, err
+	}
 	held := map[[2]string]Hold{}
 	for _, h := range holds {
 		held[[2]string{h.Pool, h.Lock}] = h
@@ -89,7 +95,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	var out []PoolState
 	for _, p := range paths {
 		pl := snap.Pool(p)
-		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}}
+		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}, Waiting: waiting[p]}
+		if ps.Waiting == nil {
+			ps.Waiting = []Waiter{}
+		}
 		var staleAfter time.Duration
 		ps.MaxClaimed, staleAfter = d.poolCfg(p)
 		if staleAfter > 0 {

@@ -37,6 +37,22 @@ type Pool struct {
 	Claimed           int    `json:"claimed"`
 	Total             int    `json:"total"`
 	Locks             []Lock `json:"locks"`
+	// Waiting are builds refused over max_claimed that still retry
+	// (DESIGN.md §10), longest waiting first.
+	Waiting []Waiter `json:"waiting"`
+}
+
+// Waiter is a build waiting for a lock of a pool at its limit.
+type Waiter struct {
+	BuildURL string    `json:"build_url"`
+	Team     string    `json:"team"`
+	Pipeline string    `json:"pipeline"`
+	Job      string    `json:"job"`
+	Build    string    `json:"build"`
+	User     string    `json:"user,omitempty"`
+	FirstTry time.Time `json:"first_try"`
+	LastTry  time.Time `json:"last_try"`
+	Tries    int       `json:"tries"`
 }
 
 // Lock is one lock now.

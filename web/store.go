@@ -48,7 +48,10 @@ func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
 	out := make([]Pool, 0, len(states))
 	for _, ps := range states {
 		p := Pool{Name: ps.Pool, MaxClaimed: ps.MaxClaimed, StaleAfterSeconds: ps.StaleAfterSeconds,
-			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks))}
+			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks)), Waiting: make([]Waiter, 0, len(ps.Waiting))}
+		for _, w := range ps.Waiting {
+			p.Waiting = append(p.Waiting, Waiter(w))
+		}
 		for _, ls := range ps.Locks {
 			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale}
 			if ls.State != "unclaimed" {

@@ -111,13 +111,19 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	defer st.Close()
 	now := time.Now()
 	all := []events.LockStatus{}
+	var waiting []waitingRow
 	for _, r := range repos {
-		ls, err := events.Status(ctx, st, cfg, r, now)
+		pools, err := events.Pools(ctx, st, cfg, r, now)
 		if err != nil {
 			fmt.Fprintf(stderr, "poolgate status: %s: %v\n", r, oneLine(err))
 			return exitFailed
 		}
-		all = append(all, ls...)
+		for _, p := range pools {
+			all = append(all, p.Locks...)
+			for _, w := range p.Waiting {
+				waiting = append(waiting, waitingRow{r, p.Pool, w})
+			}
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -155,7 +161,36 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	tw.Flush()
+	printWaiting(stdout, waiting, len(repos) > 1, now)
 	return exitOK
+}
+
+type waitingRow struct {
+	repo, pool string
+	events.Waiter
+}
+
+// printWaiting lists the builds refused over max_claimed that still retry.
+func printWaiting(w io.Writer, rows []waitingRow, withRepo bool, now time.Time) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nWaiting (refused over max_claimed, still retrying):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "POOL\tBUILD\tBY\tWAITING SINCE\tFOR\tLAST TRY\tTRIES\tBUILD URL"
+	if withRepo {
+		head = "REPO\t" + head
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rows {
+		row := []string{r.pool, buildOf(r.Pipeline, r.Job, r.Build, ""), dash(r.User), fmtTime(r.FirstTry),
+			webhook.Human(now.Sub(r.FirstTry)), fmtTime(r.LastTry), fmt.Sprint(r.Tries), dash(r.BuildURL)}
+		if withRepo {
+			row = append([]string{r.repo}, row...)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
 }
 
 func fmtTime(t time.Time) string {
