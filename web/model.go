@@ -26,6 +26,16 @@ type Repo struct {
 	Name   string   `json:"name"`
 	Branch string   `json:"branch"`
 	Pools  []string `json:"pools"`
+	// Mirror is set for a watch-mode repo: a mirror of a repo hosted
+	// elsewhere, only as fresh as its last sync.
+	Mirror *Mirror `json:"mirror,omitempty"`
+}
+
+// Mirror is a watched repo's fetch health.
+type Mirror struct {
+	LastSync  *time.Time `json:"last_sync"`
+	LastError string     `json:"last_error,omitempty"`
+	Failures  int64      `json:"fetch_failures"`
 }
 
 // Pool is one pool as it stands now.

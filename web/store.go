@@ -7,6 +7,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/upstream"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -16,6 +17,8 @@ type StoreBackend struct {
 	Cfg   *config.Config
 	Store *events.Store
 	Now   func() time.Time
+	// Mirrors, if set, reports watch-mode repos' fetch health.
+	Mirrors func() map[string]upstream.SyncStatus
 }
 
 func (b *StoreBackend) now() time.Time {
@@ -32,7 +35,19 @@ func (b *StoreBackend) Repos() []Repo {
 		for _, p := range r.Pools {
 			pools = append(pools, p.Name)
 		}
-		out = append(out, Repo{Name: r.Name, Branch: r.Branch, Pools: pools})
+		repo := Repo{Name: r.Name, Branch: r.Branch, Pools: pools}
+		if r.Upstream != nil {
+			repo.Mirror = &Mirror{}
+			if b.Mirrors != nil {
+				st := b.Mirrors()[r.Name]
+				if !st.LastSync.IsZero() {
+					t := st.LastSync
+					repo.Mirror.LastSync = &t
+				}
+				repo.Mirror.LastError, repo.Mirror.Failures = st.LastError, st.Failures
+			}
+		}
+		out = append(out, repo)
 	}
 	return out
 }
