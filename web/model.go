@@ -74,6 +74,9 @@ type Lock struct {
 	HeldBy      *Holder   `json:"held_by"`
 	Commit      string    `json:"commit,omitempty"`
 	Stale       bool      `json:"stale"`
+	// Content is the lock file's text, cut at 1 KiB (ContentTruncated).
+	Content          string `json:"content"`
+	ContentTruncated bool   `json:"content_truncated,omitempty"`
 }
 
 // Holder is who holds a claimed lock.
@@ -110,7 +113,20 @@ type Event struct {
 	Rule        string    `json:"rule,omitempty"`
 	Kind        string    `json:"kind,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
-	Data        any       `json:"data"`
+	// Violations are every rule a refused push broke (Rule and Reason
+	// repeat the first).
+	Violations []Violation `json:"violations,omitempty"`
+	Data       any         `json:"data"`
+}
+
+// Violation is one rule a refused push broke.
+type Violation struct {
+	Rule   string `json:"rule"`
+	Kind   string `json:"kind"`
+	Pool   string `json:"pool,omitempty"`
+	Lock   string `json:"lock,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Webhook is a delivery target and its health.

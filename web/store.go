@@ -68,7 +68,8 @@ func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
 			p.Waiting = append(p.Waiting, Waiter(w))
 		}
 		for _, ls := range ps.Locks {
-			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale}
+			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale,
+				Content: ls.Content, ContentTruncated: ls.ContentTruncated}
 			if ls.State != "unclaimed" {
 				h := &Holder{BuildURL: ls.BuildURL, Team: ls.Team, Pipeline: ls.Pipeline, Job: ls.Job, Build: ls.Build}
 				if ls.By != nil {
@@ -121,6 +122,9 @@ func convert(evs []events.Event) []Event {
 			HeldSeconds: e.HeldSeconds, Rule: e.Rule, Kind: e.Kind, Reason: e.Reason, Data: e}
 		if e.Pusher != nil {
 			v.User = e.Pusher.User
+		}
+		for _, x := range e.Violations {
+			v.Violations = append(v.Violations, Violation{Rule: x.Rule, Kind: x.Kind, Pool: x.Pool, Lock: x.Lock, Commit: x.Commit, Reason: x.Reason})
 		}
 		if e.BuildURL != "" || e.Pipeline != "" {
 			v.Build = &Holder{BuildURL: e.BuildURL, Team: e.Team, Pipeline: e.Pipeline, Job: e.Job, Build: e.Build}
