@@ -296,7 +296,67 @@ func errMsg(err error) string {
 var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Parse decodes and validates a config held in memory; file names it in errors.
-func Parse(file string, data []byte) (*Config, error) {
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, false) }
+
+// LoadForReading loads a config for commands that only read what the
+// daemon recorded (status, history): they deliver nothing and serve
+// nothing, so the webhooks, the HTTP token and the upstream credentials
+// are left out and their ${VAR}s need not be set. The result must not be
+// used to serve.
+func LoadForReading(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: errMsg(err)}
+	}
+	return parse(path, data, true)
+}
+
+// dropSecrets removes, before ${VAR} expansion, what a reading command
+// never uses and what typically names a secret.
+func dropSecrets(root *yaml.Node) {
+	doc := root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return
+	}
+	del := func(m *yaml.Node, keys ...string) {
+		for i := 0; i+1 < len(m.Content); {
+			if contains(keys, m.Content[i].Value) {
+				m.Content = append(m.Content[:i], m.Content[i+2:]...)
+				continue
+			}
+			i += 2
+		}
+	}
+	del(doc, "webhooks")
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		k, v := doc.Content[i], doc.Content[i+1]
+		switch {
+		case k.Value == "http" && v.Kind == yaml.MappingNode:
+			del(v, "token")
+		case k.Value == "repos" && v.Kind == yaml.SequenceNode:
+			for _, r := range v.Content {
+				for j := 0; r.Kind == yaml.MappingNode && j+1 < len(r.Content); j += 2 {
+					if u := r.Content[j+1]; r.Content[j].Value == "upstream" && u.Kind == yaml.MappingNode {
+						// Kept valid for validate(), never used to fetch.
+						for n := 0; n+1 < len(u.Content); n += 2 {
+							switch u.Content[n].Value {
+							case "url", "secret":
+								u.Content[n+1].Value, u.Content[n+1].Tag, u.Content[n+1].Style = "unused", "!!str", 0
+							case "key_file":
+								u.Content[n+1].Value = ""
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func parse(file string, data []byte, reading bool) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -308,6 +368,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c := &Config{File: file}
 	if root.Kind != 0 {
+		if reading {
+			dropSecrets(&root)
+		}
 		if err := expandEnv(&root, &c.EnvNames); err != nil {
 			return nil, posToError(file, err)
 		}

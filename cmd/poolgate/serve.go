@@ -26,7 +26,7 @@ func init() {
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
-	cfgFile := fs.String("config", "", "config file (without it: the demo default, data in ./"+daemon.DemoDataDir+")")
+	cfgFile := fs.String("config", "", "config `FILE` (without it: the demo default, data in ./"+daemon.DemoDataDir+")")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
