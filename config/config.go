@@ -80,6 +80,13 @@ type Config struct {
 	File string `yaml:"-"`
 	// EnvNames are the environment variables the file names as ${NAME}.
 	EnvNames []string `yaml:"-"`
+	// Warnings are settings that are allowed but probably not meant
+	// ("file:line: ..."); the daemon logs them at start.
+	Warnings []string `yaml:"-"`
+	// lines are the lines of settings checked after decoding that have
+	// no line of their own ("ssh.listen").
+	lines    map[string]int
+	warnings []*posErr
 
 	DataDir  string     `yaml:"data_dir"`
 	SSH      SSH        `yaml:"ssh"`
@@ -282,7 +289,23 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: errMsg(err)}
 	}
+	if err := checkNotEmpty(path, data); err != nil {
+		return nil, err
+	}
 	return Parse(path, data)
+}
+
+// checkNotEmpty refuses a config file with no settings: an empty file is
+// a mistake (a failed copy, the wrong path), never a wish for defaults.
+func checkNotEmpty(path string, data []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil // Parse reports it with its line
+	}
+	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && (len(root.Content) == 0 || root.Content[0].Tag == "!!null")) {
+		return &Error{File: path, Msg: "the file is empty (or only comments): a config needs at least its repos: (see the README's Configuration)"}
+	}
+	return nil
 }
 
 func errMsg(err error) string {
@@ -307,6 +330,9 @@ func LoadForReading(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: errMsg(err)}
+	}
+	if err := checkNotEmpty(path, data); err != nil {
+		return nil, err
 	}
 	return parse(path, data, true)
 }
@@ -363,7 +389,7 @@ func parse(file string, data []byte, reading bool) (*Config, error) {
 		if err.Error() == "EOF" {
 			root = yaml.Node{}
 		} else {
-			return nil, yamlError(file, err)
+			return nil, yamlError(file, data, err)
 		}
 	}
 	c := &Config{File: file}
@@ -372,17 +398,52 @@ func parse(file string, data []byte, reading bool) (*Config, error) {
 			dropSecrets(&root)
 		}
 		if err := expandEnv(&root, &c.EnvNames); err != nil {
-			return nil, posToError(file, err)
+			return nil, posToError(file, data, err)
 		}
 		if err := decodeStrict(&root, c); err != nil {
-			return nil, posToError(file, err)
+			return nil, posToError(file, data, err)
+		}
+		c.lines = map[string]int{}
+		for _, k := range [][2]string{{"ssh", "listen"}, {"http", "listen"}, {"ssh", "host_key"}} {
+			if n := keyNode(&root, k[0], k[1]); n != nil {
+				c.lines[k[0]+"."+k[1]] = n.Line
+			}
 		}
 	}
 	c.File = file
 	if err := c.validate(); err != nil {
-		return nil, posToError(file, err)
+		return nil, posToError(file, data, err)
+	}
+	for _, w := range c.warnings {
+		c.Warnings = append(c.Warnings, posToError(file, data, w).Error())
 	}
 	return c, nil
+}
+
+// keyNode is the key node at path in a mapping tree, or nil.
+func keyNode(n *yaml.Node, path ...string) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for i, p := range path {
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			if n.Content[j].Value == p {
+				if i == len(path)-1 {
+					return n.Content[j]
+				}
+				next = n.Content[j+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return nil
 }
 
 // decodeStrict decodes with unknown keys refused: a misspelt max_claimed
@@ -445,27 +506,35 @@ func checkKeys(n *yaml.Node, t reflect.Type) error {
 	return nil
 }
 
-func posToError(file string, err error) error {
+func posToError(file string, data []byte, err error) error {
 	var pe *posErr
 	if errors.As(err, &pe) {
 		return &Error{File: file, Line: pe.line, Msg: pe.msg}
 	}
-	return yamlError(file, err)
+	return yamlError(file, data, err)
 }
 
-func yamlError(file string, err error) error {
+// yamlError turns the parser's error into one line with its position, in
+// words (yamlWords).
+func yamlError(file string, data []byte, err error) error {
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		msg = te.Errors[0]
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
-		var line int
 		fmt.Sscanf(m[1], "%d", &line)
-		return &Error{File: file, Line: line, Msg: m[2]}
+		msg = m[2]
 	}
-	return &Error{File: file, Msg: msg}
+	if strings.Contains(msg, "already defined at line") {
+		return &Error{File: file, Line: line, Msg: msg} // already in words
+	}
+	if line == 0 && strings.Contains(msg, "mapping values are not allowed") {
+		line = lineOfDoubleColon(data)
+	}
+	return &Error{File: file, Line: line, Msg: yamlWords(msg, keyAtLine(data, line))}
 }
 
 var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

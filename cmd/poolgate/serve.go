@@ -55,6 +55,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := daemon.NewLogger(os.Stderr, cfg.Log)
+	for _, w := range cfg.Warnings {
+		log.Warn().Msg(w)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: cannot find own executable: %v\n", err)
