@@ -284,7 +284,9 @@ func lineErr(n *yaml.Node, format string, args ...any) error {
 }
 
 // Load reads and validates the config file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return load(path, false) }
+
+func load(path string, reading bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: errMsg(err)}
@@ -292,7 +294,7 @@ func Load(path string) (*Config, error) {
 	if err := checkNotEmpty(path, data); err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	return parse(path, data, reading)
 }
 
 // checkNotEmpty refuses a config file with no settings: an empty file is
@@ -326,16 +328,7 @@ func Parse(file string, data []byte) (*Config, error) { return parse(file, data,
 // nothing, so the webhooks, the HTTP token and the upstream credentials
 // are left out and their ${VAR}s need not be set. The result must not be
 // used to serve.
-func LoadForReading(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, &Error{File: path, Msg: errMsg(err)}
-	}
-	if err := checkNotEmpty(path, data); err != nil {
-		return nil, err
-	}
-	return parse(path, data, true)
-}
+func LoadForReading(path string) (*Config, error) { return load(path, true) }
 
 // dropSecrets removes, before ${VAR} expansion, what a reading command
 // never uses and what typically names a secret.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/rs/zerolog"
 )
@@ -34,29 +35,7 @@ func TestDemoPrintsCommandsThatWorkAsPrinted(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("client key: %v %v", fi, err)
 	}
-	srv, err := daemon.New(cfg, zerolog.New(io.Discard), binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := srv.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sshLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	httpLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	var printed bytes.Buffer
-	if err := daemon.PrintDemo(&printed, srv, demo, sshLn.Addr().String(), httpLn.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, sshLn, httpLn) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	sshLn, httpLn, printed := serveDemo(t, cfg, demo, true)
 
 	var clone string
 	for _, l := range strings.Split(printed.String(), "\n") {
@@ -96,6 +75,41 @@ func TestDemoPrintsCommandsThatWorkAsPrinted(t *testing.T) {
 	if strings.TrimSpace(string(body)) != "ok" {
 		t.Fatalf("/healthz said %q", body)
 	}
+}
+
+// serveDemo runs the demo's server on free loopback ports until the test
+// ends and returns its listeners and what it printed.
+func serveDemo(t *testing.T, cfg *config.Config, demo *daemon.Demo, withHTTP bool) (sshLn, httpLn net.Listener, printed *bytes.Buffer) {
+	t.Helper()
+	srv, err := daemon.New(cfg, zerolog.New(io.Discard), binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := srv.Prepare(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	sshLn, _ = net.Listen("tcp", "127.0.0.1:0")
+	httpAddr := ""
+	if withHTTP {
+		httpLn, _ = net.Listen("tcp", "127.0.0.1:0")
+		httpAddr = httpLn.Addr().String()
+	}
+	printed = &bytes.Buffer{}
+	if err := daemon.PrintDemo(printed, srv, demo, sshLn.Addr().String(), httpAddr); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, sshLn, httpLn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return sshLn, httpLn, printed
 }
 
 func TestDemoAuthorizesTheUsersOwnKeys(t *testing.T) {
@@ -140,28 +154,7 @@ func TestDemoSourceBlockUsesAWriteKeySoTheRulesApply(t *testing.T) {
 		}
 		last = i
 	}
-	srv, err := daemon.New(cfg, zerolog.New(io.Discard), binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := srv.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sshLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	var printed bytes.Buffer
-	if err := daemon.PrintDemo(&printed, srv, demo, sshLn.Addr().String(), ""); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, sshLn, nil) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	sshLn, _, printed := serveDemo(t, cfg, demo, false)
 	key := ""
 	for _, l := range strings.Split(printed.String(), "\n") {
 		if _, after, ok := strings.Cut(l, `poolgate_private_key="$(cat `); ok {

@@ -39,14 +39,11 @@ func gitIn(t *testing.T, dir string, args ...string) {
 	}
 }
 
-// The alerting series exist at 0 from the start and then follow real
-// pushes: a claim's age, a waiting build, a stale claim, refused pushes
-// split by kind and rule, and watch-mode fetch health for a mirror whose
-// upstream works and one whose upstream is gone.
-func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
+// newUpstream makes a bare repo with one pool, for a watch-mode mirror.
+func newUpstream(t *testing.T) string {
+	t.Helper()
 	root := t.TempDir()
-	up := filepath.Join(root, "up.git")
-	work := filepath.Join(root, "work")
+	up, work := filepath.Join(root, "up.git"), filepath.Join(root, "work")
 	gitIn(t, root, "init", "-q", "--bare", "-b", "master", up)
 	gitIn(t, root, "clone", "-q", up, work)
 	os.MkdirAll(filepath.Join(work, "p", "unclaimed"), 0o755)
@@ -54,6 +51,40 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 	gitIn(t, work, "add", "-A")
 	gitIn(t, work, "commit", "-q", "-m", "init")
 	gitIn(t, work, "push", "-q", "origin", "HEAD:master")
+	return up
+}
+
+// startWaiter starts a stock-like acquire on pool that the test stops at
+// its end (the pool is expected to be at max_claimed).
+func startWaiter(t *testing.T, s *testserver.Server, pool, oldPrefix string) {
+	stop := make(chan struct{})
+	waiter := s.Client("waiter", pool, "")
+	waiter.OldPrefix, waiter.Stop = oldPrefix, stop
+	done := make(chan error, 1)
+	c := ctx(t)
+	go func() { _, err := waiter.Acquire(c); done <- err }()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// pushBadPath makes a permanent refusal: a directory inside unclaimed/.
+func pushBadPath(t *testing.T, s *testserver.Server, pool string) {
+	t.Helper()
+	bad := s.Client("bad", pool, "")
+	os.MkdirAll(filepath.Join(bad.Dir, pool, "unclaimed", "dir"), 0o755)
+	os.WriteFile(filepath.Join(bad.Dir, pool, "unclaimed", "dir", "f"), nil, 0o644)
+	bad.Git(ctx(t), "add", "-A")
+	bad.Git(ctx(t), "commit", "-q", "-m", "nested")
+	if out, _ := bad.Git(ctx(t), "push", "origin", "HEAD:master"); !strings.Contains(out, "bad-path") {
+		t.Fatalf("nested dir not refused by bad-path:\n%s", out)
+	}
+}
+
+// The alerting series exist at 0 from the start and then follow real
+// pushes: a claim's age, a waiting build, a stale claim, refused pushes
+// split by kind and rule, and watch-mode fetch health for a mirror whose
+// upstream works and one whose upstream is gone.
+func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
+	up := newUpstream(t)
 
 	f := testserver.New(t, testserver.Options{Token: token,
 		Pools:    "[{name: staging, max_claimed: 1, stale_after: 2s, locks: [env-a, env-b]}]",
@@ -61,7 +92,7 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 		ExtraRepos: fmt.Sprintf(`  - name: mirror
     upstream: {url: %q, provider: github, secret: s3cret, poll_interval: 1h}
   - name: gone
-    upstream: {url: %q, provider: github, secret: s3cret, poll_interval: 1h}`, up, filepath.Join(root, "missing.git"))})
+    upstream: {url: %q, provider: github, secret: s3cret, poll_interval: 1h}`, up, filepath.Join(t.TempDir(), "missing.git"))})
 	s := f.Start()
 
 	fams := scrape(t, s)
@@ -90,12 +121,7 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 	if err := holder.Claim(ctx(t), "env-a"); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	waiter := s.Client("waiter", "staging", "")
-	waiter.OldPrefix, waiter.Stop = "main/p/smoke build 9", stop
-	done := make(chan error, 1)
-	go func() { _, err := waiter.Acquire(ctx(t)); done <- err }()
-	defer func() { close(stop); <-done }()
+	startWaiter(t, s, "staging", "main/p/smoke build 9")
 
 	st := map[string]string{"repo": "locks", "pool": "staging"}
 	pollMetric(t, s, "poolgate_waiting_builds", st, "counted the waiting build", func(v float64) bool { return v == 1 })
@@ -105,15 +131,7 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 	if v, _ := value(scrape(t, s), "poolgate_claim_age_seconds", map[string]string{"repo": "locks", "pool": "staging", "lock": "env-b"}); v != 0 {
 		t.Errorf("free env-b has claim age %v", v)
 	}
-	// A permanent refusal: a directory inside unclaimed/.
-	bad := s.Client("bad", "staging", "")
-	os.MkdirAll(filepath.Join(bad.Dir, "staging", "unclaimed", "dir"), 0o755)
-	os.WriteFile(filepath.Join(bad.Dir, "staging", "unclaimed", "dir", "f"), nil, 0o644)
-	bad.Git(ctx(t), "add", "-A")
-	bad.Git(ctx(t), "commit", "-q", "-m", "nested")
-	if out, _ := bad.Git(ctx(t), "push", "origin", "HEAD:master"); !strings.Contains(out, "bad-path") {
-		t.Fatalf("nested dir not refused by bad-path:\n%s", out)
-	}
+	pushBadPath(t, s, "staging")
 	fams = scrape(t, s)
 	for _, c := range []struct {
 		family  string

@@ -2,8 +2,6 @@ package web_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,15 +16,7 @@ import (
 // rule and reason, and a 401 in words for a browser without the token.
 func TestStatusPageShowsSinceContentsWaitersMirrorsAndRulesEscaped(t *testing.T) {
 	bin := chromium(t)
-	root := t.TempDir()
-	up, work := filepath.Join(root, "up.git"), filepath.Join(root, "work")
-	gitIn(t, root, "init", "-q", "--bare", "-b", "master", up)
-	gitIn(t, root, "clone", "-q", up, work)
-	os.MkdirAll(filepath.Join(work, "p", "unclaimed"), 0o755)
-	os.WriteFile(filepath.Join(work, "p", "unclaimed", "x"), nil, 0o644)
-	gitIn(t, work, "add", "-A")
-	gitIn(t, work, "commit", "-q", "-m", "init")
-	gitIn(t, work, "push", "-q", "origin", "HEAD:master")
+	up := newUpstream(t)
 
 	f := testserver.New(t, testserver.Options{Token: token,
 		Pools: "[{name: staging, max_claimed: 1, locks: [env-a, env-b]}]",
@@ -40,23 +30,10 @@ func TestStatusPageShowsSinceContentsWaitersMirrorsAndRulesEscaped(t *testing.T)
 	}
 	waitState(t, s, "env-x", "claimed")
 
-	stop := make(chan struct{})
-	waiter := s.Client("waiter", "staging", "")
-	waiter.OldPrefix, waiter.Stop = "main/p/smoke build 7", stop
-	done := make(chan error, 1)
-	go func() { _, err := waiter.Acquire(ctx(t)); done <- err }()
-	defer func() { close(stop); <-done }()
+	startWaiter(t, s, "staging", "main/p/smoke build 7")
 	pollWaiting(t, s, "staging", "showed the waiting build", func(ws []waiterDoc) bool { return len(ws) == 1 })
 
-	// A permanent refusal: a directory inside unclaimed/.
-	bad := s.Client("bad", "staging", "")
-	os.MkdirAll(filepath.Join(bad.Dir, "staging", "unclaimed", "dir"), 0o755)
-	os.WriteFile(filepath.Join(bad.Dir, "staging", "unclaimed", "dir", "f"), nil, 0o644)
-	bad.Git(ctx(t), "add", "-A")
-	bad.Git(ctx(t), "commit", "-q", "-m", "nested")
-	if out, _ := bad.Git(ctx(t), "push", "origin", "HEAD:master"); !strings.Contains(out, "bad-path") {
-		t.Fatalf("nested dir not refused by bad-path:\n%s", out)
-	}
+	pushBadPath(t, s, "staging")
 
 	var dom string
 	for i := 0; i < 30; i++ {
