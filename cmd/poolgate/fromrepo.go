@@ -146,6 +146,12 @@ func (src readSource) open(ctx context.Context, repos []string) (*config.Config,
 			repos = append(repos, r.Name)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, events.DBFile)); err != nil && len(repos) > 0 {
+		if _, err := os.Stat(events.RepoDir(cfg, repos[0])); err != nil {
+			// A hook-only host: the config is there, the daemon's data not.
+			return nil, nil, nil, usageErr{fmt.Errorf("no event store and no repo %s in %s (poolgate serve has not run here); for a repo served by another git server use --repo DIR", repos[0], cfg.DataDir)}
+		}
+	}
 	st, err := openStore(ctx, cfg, repos)
 	if err != nil {
 		return nil, nil, nil, err

@@ -185,3 +185,19 @@ func TestStatusAndHistoryReadAHookOnlyRepoInPlace(t *testing.T) {
 		t.Fatal("reading the repo in place left a store inside it")
 	}
 }
+
+// On a hook-only host the config exists but the daemon's data does not:
+// the answer says what to do instead, in one line, creating nothing.
+func TestStatusWhereServeNeverRanPointsToRepo(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	data := filepath.Join(dir, "data")
+	os.WriteFile(cfg, []byte("data_dir: "+data+"\nrepos:\n  - name: locks\n"), 0o644)
+	code, _, errOut := runCLI("status", "--config", cfg)
+	if code != exitUsage || !strings.Contains(errOut, "--repo DIR") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+	if _, err := os.Stat(data); err == nil {
+		t.Fatal("status created the data dir")
+	}
+}
