@@ -31,6 +31,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"rfc":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"derefT":  func(t *time.Time) time.Time { return *t },
 	"clip":    clip,
+	"since":   func(t, now time.Time) int64 { return int64(now.Sub(t).Seconds()) },
 	"waiterHolder": func(w Waiter) *Holder {
 		return &Holder{User: w.User, BuildURL: w.BuildURL, Team: w.Team, Pipeline: w.Pipeline, Job: w.Job, Build: w.Build}
 	},

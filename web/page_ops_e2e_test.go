@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -63,6 +64,11 @@ func TestStatusPageShowsSinceContentsWaitersMirrorsAndRulesEscaped(t *testing.T)
 	}
 	if t.Failed() {
 		t.Logf("page:\n%s", dom)
+	}
+	art := artifacts(t)
+	for _, w := range []string{"390,1600", "1600,1000"} {
+		browse(t, bin, t.TempDir(), "--window-size="+w,
+			"--screenshot="+filepath.Join(art, "status-operators-"+strings.Split(w, ",")[0]+".png"), "http://"+s.HTTPAddr+"/?token="+token)
 	}
 
 	// No token: a browser gets a page that says how to log in.
