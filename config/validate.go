@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/poolgate/poolgate/pool"
@@ -31,6 +33,14 @@ func (c *Config) validate() error {
 	c.DataDir = c.ResolvePath(c.DataDir)
 	if c.SSH.Listen == "" {
 		c.SSH.Listen = DefaultSSHListen
+	}
+	if err := checkListen(c.SSH.Listen); err != nil {
+		return &posErr{line: c.lines["ssh.listen"], msg: "ssh.listen: " + err.Error()}
+	}
+	if l := c.HTTPListen(); l != "" {
+		if err := checkListen(l); err != nil {
+			return &posErr{line: c.lines["http.listen"], msg: "http.listen: " + err.Error()}
+		}
 	}
 	if c.SSH.MaxSessions <= 0 {
 		c.SSH.MaxSessions = DefaultMaxSessions
@@ -174,6 +184,10 @@ func (c *Config) validate() error {
 			if p.ReleaseAfter > 0 && r.Upstream != nil {
 				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after needs a served repo; %q is a mirror of its upstream", p.Name, r.Name)}
 			}
+			if p.MaxClaimed > 0 && len(p.Locks) > 0 && p.MaxClaimed >= len(p.Locks) {
+				c.warnings = append(c.warnings, &posErr{line: p.Line, msg: fmt.Sprintf(
+					"pool %q: max_claimed %d is not below its %d declared lock(s), so it never holds a build back", p.Name, p.MaxClaimed, len(p.Locks))})
+			}
 			names := map[string]bool{}
 			for _, l := range p.Locks {
 				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
@@ -254,6 +268,23 @@ func WebhookSigner(secret string) (*standardwebhooks.Webhook, error) {
 	return sg, nil
 }
 
+// checkListen refuses what net.Listen would refuse only at start, where
+// the error could not name the file and line: HOST:PORT, HOST optional.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. \":2222\" or \"127.0.0.1:8080\")", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
+	}
+	return nil
+}
+
 func checkBranch(b string) error {
 	if strings.HasPrefix(b, "-") || strings.HasPrefix(b, "refs/") || strings.Contains(b, "..") ||
 		strings.ContainsAny(b, " ~^:?*[\\\x7f") || strings.HasSuffix(b, ".lock") || strings.HasSuffix(b, "/") {
@@ -300,7 +331,7 @@ func (c *Config) LoadKeys() ([]AuthorizedKey, error) {
 		if u.KeysFile != "" {
 			data, err := os.ReadFile(u.KeysFile)
 			if err != nil {
-				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: keys_file: %s", u.Name, errMsg(err))}
+				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: keys_file %s: %s", u.Name, u.KeysFile, errMsg(err))}
 			}
 			for _, l := range strings.Split(string(data), "\n") {
 				l = strings.TrimSpace(l)
@@ -315,6 +346,15 @@ func (c *Config) LoadKeys() ([]AuthorizedKey, error) {
 				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: key %q is not an SSH public key", u.Name, abbrev(l))}
 			}
 			out = append(out, AuthorizedKey{User: u, Key: k})
+		}
+	}
+	// Not a login key, but read at each fetch: a missing one is better
+	// said at start, with its line, than at the first fetch.
+	for _, r := range c.Repos {
+		if u := r.Upstream; u != nil && u.KeyFile != "" {
+			if _, err := os.Stat(u.KeyFile); err != nil {
+				return nil, &Error{File: c.File, Line: r.Line, Msg: fmt.Sprintf("repo %q: upstream.key_file %s: %s", r.Name, u.KeyFile, errMsg(err))}
+			}
 		}
 	}
 	return out, nil

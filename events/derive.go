@@ -341,6 +341,9 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 				d.cfg.Name, ch.Pool, ch.Name, e.ID, when.UnixNano()); err != nil {
 				return nil, err
 			}
+			if err := d.waiterGotIn(tx, &e); err != nil {
+				return nil, err
+			}
 		case wasClaimed && !isClaimed:
 			if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, ch.Pool, ch.Name); err != nil {
 				return nil, err
@@ -447,6 +450,9 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			return nil, err
 		}
 		if isNew {
+			if err := d.noteWaiter(tx, &e); err != nil {
+				return nil, err
+			}
 			out = append(out, e)
 		}
 	}

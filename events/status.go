@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -31,7 +32,14 @@ type LockStatus struct {
 	Commit      string  `json:"commit,omitempty"` // the commit of its last event
 	Stale       bool    `json:"stale,omitempty"`
 	MaxClaimed  *int    `json:"max_claimed"`
+	// Content is the lock file's bytes as text, cut at MaxContent;
+	// ContentTruncated says it was cut.
+	Content          string `json:"content"`
+	ContentTruncated bool   `json:"content_truncated,omitempty"`
 }
+
+// MaxContent is how much of a lock file status answers carry.
+const MaxContent = 1024
 
 // PoolState is one pool now: its limits, counts and every lock.
 type PoolState struct {
@@ -43,6 +51,8 @@ type PoolState struct {
 	Claimed           int          `json:"claimed"`
 	Total             int          `json:"total"`
 	Locks             []LockStatus `json:"locks"`
+	// Waiting are the builds refused over max_claimed that still retry.
+	Waiting []Waiter `json:"waiting"`
 }
 
 // Pools reads the branch tip's pools from git (configured pools that do
@@ -74,6 +84,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	if err != nil {
 		return nil, err
 	}
+	waiting, err := st.Waiters(ctx, repoName, now)
+	if err != nil {
+		return nil, err
+	}
 	held := map[[2]string]Hold{}
 	for _, h := range holds {
 		held[[2]string{h.Pool, h.Lock}] = h
@@ -89,7 +103,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	var out []PoolState
 	for _, p := range paths {
 		pl := snap.Pool(p)
-		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}}
+		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}, Waiting: waiting[p]}
+		if ps.Waiting == nil {
+			ps.Waiting = []Waiter{}
+		}
 		var staleAfter time.Duration
 		ps.MaxClaimed, staleAfter = d.poolCfg(p)
 		if staleAfter > 0 {
@@ -98,6 +115,11 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 		}
 		for _, name := range pl.Names() {
 			ls := LockStatus{Repo: repoName, Pool: p, Lock: name, State: stateName(pl.StateOf(name)), MaxClaimed: ps.MaxClaimed}
+			if l, ok := pl.Lock(name); ok {
+				if ls.Content, ls.ContentTruncated, err = lockContent(r, l.Hash); err != nil {
+					return nil, err
+				}
+			}
 			if e, ok := last[[2]string{p, name}]; ok {
 				ls.Since, ls.Commit = e.Time, e.Commit
 			}
@@ -117,6 +139,34 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+// emptyBlobs are the empty file's ids (SHA-1, SHA-256): most lock files,
+// and no reason to ask git.
+var emptyBlobs = map[string]bool{
+	"e69de29bb2d1d6434b8b29ae775ad8c2e48c5391":                         true,
+	"473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813": true,
+}
+
+// lockContent is a lock file's text, cut at MaxContent on a rune boundary.
+// Bytes that are not UTF-8 are replaced, so JSON and the page show text.
+func lockContent(r *poolrepo.Repo, hash string) (string, bool, error) {
+	if hash == "" || emptyBlobs[hash] {
+		return "", false, nil
+	}
+	b, err := r.Git.ReadBlob(hash)
+	if err != nil {
+		return "", false, err
+	}
+	cut := len(b) > MaxContent
+	if cut {
+		b = b[:MaxContent]
+	}
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if cut {
+		s = strings.TrimSuffix(s, "\uFFFD") // a rune split by the cut
+	}
+	return s, cut, nil
 }
 
 // Status is every lock of a repo now, pool by pool (the status command).

@@ -102,6 +102,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
 	duration INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_webhook ON deliveries(webhook, n);
+CREATE TABLE IF NOT EXISTS waiters (
+	repo      TEXT NOT NULL,
+	pool      TEXT NOT NULL,
+	who       TEXT NOT NULL,
+	data      TEXT NOT NULL,
+	first_try INTEGER NOT NULL,
+	last_try  INTEGER NOT NULL,
+	tries     INTEGER NOT NULL,
+	got_in    INTEGER NOT NULL,
+	PRIMARY KEY (repo, pool, who)
+);
 `
 
 // Open opens (creating if needed) the store in dataDir. readOnly opens an

@@ -75,6 +75,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		}
 		if !ok || !s.tokenOK(got) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="poolgate"`)
+			if wantsHTML(r) {
+				s.loginPage(w, r)
+				return
+			}
 			writeJSON(w, http.StatusUnauthorized, apiError{Error: "missing or wrong bearer token"})
 			return
 		}
