@@ -516,9 +516,12 @@ func TestCLIOnAPlainRepositoryWithTheHookInstalled(t *testing.T) {
 	git(work, "add", ".")
 	git(work, "commit", "-qm", "seed")
 	git(work, "push", "-q", bare, "master")
-	// The admin installs the hook after seeding the pool.
-	if err := os.WriteFile(filepath.Join(bare, "hooks", "pre-receive"), []byte("#!/bin/sh\nexec "+hookBin+" hook pre-receive\n"), 0o755); err != nil {
-		t.Fatal(err)
+	// The admin installs the hooks after seeding the pool, as the README
+	// says: pre-receive judges, post-receive records what landed.
+	for _, h := range []string{"pre-receive", "post-receive"} {
+		if err := os.WriteFile(filepath.Join(bare, "hooks", h), []byte("#!/bin/sh\nexec "+hookBin+" hook "+h+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f := &testserver.Fixture{T: t, Dir: dir}
 	out, stderr, code := cli(t, f, "release", bare, "staging", "env-a", "--reason", "freed by hand")
