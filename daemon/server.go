@@ -39,6 +39,7 @@ type Server struct {
 	sessions chan struct{}
 	perKey   keySessions
 	accepted openConns // every accepted SSH connection until it closes
+	disk     diskHealth
 
 	mu       sync.Mutex
 	stopping bool
@@ -83,6 +84,11 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if p := s.disk.problem(cfg.DataDir); p != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, p)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	return s, nil

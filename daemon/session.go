@@ -16,6 +16,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitproto"
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/rs/zerolog"
 )
@@ -170,10 +171,16 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 	// "." with the repo as working directory: nothing the client sent is
 	// ever an argument to git.
+	dir := repoDir(s.cfg, repo.Name)
 	cmd := exec.Command("git", svc.subcommand(), ".")
-	cmd.Dir = repoDir(s.cfg, repo.Name)
+	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stderr = sess.Stderr()
+	// What git printed, for telling why a push was not stored.
+	printed := &gitTail{}
+	if svc == ReceivePack {
+		cmd.Stderr = io.MultiWriter(sess.Stderr(), printed)
+	}
 	// Own process group: a Ctrl-C on the daemon's terminal must not kill a
 	// push half-way, and killing the group also ends the hook.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -194,13 +201,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		close(killed)
 	})
 
-	var cmds *commandReader
+	var cmds *gitproto.CommandReader
 	var in io.Reader = sess
 	if svc == ReceivePack {
-		cmds = &commandReader{r: sess}
+		cmds = gitproto.NewCommandReader(sess)
 		in = cmds
 	}
-	var limitErr atomic.Pointer[LimitError]
+	var limitErr atomic.Pointer[gitproto.LimitError]
 	go func() {
 		// Not waited for: a client that keeps its side open must not hold
 		// up the end of the session. It ends when the session closes.
@@ -209,12 +216,12 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			stdin.Close()
 			return
 		}
-		err := guardPush(stdin, in, packLimits{
-			maxBytes:   lc.Limits.MaxPushBytes,
-			maxObject:  lc.Limits.MaxObjectBytes,
-			maxObjects: lc.Limits.MaxPushObjects,
+		err := gitproto.GuardPush(stdin, in, gitproto.PackLimits{
+			MaxBytes:   lc.Limits.MaxPushBytes,
+			MaxObject:  lc.Limits.MaxObjectBytes,
+			MaxObjects: lc.Limits.MaxPushObjects,
 		})
-		var le *LimitError
+		var le *gitproto.LimitError
 		if errors.As(err, &le) {
 			// Permanent: the relay withholds git's report (an "unpacker
 			// error" the stock client would retry forever) and the client
@@ -227,15 +234,24 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		stdin.Close()
 	}()
 
-	var res relayResult
+	var res gitproto.RelayResult
+	var failure *storeFailure
 	if svc == ReceivePack {
-		res, err = relayPush(sess, stdout, func() string {
+		res, err = gitproto.RelayPush(sess, stdout, printed, func(report []byte) string {
 			if limitErr.Load() != nil {
-				return hooks.VerdictPermanent
+				return refusedMessage
 			}
-			v, _ := hooks.ReadVerdict(verdictFile)
-			return v
+			if v, _ := hooks.ReadVerdict(verdictFile); v == hooks.VerdictPermanent {
+				return refusedMessage
+			}
+			if failure = classifyStore(dir, report, printed.Bytes()); failure != nil {
+				return failure.clientMessage()
+			}
+			return ""
 		})
+		if res.Refused && !res.Sideband && failure != nil {
+			fmt.Fprintln(sess.Stderr(), failure.clientMessage())
+		}
 	} else {
 		_, err = io.Copy(sess, stdout)
 	}
@@ -271,17 +287,21 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	}
 	if svc == ReceivePack {
 		v, rules := hooks.ReadVerdict(verdictFile)
-		ok, ng := reportStatus(res.report)
+		_, ok, ng := gitproto.ReportStatus(res.Report)
 		switch {
-		case res.refused:
+		case res.Refused:
 			v = hooks.VerdictPermanent
 			code = 1
+			if failure != nil {
+				rules = []string{failure.rule}
+			}
 		case len(ng) > 0:
 			if v != hooks.VerdictTransient && v != hooks.VerdictPermanent {
 				v = "rejected" // by git itself, or a hook without a verdict
 			}
 		case len(ok) > 0:
 			v = "accepted"
+			s.disk.stored()
 			s.maint.touched(repo.Name)
 		case code != 0:
 			v = "failed"
@@ -289,7 +309,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			v = "nothing-pushed" // no ref update reached the server (up to date, or refused by the client itself)
 		}
 		var ups []string
-		for _, u := range cmds.parsed() {
+		for _, u := range cmds.Parsed() {
 			ups = append(ups, u.String())
 		}
 		e = e.Strs("refs", ups).Str("verdict", v)
@@ -299,10 +319,18 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		if len(rules) > 0 {
 			e = e.Strs("rules", rules)
 		}
-		switch v {
-		case "accepted":
+		if failure != nil {
+			e = e.Str("reason", failure.detail)
+		}
+		switch {
+		case failure != nil && failure.rule == "disk-full":
+			// Not the pusher's fault: the operator's alarm.
+			s.disk.failed(repo.Name)
+			s.Metrics.DiskFull(repo.Name)
+			s.log.Error().Str("repo", repo.Name).Str("data_dir", s.cfg.DataDir).Msg("disk full: a push could not be stored")
+		case v == "accepted":
 			s.Metrics.Push(repo.Name, true, nil)
-		case hooks.VerdictTransient, hooks.VerdictPermanent:
+		case v == hooks.VerdictTransient, v == hooks.VerdictPermanent:
 			s.Metrics.Push(repo.Name, false, rules)
 		}
 		if s.Observer != nil && len(ups) > 0 {

@@ -23,6 +23,7 @@ type Metrics struct {
 	holdDuration  *prometheus.HistogramVec
 	deliveries    *prometheus.CounterVec
 	deliveryFails *prometheus.CounterVec
+	diskFull      *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry, with Go runtime and
@@ -60,6 +61,10 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.pushes, m.rejections, m.sessions, m.sessionsTotal, m.gitDuration,
 		m.holdDuration, m.deliveries, m.deliveryFails,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.diskFull = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_disk_full_total", Help: "Pushes that could not be stored because the disk was full, by repo.",
+	}, []string{"repo"})
+	m.Registry.MustRegister(m.diskFull)
 	return m
 }
 
@@ -158,4 +163,11 @@ func (m *Metrics) WatchPools(src PoolSource) {
 		claimed: prometheus.NewDesc("poolgate_locks_claimed", "Locks claimed now, per pool.", []string{"repo", "pool"}, nil),
 		total:   prometheus.NewDesc("poolgate_locks", "Locks in the pool now, claimed or not.", []string{"repo", "pool"}, nil),
 	})
+}
+
+// DiskFull records a push lost to a full disk.
+func (m *Metrics) DiskFull(repo string) {
+	if m != nil {
+		m.diskFull.WithLabelValues(repo).Inc()
+	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package gitproto
 
 import (
 	"bufio"
@@ -11,13 +11,13 @@ import (
 	"strings"
 )
 
-// lsRefs answers a protocol v2 ls-refs request (the whole request as
+// LsRefs answers a protocol v2 ls-refs request (the whole request as
 // received, up to its flush) from the repo's ref files, byte for byte as
 // git upload-pack would. ok is false whenever the daemon cannot be sure of
 // that — an argument it does not know, a ref other than a plain branch, a
 // symbolic ref other than HEAD, a ref file it cannot read — and git must
 // answer instead.
-func lsRefs(dir string, req []byte) (resp []byte, ok bool) {
+func LsRefs(dir string, req []byte) (resp []byte, ok bool) {
 	args, ok := parseLsRefs(req)
 	if !ok {
 		return nil, false
@@ -27,7 +27,7 @@ func lsRefs(dir string, req []byte) (resp []byte, ok bool) {
 		return nil, false
 	}
 	var b bytes.Buffer
-	line := func(s string) { b.Write(encodePkt(s + "\n")) }
+	line := func(s string) { b.Write(EncodePkt(s + "\n")) }
 	// HEAD first, as git's send_possibly_unborn_head.
 	if args.match("HEAD") {
 		switch {
@@ -83,23 +83,23 @@ func parseLsRefs(req []byte) (lsRefsArgs, bool) {
 	inArgs := false
 	buf := make([]byte, 0, 1024)
 	for i := 0; ; i++ {
-		k, err := readPkt(r, buf)
+		k, err := ReadPkt(r, buf)
 		if err != nil {
 			return a, false
 		}
-		buf = k.raw[:0]
-		if k.flush {
+		buf = k.Raw[:0]
+		if k.Flush {
 			return a, r.Len() == 0
 		}
-		if k.control {
+		if k.Control {
 			// "0001", the delim between capabilities and arguments.
-			if string(k.raw) != "0001" || inArgs {
+			if string(k.Raw) != "0001" || inArgs {
 				return a, false
 			}
 			inArgs = true
 			continue
 		}
-		s := strings.TrimSuffix(string(k.payload), "\n")
+		s := strings.TrimSuffix(string(k.Payload), "\n")
 		if i == 0 {
 			if s != "command=ls-refs" {
 				return a, false

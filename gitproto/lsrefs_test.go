@@ -1,4 +1,4 @@
-package daemon
+package gitproto
 
 import (
 	"bytes"
@@ -6,19 +6,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 // lsRefsRequest builds an ls-refs request as a git client sends it.
 func lsRefsRequest(caps []string, args ...string) []byte {
 	var b bytes.Buffer
-	b.Write(encodePkt("command=ls-refs\n"))
+	b.Write(EncodePkt("command=ls-refs\n"))
 	for _, c := range caps {
-		b.Write(encodePkt(c + "\n"))
+		b.Write(EncodePkt(c + "\n"))
 	}
 	b.WriteString("0001")
 	for _, a := range args {
-		b.Write(encodePkt(a + "\n"))
+		b.Write(EncodePkt(a + "\n"))
 	}
 	b.WriteString("0000")
 	return b.Bytes()
@@ -63,7 +64,7 @@ func TestLsRefsLikeGit(t *testing.T) {
 	check := func(stage string, wantOK bool) {
 		t.Helper()
 		for i, req := range lsRefsRequests {
-			got, ok := lsRefs(dir, req)
+			got, ok := LsRefs(dir, req)
 			if ok != wantOK {
 				t.Fatalf("%s, request %d: answered itself = %v, want %v", stage, i, ok, wantOK)
 			}
@@ -111,19 +112,11 @@ func TestLsRefsLikeGit(t *testing.T) {
 	gitT(t, dir, "", "update-ref", "-d", "--no-deref", "refs/heads/alias")
 	check("symbolic branch deleted again", true)
 
-	if _, ok := lsRefs(dir, lsRefsRequest(nil, "no-such-arg")); ok {
+	if _, ok := LsRefs(dir, lsRefsRequest(nil, "no-such-arg")); ok {
 		t.Error("an unknown argument must be left to git")
 	}
-	if _, ok := lsRefs(dir, lsRefsRequest([]string{"object-format=sha256"})); ok {
+	if _, ok := LsRefs(dir, lsRefsRequest([]string{"object-format=sha256"})); ok {
 		t.Error("another object format must be left to git")
-	}
-}
-
-func TestWantsV2(t *testing.T) {
-	for p, want := range map[string]bool{"version=2": true, "version=1": false, "": false, "foo=bar:version=2": true, "version=20": false} {
-		if got := wantsV2(p); got != want {
-			t.Errorf("wantsV2(%q) = %v", p, got)
-		}
 	}
 }
 
@@ -149,13 +142,13 @@ func TestParseLsRefsLeavesOddRequestsToGit(t *testing.T) {
 	}
 }
 
-// requestReader hands over one request, up to and including its flush, and
+// RequestReader hands over one request, up to and including its flush, and
 // leaves what follows for the next one.
 func TestRequestReaderStopsAtTheFlush(t *testing.T) {
 	first := []byte("0012command=fetch\n")
 	rest := "00010009done\n0000" + "0014command=ls-refs\n0000"
 	r := bytes.NewReader([]byte(rest))
-	q := &requestReader{r: r, pending: first}
+	q := &RequestReader{r: r, pending: first}
 	got, err := io.ReadAll(q)
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +161,23 @@ func TestRequestReaderStopsAtTheFlush(t *testing.T) {
 		t.Fatalf("left %q for the next request", left)
 	}
 	// A request cut short ends the reader with an error noted.
-	q = &requestReader{r: bytes.NewReader([]byte("0009done\n")), pending: first}
+	q = &RequestReader{r: bytes.NewReader([]byte("0009done\n")), pending: first}
 	io.ReadAll(q)
 	if q.done || q.err == nil {
 		t.Fatalf("cut-short request: done %v, err %v", q.done, q.err)
 	}
+}
+
+func gitT(t *testing.T, dir string, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir,
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@localhost", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@localhost")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
