@@ -433,3 +433,16 @@ func (s *server) run(signer gossh.Signer, cmd string, pty bool) (string, string,
 	}
 	return stdout.String(), stderr.String(), -1, err
 }
+
+// logged waits (up to 30 s) for a log line containing substr: the log of a
+// daemon in its own process arrives through a pipe, after the client has
+// seen the effect.
+func (s *server) logged(substr string) bool {
+	for i := 0; i < 300; i++ {
+		if strings.Contains(s.logs.String(), substr) {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}

@@ -89,7 +89,7 @@ func TestObjectsGitsFsckRefusesFailThePushAsBadObject(t *testing.T) {
 		t.Errorf("master moved from %s to %s", before, after)
 	}
 	f.bareGit("fsck", "--strict")
-	if !strings.Contains(s.logs.String(), `"rules":["bad-object"]`) {
+	if !s.logged(`"rules":["bad-object"]`) {
 		t.Errorf("log has no bad-object refusal")
 	}
 	// A normal stock client right after is unaffected.
@@ -165,7 +165,7 @@ func TestFullDiskFailsThePushWithTheReasonAndRaisesTheAlarm(t *testing.T) {
 	if after := f.bareGit("rev-parse", "master"); after != before {
 		t.Errorf("master moved from %s to %s", before, after)
 	}
-	if !strings.Contains(s.logs.String(), `"level":"error","repo":"locks"`) || !strings.Contains(s.logs.String(), "disk full") {
+	if !s.logged(`"level":"error","repo":"locks","data_dir"`) {
 		t.Errorf("no error log line for the full disk")
 	}
 	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {

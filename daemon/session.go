@@ -18,12 +18,16 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitproto"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/internal/logtext"
 	"github.com/rs/zerolog"
 )
 
 // handleSession serves one exec request. Everything that is not one of the
 // three git services gets one line on stderr and exit status 1.
 func (s *Server) handleSession(sess ssh.Session) {
+	if st := connStateOf(sess.Context()); st != nil {
+		sess = activeSession{Session: sess, st: st}
+	}
 	s.Metrics.SessionOpened()
 	defer s.Metrics.SessionClosed()
 	id, ok := s.identityOf(sess.Context())
@@ -55,7 +59,7 @@ func (s *Server) handleSession(sess ssh.Session) {
 	cfg := s.conf().Config
 	name, err := repoName(cfg, path)
 	if err != nil {
-		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, path))
+		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, logtext.Clip(path)))
 		return
 	}
 	repo := cfg.Repo(name)
@@ -88,15 +92,13 @@ func (s *Server) handleSession(sess ssh.Session) {
 
 // refuse ends a session with a one-line message; the detail goes to the log.
 func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
-	if len(what) > 200 {
-		// The client chose it: logged, but not at any length.
-		what = what[:200] + "…"
-	}
-	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", what)
+	// Security: the client chose the command and most of msg (a path it
+	// sent): logged, but never at any length.
+	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", logtext.Clip(what))
 	if id != nil {
 		ev = ev.Str("user", id.user.Name).Str("key", id.key)
 	}
-	ev.Str("reason", msg).Msg("refused")
+	ev.Str("reason", logtext.Clip(msg)).Msg("refused")
 	fmt.Fprintf(sess.Stderr(), "poolgate: %s\n", msg)
 	sess.Exit(1)
 }
@@ -312,12 +314,12 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		for _, u := range cmds.Parsed() {
 			ups = append(ups, u.String())
 		}
-		e = e.Strs("refs", ups).Str("verdict", v)
+		e = e.Strs("refs", logtext.List(ups)).Str("verdict", v)
 		if le := limitErr.Load(); le != nil {
 			e = e.Str("limit", le.Key).Str("reason", le.Msg)
 		}
 		if len(rules) > 0 {
-			e = e.Strs("rules", rules)
+			e = e.Strs("rules", logtext.List(rules))
 		}
 		if failure != nil {
 			e = e.Str("reason", failure.detail)
@@ -339,7 +341,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			s.Observer.Pushed(repo.Name)
 		}
 		if len(ng) > 0 {
-			e = e.Strs("ng", ng)
+			e = e.Strs("ng", logtext.List(ng))
 		}
 	}
 	if err != nil {

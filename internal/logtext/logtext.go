@@ -40,3 +40,20 @@ func ClipN(s string, n int) string {
 	}
 	return cut + "…[" + strconv.Itoa(len(s)) + " bytes]"
 }
+
+// MaxItems is the most entries of a client-made list a log field carries.
+const MaxItems = 20
+
+// List clips each of the first MaxItems entries; a longer list ends with an
+// entry saying how many more there were.
+func List(ss []string) []string {
+	n := min(len(ss), MaxItems)
+	out := make([]string, 0, n+1)
+	for _, s := range ss[:n] {
+		out = append(out, Clip(s))
+	}
+	if len(ss) > n {
+		out = append(out, "…["+strconv.Itoa(len(ss)-n)+" more]")
+	}
+	return out
+}

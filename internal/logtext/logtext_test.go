@@ -25,3 +25,22 @@ func TestClipBoundsAndMarksLongText(t *testing.T) {
 		t.Errorf("empty: %q", got)
 	}
 }
+
+func TestListBoundsEntriesAndTheirCount(t *testing.T) {
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = strings.Repeat("r", 1000)
+	}
+	got := List(many)
+	if len(got) != MaxItems+1 || got[MaxItems] != "…[980 more]" {
+		t.Fatalf("List of 1000: %d entries, last %q", len(got), got[len(got)-1])
+	}
+	for _, s := range got[:MaxItems] {
+		if len(s) > Max+len("…[1000 bytes]") {
+			t.Fatalf("entry of %d bytes", len(s))
+		}
+	}
+	if got := List([]string{"a"}); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("short list changed: %q", got)
+	}
+}
