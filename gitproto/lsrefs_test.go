@@ -2,6 +2,7 @@ package gitproto
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -180,4 +181,84 @@ func gitT(t *testing.T, dir string, stdin string, args ...string) string {
 		t.Fatalf("git %v: %v\n%s", args, err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// Issue 11: git's gc --auto runs pack-refs after a push; a pack-refs
+// between the reads of packed-refs and of the loose refs dropped the
+// branch from the answer, and the stock client's fetch failed its step.
+// Each round a push moves master and creates a branch (loose refs), and
+// pack-refs packs and prunes them, while ls-refs is asked again and again:
+// a branch once shown is shown in every later answer, and master never
+// goes back to an older commit.
+func TestLsRefsAlwaysShowsTheBranchWhilePackRefsRuns(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "r.git")
+	gitT(t, filepath.Dir(dir), "", "init", "-q", "--bare", "--initial-branch=master", dir)
+	blob := gitT(t, dir, "x\n", "hash-object", "-w", "--stdin")
+	tree := gitT(t, dir, "100644 blob "+blob+"\tf\n", "mktree")
+	const rounds = 100
+	commits := make([]string, rounds)
+	order := map[string]int{}
+	for i := range commits {
+		args := []string{"commit-tree", tree, "-m", fmt.Sprint(i)}
+		if i > 0 {
+			args = append(args, "-p", commits[i-1])
+		}
+		commits[i] = gitT(t, dir, "", args...)
+		order[commits[i]] = i
+	}
+	gitT(t, dir, "", "update-ref", "refs/heads/master", commits[0])
+	req := lsRefsRequest([]string{"agent=git/2.39.5"}, "symrefs", "peel", "ref-prefix refs/heads/")
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i < rounds; i++ {
+			gitT(t, dir, "", "update-ref", "refs/heads/master", commits[i])
+			gitT(t, dir, "", "update-ref", fmt.Sprintf("refs/heads/b%d", i), commits[i])
+			gitT(t, dir, "", "pack-refs", "--all", "--prune")
+		}
+	}()
+	seen := map[string]bool{}
+	answered, last := 0, 0
+	var failure string
+	for polling := true; polling && failure == ""; {
+		select {
+		case <-done:
+			polling = false
+		default:
+		}
+		resp, ok := LsRefs(dir, req)
+		if !ok {
+			continue // left to git, which reads refs its own way
+		}
+		answered++
+		now := map[string]string{}
+		for _, line := range strings.Split(string(resp), "\n") {
+			if len(line) > 4+41 {
+				oid, name, _ := strings.Cut(line[4:], " ")
+				now[name] = oid
+			}
+		}
+		for name := range seen {
+			if now[name] == "" {
+				failure = fmt.Sprintf("answer %d: %s, shown before, is missing", answered, name)
+			}
+		}
+		for name := range now {
+			seen[name] = true
+		}
+		m, ok := order[now["refs/heads/master"]]
+		if !ok || m < last {
+			failure = fmt.Sprintf("answer %d: master at commit %d (%q), after commit %d", answered, m, now["refs/heads/master"], last)
+		}
+		last = m
+	}
+	<-done
+	if failure != "" {
+		t.Fatal(failure)
+	}
+	if answered == 0 || len(seen) < rounds/2 {
+		t.Fatalf("%d answers, %d branches seen: the test proves nothing", answered, len(seen))
+	}
+	t.Logf("%d answers, %d branches, none dropped", answered, len(seen))
 }
