@@ -51,7 +51,7 @@ func (s *Server) handleSession(sess ssh.Session) {
 		s.refuse(sess, &id, "shell", fmt.Sprintf("hi %s, there is no shell here; use git clone ssh://HOST/REPO.git", id.user.Name))
 		return
 	}
-	svc, path, err := parseCommand(raw)
+	svc, path, err := gitproto.ParseCommand(raw)
 	if err != nil {
 		s.refuse(sess, &id, raw, err.Error())
 		return
@@ -63,18 +63,18 @@ func (s *Server) handleSession(sess ssh.Session) {
 		return
 	}
 	repo := cfg.Repo(name)
-	if repo.Upstream != nil && svc.writes() {
+	if repo.Upstream != nil && svc.Writes() {
 		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
 		return
 	}
 	role := cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
-	if svc.writes() {
+	if svc.Writes() {
 		need = config.RoleWrite
 	}
 	if role < need {
 		verb := "read"
-		if svc.writes() {
+		if svc.Writes() {
 			verb = "push to"
 		}
 		s.refuse(sess, &id, raw, fmt.Sprintf("%s (role %s) may not %s %s", id.user.Name, role, verb, name))
@@ -174,7 +174,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	// "." with the repo as working directory: nothing the client sent is
 	// ever an argument to git.
 	dir := repoDir(s.cfg, repo.Name)
-	cmd := exec.Command("git", svc.subcommand(), ".")
+	cmd := exec.Command("git", svc.Subcommand(), ".")
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stderr = sess.Stderr()
