@@ -117,6 +117,8 @@ burst() {
   maxms=$(tail -1 "$out/ms")
   printf '%-6s clients %5d  failed %5d  wall %6d ms  per client p50 %6s ms  p99 %6s ms  max %6s ms\n' \
     "$name" "$N" "$failed" $(( (t1 - t0) / 1000000 )) "$p50" "$p99" "$maxms"
+  # What the server closed, and why (its own log).
+  grep -o '"message":"connection [a-z]*: [^"]*"' "$tmp/log" | sort | uniq -c | sed 's/^/       server: /' || true
   if [ "$failed" != 0 ]; then
     echo "       first failure: $(for f in "$out"/*.res; do if [ "$(cut -d' ' -f2 "$f")" != 0 ]; then tr '\n' ' ' <"${f%.res}.out"; break; fi; done)"
   fi

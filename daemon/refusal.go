@@ -3,24 +3,80 @@ package daemon
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"regexp"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitproto"
 	"github.com/poolgate/poolgate/internal/logtext"
 )
 
-// Refusals of a push that retrying cannot fix. They reach the stock client
+// Every refusal a client sees, in one place: one line each, prefixed
+// "poolgate: ". What went wrong inside (an error from git, a file, a
+// process) goes to the log only; a client is told errInternal.
+
+// refusal is a message for the client.
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string { return r.msg }
+
+var (
+	errAuthRequired = &refusal{"authentication required"}
+	errInteractive  = &refusal{"interactive sessions are not served here; use git"}
+	errSubsystem    = &refusal{"subsystems are not served here; use git"}
+	errStopping     = &refusal{"server is stopping, try again"}
+	errRepoBusy     = &refusal{"repository busy, try again"}
+	errInternal     = &refusal{"internal error"}
+	errPushTooLong  = &refusal{"push took too long and was stopped"}
+	// errPushRefused ends a push the hook refused permanently; the hook's
+	// own reasons were already relayed as "remote:" lines above it.
+	errPushRefused = &refusal{"push refused, see the messages above"}
+)
+
+const channelRefused = "poolgate: only git commands are served here"
+
+func errNoShell(user string) error {
+	return &refusal{fmt.Sprintf("hi %s, there is no shell here; use git clone ssh://HOST/REPO.git", user)}
+}
+
+// errNoRepo quotes the client's path, bounded.
+func errNoRepo(err error, path string) error {
+	return &refusal{fmt.Sprintf("%v: %q", err, logtext.Clip(path))}
+}
+
+func errMirror(repo string) error {
+	return &refusal{repo + " is a read-only mirror; push to its upstream"}
+}
+
+func errRole(user string, role config.Role, writes bool, repo string) error {
+	verb := "read"
+	if writes {
+		verb = "push to"
+	}
+	return &refusal{fmt.Sprintf("%s (role %s) may not %s %s", user, role, verb, repo)}
+}
+
+func errKeySessions(max int) error {
+	return &refusal{fmt.Sprintf("too many sessions for this key (ssh.max_sessions_per_key %d), try again", max)}
+}
+
+func errPushLimit(le *gitproto.LimitError) error { return &refusal{"push refused: " + le.Error()} }
+
+func errProtocol(err error) error { return &refusal{"protocol error: " + err.Error()} }
+
+// tell writes a refusal's line to the client.
+func tell(w io.Writer, err error) { fmt.Fprintln(w, line(err)) }
+
+func line(err error) string { return "poolgate: " + err.Error() }
+
+// Refusals of a push that retrying cannot fix reach the stock client
 // through the permanent path (DESIGN.md §2): the report withheld, a band-3
 // error naming the reason, a non-zero exit. A "[remote rejected] (unpacker
 // error)" would make pool-resource retry silently forever.
-
-// refusedMessage ends a push the hook refused permanently. The hook's own
-// reasons were already relayed as "remote:" lines above it.
-const refusedMessage = "poolgate: push refused, see the messages above"
 
 // storeFailure is a push receive-pack did not store.
 type storeFailure struct {
@@ -28,9 +84,7 @@ type storeFailure struct {
 	detail string // one line for the client and the log; no client text in it
 }
 
-func (f *storeFailure) clientMessage() string {
-	return "poolgate: push refused: " + f.rule + ": " + f.detail
-}
+func (f *storeFailure) Error() string { return "push refused: " + f.rule + ": " + f.detail }
 
 // gitTail keeps the last bytes of what git printed during a push (its
 // stderr and band 2), for classifying a failure; safe for concurrent use.

@@ -232,13 +232,13 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 				if id, ok := s.identityOf(sess.Context()); ok {
 					who = &id
 				}
-				s.refuse(sess, who, "subsystem "+sess.Subsystem(), "subsystems are not served here; use git")
+				s.refuse(sess, who, "subsystem "+sess.Subsystem(), errSubsystem)
 			},
 		},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
 			"default": func(_ *ssh.Server, _ *gossh.ServerConn, ch gossh.NewChannel, _ ssh.Context) {
-				ch.Reject(gossh.Prohibited, "poolgate: only git commands are served here")
+				ch.Reject(gossh.Prohibited, channelRefused)
 			},
 		},
 		ConnectionFailedCallback: func(c net.Conn, err error) {

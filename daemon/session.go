@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,7 +33,7 @@ func (s *Server) handleSession(sess ssh.Session) {
 	if !ok {
 		// Unreachable with public-key auth on; kept so that a change in
 		// the auth set-up can never serve an anonymous session.
-		s.refuse(sess, nil, sess.RawCommand(), "authentication required")
+		s.refuse(sess, nil, sess.RawCommand(), errAuthRequired)
 		return
 	}
 	if ssh.AgentRequested(sess) {
@@ -43,28 +42,28 @@ func (s *Server) handleSession(sess ssh.Session) {
 		s.log.Debug().Str("user", id.user.Name).Msg("agent forwarding requested, ignored")
 	}
 	if _, _, isPty := sess.Pty(); isPty {
-		s.refuse(sess, &id, sess.RawCommand(), "interactive sessions are not served here; use git")
+		s.refuse(sess, &id, sess.RawCommand(), errInteractive)
 		return
 	}
 	raw := sess.RawCommand()
 	if raw == "" {
-		s.refuse(sess, &id, "shell", fmt.Sprintf("hi %s, there is no shell here; use git clone ssh://HOST/REPO.git", id.user.Name))
+		s.refuse(sess, &id, "shell", errNoShell(id.user.Name))
 		return
 	}
 	svc, path, err := gitproto.ParseCommand(raw)
 	if err != nil {
-		s.refuse(sess, &id, raw, err.Error())
+		s.refuse(sess, &id, raw, err)
 		return
 	}
 	cfg := s.conf().Config
 	name, err := repoName(cfg, path)
 	if err != nil {
-		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, logtext.Clip(path)))
+		s.refuse(sess, &id, raw, errNoRepo(err, path))
 		return
 	}
 	repo := cfg.Repo(name)
 	if repo.Upstream != nil && svc.Writes() {
-		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
+		s.refuse(sess, &id, raw, errMirror(name))
 		return
 	}
 	role := cfg.RoleFor(id.user.Name, repo)
@@ -73,16 +72,12 @@ func (s *Server) handleSession(sess ssh.Session) {
 		need = config.RoleWrite
 	}
 	if role < need {
-		verb := "read"
-		if svc.Writes() {
-			verb = "push to"
-		}
-		s.refuse(sess, &id, raw, fmt.Sprintf("%s (role %s) may not %s %s", id.user.Name, role, verb, name))
+		s.refuse(sess, &id, raw, errRole(id.user.Name, role, svc.Writes(), name))
 		return
 	}
 	release, ok := s.perKey.acquire(id.key, cfg.SSH.MaxSessionsPerKey)
 	if !ok {
-		s.refuse(sess, &id, raw, fmt.Sprintf("too many sessions for this key (ssh.max_sessions_per_key %d), try again", cfg.SSH.MaxSessionsPerKey))
+		s.refuse(sess, &id, raw, errKeySessions(cfg.SSH.MaxSessionsPerKey))
 		return
 	}
 	defer release()
@@ -91,15 +86,15 @@ func (s *Server) handleSession(sess ssh.Session) {
 }
 
 // refuse ends a session with a one-line message; the detail goes to the log.
-func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
+func (s *Server) refuse(sess ssh.Session, id *identity, what string, err error) {
 	// Security: the client chose the command and most of msg (a path it
 	// sent): logged, but never at any length.
 	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", logtext.Clip(what))
 	if id != nil {
 		ev = ev.Str("user", id.user.Name).Str("key", id.key)
 	}
-	ev.Str("reason", logtext.Clip(msg)).Msg("refused")
-	fmt.Fprintf(sess.Stderr(), "poolgate: %s\n", msg)
+	ev.Str("reason", logtext.Clip(err.Error())).Msg("refused")
+	tell(sess.Stderr(), err)
 	sess.Exit(1)
 }
 
@@ -108,7 +103,7 @@ var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
 // serveGit runs the system git for one service and returns its exit status.
 func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
 	if !s.begin() {
-		fmt.Fprintln(sess.Stderr(), "poolgate: server is stopping, try again")
+		tell(sess.Stderr(), errStopping)
 		return 1
 	}
 	defer s.inflight.Done()
@@ -157,13 +152,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			defer func() { <-lock }()
 		case <-ctx.Done():
 			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
-			fmt.Fprintln(sess.Stderr(), "poolgate: repository busy, try again")
+			tell(sess.Stderr(), errRepoBusy)
 			return 1
 		}
 		tmp, err := os.MkdirTemp("", "poolgate-push-")
 		if err != nil {
 			ev(zerolog.ErrorLevel).Err(err).Msg("temp dir")
-			fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+			tell(sess.Stderr(), errInternal)
 			return 1
 		}
 		defer os.RemoveAll(tmp)
@@ -229,7 +224,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			// error" the stock client would retry forever) and the client
 			// sees this line and an error exit.
 			limitErr.Store(le)
-			fmt.Fprintf(sess.Stderr(), "poolgate: push refused: %v\n", le)
+			tell(sess.Stderr(), errPushLimit(le))
 		}
 		// Closing stdin early makes git stop at a truncated pack: it
 		// removes its quarantine and moves no ref.
@@ -241,18 +236,18 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	if svc == ReceivePack {
 		res, err = gitproto.RelayPush(sess, stdout, printed, func(report []byte) string {
 			if limitErr.Load() != nil {
-				return refusedMessage
+				return line(errPushRefused)
 			}
 			if v, _ := hooks.ReadVerdict(verdictFile); v == hooks.VerdictPermanent {
-				return refusedMessage
+				return line(errPushRefused)
 			}
 			if failure = classifyStore(dir, report, printed.Bytes()); failure != nil {
-				return failure.clientMessage()
+				return line(failure)
 			}
 			return ""
 		})
 		if res.Refused && !res.Sideband && failure != nil {
-			fmt.Fprintln(sess.Stderr(), failure.clientMessage())
+			tell(sess.Stderr(), failure)
 		}
 	} else {
 		_, err = io.Copy(sess, stdout)
@@ -277,7 +272,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	select {
 	case <-killed:
 		if ctx.Err() == context.DeadlineExceeded {
-			fmt.Fprintln(sess.Stderr(), "poolgate: push took too long and was stopped")
+			tell(sess.Stderr(), errPushTooLong)
 		}
 		code = 1
 	default:
@@ -354,6 +349,6 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 func (s *Server) internal(sess ssh.Session, ev func(zerolog.Level) *zerolog.Event, err error) int {
 	ev(zerolog.ErrorLevel).Err(err).Msg("cannot run git")
-	fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+	tell(sess.Stderr(), errInternal)
 	return 1
 }

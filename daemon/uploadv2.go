@@ -200,7 +200,7 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 }
 
 func (s *Server) v2ProtocolError(sess ssh.Session, st v2Stats, err error) (int, v2Stats, error) {
-	fmt.Fprintf(sess.Stderr(), "poolgate: protocol error: %v\n", err)
+	tell(sess.Stderr(), errProtocol(err))
 	return 128, st, err
 }
 
