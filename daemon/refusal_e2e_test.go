@@ -1,36 +1,20 @@
 package daemon_test
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/poolgate/poolgate/internal/gittest"
 	"github.com/poolgate/poolgate/internal/poolclient"
 )
-
-// gitIn runs git in dir with stdin and returns its trimmed output.
-func gitIn(t *testing.T, dir string, stdin []byte, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir,
-		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@localhost", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@localhost")
-	cmd.Stdin = bytes.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
 
 // assertPushFailed checks a push's output reads as an error the stock
 // client gives up on, not as a rejection it retries silently forever.
@@ -74,13 +58,13 @@ func TestObjectsGitsFsckRefusesFailThePushAsBadObject(t *testing.T) {
 			if err := c.Clone(ctx); err != nil {
 				t.Fatal(err)
 			}
-			blob, _ := hex.DecodeString(gitIn(t, c.Dir, []byte("x\n"), "hash-object", "-w", "--stdin"))
-			bad := gitIn(t, c.Dir, tc.entries(blob), "hash-object", "-t", "tree", "-w", "--literally", "--stdin")
+			blob, _ := hex.DecodeString(gittest.Run(t, c.Dir, []byte("x\n"), "hash-object", "-w", "--stdin"))
+			bad := gittest.Run(t, c.Dir, tc.entries(blob), "hash-object", "-t", "tree", "-w", "--literally", "--stdin")
 			// The bad tree as a subtree of the branch's own tree, so the
 			// commit is otherwise an ordinary one.
-			top := gitIn(t, c.Dir, nil, "ls-tree", "HEAD")
-			tree := gitIn(t, c.Dir, []byte(top+"\n040000 tree "+bad+"\tjunk\n"), "mktree")
-			commit := gitIn(t, c.Dir, nil, "commit-tree", tree, "-p", "HEAD", "-m", "junk")
+			top := gittest.Run(t, c.Dir, nil, "ls-tree", "HEAD")
+			tree := gittest.Run(t, c.Dir, []byte(top+"\n040000 tree "+bad+"\tjunk\n"), "mktree")
+			commit := gittest.Run(t, c.Dir, nil, "commit-tree", tree, "-p", "HEAD", "-m", "junk")
 			out, err := c.Git(ctx, "push", "origin", commit+":master")
 			assertPushFailed(t, out, err, "bad-object", tc.msgID)
 		})

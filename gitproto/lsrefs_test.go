@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/poolgate/poolgate/internal/gittest"
 )
 
 // lsRefsRequest builds an ls-refs request as a git client sends it.
@@ -171,16 +173,7 @@ func TestRequestReaderStopsAtTheFlush(t *testing.T) {
 
 func gitT(t *testing.T, dir string, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir,
-		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@localhost", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@localhost")
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return gittest.Run(t, dir, []byte(stdin), args...)
 }
 
 // Issue 11: git's gc --auto runs pack-refs after a push; a pack-refs
