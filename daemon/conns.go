@@ -52,7 +52,6 @@ type connState struct {
 	done       chan struct{} // closed when the connection closes
 	admitted   chan struct{} // closed once admitted
 	authOnce   sync.Once
-	sessions   atomic.Int32
 	hadSession atomic.Bool
 	last       atomic.Int64 // unix nanos of the last channel activity
 }
@@ -131,7 +130,10 @@ func (st *connState) admit(ctx ssh.Context) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return // handshakeDeadline cuts it
+			// Authenticated, yet no identity (its user removed by a
+			// reload meanwhile): never admitted, so closed.
+			st.c.Close()
+			return
 		}
 		select {
 		case <-st.done:
@@ -262,12 +264,8 @@ func (s *Server) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn, ch goss
 	case <-st.done:
 		return
 	}
-	st.sessions.Add(1)
 	st.touch()
-	defer func() {
-		st.sessions.Add(-1)
-		st.touch()
-	}()
+	defer st.touch()
 	ssh.DefaultSessionHandler(srv, conn, ch, ctx)
 }
 

@@ -1,7 +1,8 @@
 // Package gitproto is the git wire protocol as poolgate reads and relays
-// it: pkt-lines, a push's command list and report, protocol v2 requests
-// and ls-refs, and the guard that reads a pushed pack's headers. Plain
-// io.Reader/io.Writer code: no process, no network, no config.
+// it: the SSH command line that names a service, pkt-lines, a push's
+// command list and report, protocol v2 requests and ls-refs, and the guard
+// that reads a pushed pack's headers. Plain io.Reader/io.Writer code: no
+// process, no network, no config.
 package gitproto
 
 import (
