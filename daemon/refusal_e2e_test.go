@@ -69,6 +69,19 @@ func TestObjectsGitsFsckRefusesFailThePushAsBadObject(t *testing.T) {
 			assertPushFailed(t, out, err, "bad-object", tc.msgID)
 		})
 	}
+	t.Run("a malformed commit", func(t *testing.T) {
+		c := s.client("writer", "malformed-commit")
+		if err := c.Clone(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tree := gittest.Run(t, c.Dir, nil, "rev-parse", "HEAD^{tree}")
+		head := gittest.Run(t, c.Dir, nil, "rev-parse", "HEAD")
+		// An author line without an email, which git's porcelain never writes.
+		raw := "tree " + tree + "\nparent " + head + "\nauthor nobody 1700000000 +0000\ncommitter nobody 1700000000 +0000\n\nclaiming: lock-a\n"
+		commit := gittest.Run(t, c.Dir, []byte(raw), "hash-object", "-t", "commit", "-w", "--literally", "--stdin")
+		out, err := c.Git(ctx, "push", "origin", commit+":master")
+		assertPushFailed(t, out, err, "bad-object", "missingEmail")
+	})
 	if after := f.bareGit("rev-parse", "master"); after != before {
 		t.Errorf("master moved from %s to %s", before, after)
 	}
