@@ -111,6 +111,15 @@ type SSH struct {
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 	// MaxSessionsPerKey caps the git commands one client key runs at once.
 	MaxSessionsPerKey int `yaml:"max_sessions_per_key"`
+	// MaxConnectionsPerKey caps the authenticated connections of one client
+	// key; more wait their turn (up to QueueTimeout).
+	MaxConnectionsPerKey int `yaml:"max_connections_per_key"`
+	// QueueTimeout bounds how long a connection waits for a slot (over
+	// max_sessions, or over its key's max_connections_per_key).
+	QueueTimeout Duration `yaml:"queue_timeout"`
+	// SessionStartTimeout closes an authenticated connection that has not
+	// opened a session by then, keepalives or not.
+	SessionStartTimeout Duration `yaml:"session_start_timeout"`
 }
 
 type HTTP struct {
@@ -280,6 +289,8 @@ const (
 
 	DefaultHandshakeTimeout  = 15 * time.Second
 	DefaultMaxSessionsPerKey = 128
+	DefaultQueueTimeout      = time.Minute
+	DefaultSessionStart      = 10 * time.Second
 	DefaultMaxPushBytes      = 32 << 20
 	DefaultMaxObjectBytes    = 1 << 20
 	DefaultMaxPushObjects    = 10000

@@ -57,6 +57,19 @@ func (c *Config) validate() error {
 	if c.SSH.MaxSessionsPerKey <= 0 {
 		c.SSH.MaxSessionsPerKey = min(DefaultMaxSessionsPerKey, c.SSH.MaxSessions)
 	}
+	if c.SSH.MaxConnectionsPerKey <= 0 {
+		// Half: one key (a runaway pipeline, or a hostile read key) never
+		// holds the slots every other key needs.
+		c.SSH.MaxConnectionsPerKey = max(1, c.SSH.MaxSessions/2)
+	} else if c.SSH.MaxConnectionsPerKey >= c.SSH.MaxSessions && c.SSH.MaxSessions > 1 {
+		return &posErr{msg: "ssh.max_connections_per_key must be below ssh.max_sessions"}
+	}
+	if c.SSH.QueueTimeout <= 0 {
+		c.SSH.QueueTimeout = Duration(DefaultQueueTimeout)
+	}
+	if c.SSH.SessionStartTimeout <= 0 {
+		c.SSH.SessionStartTimeout = Duration(DefaultSessionStart)
+	}
 	for _, l := range []struct {
 		v   *int64
 		key string

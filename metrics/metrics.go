@@ -26,6 +26,7 @@ type Metrics struct {
 	holdDuration  *prometheus.HistogramVec
 	deliveries    *prometheus.CounterVec
 	deliveryFails *prometheus.CounterVec
+	diskFull      *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry, with Go runtime and
@@ -66,6 +67,10 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.pushes, m.rejections, m.refused, m.sessions, m.sessionsTotal, m.gitDuration,
 		m.holdDuration, m.deliveries, m.deliveryFails,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.diskFull = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_disk_full_total", Help: "Pushes that could not be stored because the disk was full, by repo.",
+	}, []string{"repo"})
+	m.Registry.MustRegister(m.diskFull)
 	return m
 }
 
@@ -265,4 +270,11 @@ func (m *Metrics) WatchMirrors(src MirrorSource) {
 		failures: prometheus.NewDesc("poolgate_upstream_fetch_failures_total",
 			"Failed fetches of a watched repo from its upstream since start.", []string{"repo"}, nil),
 	})
+}
+
+// DiskFull records a push lost to a full disk.
+func (m *Metrics) DiskFull(repo string) {
+	if m != nil {
+		m.diskFull.WithLabelValues(repo).Inc()
+	}
 }
