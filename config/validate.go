@@ -214,7 +214,7 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	return nil
+	return c.validateCluster()
 }
 
 func checkBranch(b string) error {
