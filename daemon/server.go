@@ -52,6 +52,7 @@ type Server struct {
 	// Observer, if set, hears of every push that ended (the event
 	// service); it must not block.
 	Observer PushObserver
+	gate     Gate // cluster.go
 }
 
 // PushObserver is told when a receive-pack to repo has ended, accepted or

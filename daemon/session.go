@@ -136,6 +136,12 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		}
 	}
 
+	if !svc.writes() {
+		if err := s.gateCheck(ctx, repo.Name, false); err != nil {
+			fmt.Fprintf(sess.Stderr(), "poolgate: %v\n", err)
+			return 1
+		}
+	}
 	if code, ok := s.tryUploadV2(ctx, sess, svc, protocol, env, repo, ev, start); ok {
 		return code
 	}
@@ -155,6 +161,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		case <-ctx.Done():
 			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
 			fmt.Fprintln(sess.Stderr(), "poolgate: repository busy, try again")
+			return 1
+		}
+		if err := s.gateCheck(ctx, repo.Name, true); err != nil {
+			ev(zerolog.WarnLevel).Err(err).Msg("push refused by the cluster")
+			fmt.Fprintf(sess.Stderr(), "poolgate: %v\n", err)
 			return 1
 		}
 		tmp, err := os.MkdirTemp("", "poolgate-push-")

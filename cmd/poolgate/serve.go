@@ -81,6 +81,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
+	moved, leaveCluster, err := startCluster(cfg, log, srv, exe)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitFailed
+	}
+	defer leaveCluster()
 	sshLn, httpLn, inherited, err := daemon.Listeners(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
@@ -129,6 +135,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
+	pushed := svc.Pushed
+	moved.Store(&pushed)
 	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store}
 	m.WatchPools(poolGauges(cfg, backend))
 	srv.Handle("/", web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger()))

@@ -1,0 +1,354 @@
+// Package cluster makes poolgate nodes one service (DESIGN §9): each node
+// keeps its own repos; the pool branch's tip of each repo is decided in
+// etcd by compare-and-set after the pushed objects are on a quorum of
+// nodes; every node catches up with the decided tip before it answers a
+// fetch; one node at a time delivers webhooks.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// Timings of the background work.
+const (
+	// recheckEvery: besides the watch, each repo's tip is compared with
+	// etcd this often (a watch can miss events across a reconnect).
+	recheckEvery = 2 * time.Second
+	// catchUpTimeout bounds how long a fetch waits for this node to catch up
+	// before it is refused rather than shown an old tip.
+	catchUpTimeout = 5 * time.Second
+)
+
+// Options are what a node needs from the daemon.
+type Options struct {
+	// RepoDir is where the daemon keeps a repo.
+	RepoDir func(name string) string
+	// Signer is the shared host key.
+	Signer gossh.Signer
+	// Moved, if set, is told when catching up moved a repo's branch (the
+	// events service derives from it).
+	Moved func(repo string)
+}
+
+// Node is this process's membership in the cluster.
+type Node struct {
+	cfg  *config.Config
+	cl   *config.Cluster
+	log  zerolog.Logger
+	opts Options
+	etcd *clientv3.Client
+	keys keys
+	git  gitRunner
+	dec  *decider
+	peer *peerServer
+
+	etcdErr atomic.Pointer[string] // last etcd failure, nil when the last request worked
+	repos   map[string]*repoState
+	leader  atomic.Bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type repoState struct {
+	name, branch, dir string
+	wake              chan struct{}
+	mu                sync.Mutex
+	decided           string // last tip seen in etcd
+	ready             bool   // initialised in etcd and caught up once
+}
+
+// Start joins the cluster: node-to-node listener, etcd client, the repos'
+// decided tips (initialised from this node's repos when etcd has none),
+// the watch. It waits up to initWait for this node to be in step, so the
+// events service starts from the cluster's history; past it, it goes on
+// in the background (a node starts while etcd is down, read-only).
+func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.Duration) (*Node, error) {
+	cl := cfg.Cluster
+	cli, err := newEtcd(cl)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg: cfg, cl: cl, log: log, opts: opts, etcd: cli,
+		keys:  keys{cl.Etcd.Prefix},
+		git:   gitRunner{home: cfg.DataDir},
+		repos: map[string]*repoState{},
+	}
+	n.dec = &decider{cl: cl, etcd: cli, signer: opts.Signer, git: n.git, keys: n.keys}
+	for _, r := range cfg.Repos {
+		if r.Upstream != nil {
+			continue // a watched mirror follows its upstream on every node
+		}
+		n.repos[r.Name] = &repoState{name: r.Name, branch: r.Branch, dir: opts.RepoDir(r.Name), wake: make(chan struct{}, 1)}
+	}
+	ln, err := net.Listen("tcp", cl.Listen)
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("cluster: listen %s: %w", cl.Listen, err)
+	}
+	n.peer = &peerServer{cfg: cfg, signer: opts.Signer, git: n.git, repoDir: opts.RepoDir, log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.peer.serve(ln); err != nil {
+			log.Error().Err(err).Msg("cluster listener failed")
+		}
+	}()
+	ready := make(chan struct{}, len(n.repos))
+	for _, rs := range n.repos {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.follow(ctx, rs, ready) }()
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.watch(ctx) }()
+	timer := time.NewTimer(initWait)
+	defer timer.Stop()
+	for range n.repos {
+		select {
+		case <-ready:
+		case <-timer.C:
+			log.Warn().Msg("cluster: not in step with etcd yet; serving reads from the local repos meanwhile")
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// Close leaves the cluster.
+func (n *Node) Close() {
+	n.cancel()
+	n.peer.close()
+	n.wg.Wait()
+	n.etcd.Close()
+}
+
+func (n *Node) etcdFailed(err error) {
+	if err == nil {
+		n.etcdErr.Store(nil)
+		return
+	}
+	s := oneLine(err)
+	n.etcdErr.Store(&s)
+}
+
+// follow keeps one repo in step with its decided tip: first the tip's
+// initialisation, then a catch-up whenever the watch or the recheck says.
+func (n *Node) follow(ctx context.Context, rs *repoState, ready chan<- struct{}) {
+	log := n.log.With().Str("repo", rs.name).Logger()
+	signalled := false
+	tick := time.NewTicker(recheckEvery)
+	defer tick.Stop()
+	for {
+		err := n.step(ctx, rs)
+		if err == nil && !signalled {
+			signalled = true
+			ready <- struct{}{}
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Msg("cluster: repo not in step")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-rs.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// step reads the decided tip and brings this node to it; when etcd has no
+// tip yet, or is behind this node's own start-up commits (a pool declared
+// since), this node proposes its tip through the same decision a push takes.
+func (n *Node) step(ctx context.Context, rs *repoState) error {
+	key := n.keys.tip(rs.name, rs.branch)
+	for range 3 {
+		decided, found, err := decidedTip(ctx, n.etcd, key)
+		n.etcdFailed(err)
+		if err != nil {
+			return err
+		}
+		local, err := n.git.tip(ctx, rs.dir, rs.branch)
+		if err != nil {
+			return err
+		}
+		var propose string
+		switch {
+		case !found && local != "":
+			propose = local
+		case found && local != "" && local != decided && n.git.isAncestor(ctx, rs.dir, decided, local):
+			// Only the daemon's own start-up commits (ensurePool) move a
+			// local ref without a decision; they are proposed, not lost.
+			propose = local
+		}
+		if propose != "" {
+			err := n.dec.decide(ctx, rs.dir, rs.name, rs.branch, decided, propose)
+			if errors.Is(err, ErrMoved) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			n.log.Info().Str("repo", rs.name).Str("tip", propose).Msg("cluster: proposed this node's tip")
+			decided = propose
+		}
+		if !found && propose == "" {
+			return errors.New("no tip decided yet and no local branch to propose")
+		}
+		if err := n.catchUp(ctx, rs, decided); err != nil {
+			return err
+		}
+		rs.mu.Lock()
+		rs.decided, rs.ready = decided, true
+		rs.mu.Unlock()
+		return nil
+	}
+	return errors.New("tip kept moving")
+}
+
+// catchUp moves this node's branch to tip, fetching the objects from a peer
+// when this node was not among those that received them. Local commits that
+// were never decided (a start-up commit that lost to another node's) are
+// dropped: no client was ever told they landed.
+func (n *Node) catchUp(ctx context.Context, rs *repoState, tip string) error {
+	for attempt := 0; ; attempt++ {
+		local, err := n.git.tip(ctx, rs.dir, rs.branch)
+		if err != nil {
+			return err
+		}
+		if local == tip {
+			return nil
+		}
+		if !n.git.connected(ctx, rs.dir, tip) {
+			if err := n.fetch(ctx, rs, tip, local); err != nil {
+				return err
+			}
+		}
+		// With the old value: a push of this node moving the ref at the
+		// same time (after its own decision) makes this fail, and the loop
+		// looks again.
+		err = n.git.setTip(ctx, rs.dir, rs.branch, tip, local, "poolgate: cluster catch-up")
+		if err == nil {
+			if local != "" && !n.git.isAncestor(ctx, rs.dir, local, tip) {
+				n.log.Warn().Str("repo", rs.name).Str("dropped", local).Str("tip", tip).Msg("cluster: local commit never decided, replaced by the cluster's tip")
+			} else {
+				n.log.Debug().Str("repo", rs.name).Str("from", local).Str("tip", tip).Msg("cluster: caught up")
+			}
+			if n.opts.Moved != nil {
+				n.opts.Moved(rs.name)
+			}
+			return nil
+		}
+		if attempt >= 20 || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// fetch gets tip's objects from the first peer that has them, in random
+// order so a node back from the dead does not always load the same peer.
+func (n *Node) fetch(ctx context.Context, rs *repoState, tip, have string) error {
+	var errs []error
+	for _, i := range rand.Perm(len(n.cl.Peers)) {
+		p := n.cl.Peers[i]
+		err := fetchObjects(ctx, n.git, n.opts.Signer, p.Address, rs.dir, rs.name, tip, have)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+	}
+	return fmt.Errorf("no peer gave %s: %w", tip, errors.Join(errs...))
+}
+
+// watch wakes a repo's follower when its decided tip changes.
+func (n *Node) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		wch := n.etcd.Watch(clientv3.WithRequireLeader(ctx), n.keys.repos(), clientv3.WithPrefix())
+		for resp := range wch {
+			if err := resp.Err(); err != nil {
+				n.etcdFailed(err)
+				break
+			}
+			for _, ev := range resp.Events {
+				if rs := n.repos[n.keys.repoOfTipKey(string(ev.Kv.Key))]; rs != nil {
+					select {
+					case rs.wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// ErrCatchingUp refuses a fetch rather than show a tip older than the
+// cluster's.
+var ErrCatchingUp = errors.New("this node is catching up with the cluster; try again")
+
+// BeforeGit runs before the daemon serves a git command on repo: a node
+// behind the decided tip catches up first, so a client told "ok" by one node
+// never fetches an older tip from another. For a push (write), the daemon
+// holds the repo's push lock; with etcd unreachable the push is refused as
+// an error. A read with etcd unreachable is served from the local repo
+// (DESIGN §9: fetches still served).
+func (n *Node) BeforeGit(ctx context.Context, repo string, write bool) error {
+	rs := n.repos[repo]
+	if rs == nil {
+		return nil
+	}
+	decided, found, err := decidedTip(ctx, n.etcd, n.keys.tip(rs.name, rs.branch))
+	n.etcdFailed(err)
+	if err != nil {
+		n.log.Warn().Err(err).Str("repo", repo).Bool("push", write).Msg("cluster: etcd unreachable")
+		if write {
+			return &UnavailableError{Reason: "this node cannot reach etcd"}
+		}
+		return nil
+	}
+	if !found {
+		if write {
+			return &UnavailableError{Reason: "the cluster has not decided this repo's tip yet"}
+		}
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if err := n.catchUp(cctx, rs, decided); err != nil {
+		n.log.Warn().Err(err).Str("repo", repo).Msg("cluster: cannot catch up before serving")
+		return ErrCatchingUp
+	}
+	return nil
+}
+
+// signerFromFile reads the shared key (for tools outside the daemon).
+func signerFromFile(path string) (gossh.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return gossh.ParsePrivateKey(b)
+}
