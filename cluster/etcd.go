@@ -57,10 +57,10 @@ func (k keys) tip(repo, branch string) string {
 	return k.prefix + "/repos/" + repo + "/refs/heads/" + branch
 }
 
-func (k keys) repos() string             { return k.prefix + "/repos/" }
-func (k keys) node(name string) string   { return k.prefix + "/nodes/" + name }
-func (k keys) nodes() string             { return k.prefix + "/nodes/" }
-func (k keys) election() string          { return k.prefix + "/leader" }
+func (k keys) repos() string               { return k.prefix + "/repos/" }
+func (k keys) node(name string) string     { return k.prefix + "/nodes/" + name }
+func (k keys) nodes() string               { return k.prefix + "/nodes/" }
+func (k keys) election() string            { return k.prefix + "/leader" }
 func (k keys) cursor(target string) string { return k.prefix + "/webhooks/" + target + "/delivered" }
 
 // repoOfTipKey is the repo a tip key names, or "".

@@ -177,7 +177,7 @@ type testCluster struct {
 
 type clusterOptions struct {
 	Nodes    int
-	Pools    string      // YAML list
+	Pools    string     // YAML list
 	Etcd     [][]string // endpoints per node
 	Webhooks string
 }
