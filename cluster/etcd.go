@@ -60,6 +60,7 @@ func (k keys) tip(repo, branch string) string {
 func (k keys) repos() string               { return k.prefix + "/repos/" }
 func (k keys) node(name string) string     { return k.prefix + "/nodes/" + name }
 func (k keys) nodes() string               { return k.prefix + "/nodes/" }
+func (k keys) lock(repo string) string     { return k.prefix + "/locks/" + repo }
 func (k keys) election() string            { return k.prefix + "/leader" }
 func (k keys) cursor(target string) string { return k.prefix + "/webhooks/" + target + "/delivered" }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -59,8 +61,12 @@ type Node struct {
 	repos   map[string]*repoState
 	leader  atomic.Bool
 
+	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	sessMu sync.Mutex
+	sess   *concurrency.Session
 }
 
 type repoState struct {
@@ -102,7 +108,7 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 	}
 	n.peer = &peerServer{cfg: cfg, signer: opts.Signer, git: n.git, repoDir: opts.RepoDir, log: log}
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.ctx, n.cancel = ctx, cancel
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -311,37 +317,110 @@ var ErrCatchingUp = errors.New("this node is catching up with the cluster; try a
 
 // BeforeGit runs before the daemon serves a git command on repo: a node
 // behind the decided tip catches up first, so a client told "ok" by one node
-// never fetches an older tip from another. For a push (write), the daemon
-// holds the repo's push lock; with etcd unreachable the push is refused as
-// an error. A read with etcd unreachable is served from the local repo
-// (DESIGN §9: fetches still served).
-func (n *Node) BeforeGit(ctx context.Context, repo string, write bool) error {
+// never fetches an older tip from another. A read with etcd unreachable is
+// served from the local repo (DESIGN §9: fetches still served).
+//
+// A push (write) first takes the repo's cluster-wide lock in etcd, held
+// until the returned release is called: pushes on different nodes are
+// serialized like pushes on one node, so receive-pack advertises the
+// decided tip and a client with a stale view gets git's own ordinary
+// rejection. The compare-and-set stays the safety: a lock lost with its
+// lease (a partition) can never let two tips be decided. With etcd
+// unreachable the push is refused as an error.
+func (n *Node) BeforeGit(ctx context.Context, repo string, write bool) (release func(), err error) {
+	release = func() {}
 	rs := n.repos[repo]
 	if rs == nil {
-		return nil
+		return release, nil
+	}
+	if write {
+		unlock, err := n.lockRepo(ctx, rs)
+		if err != nil {
+			n.etcdFailed(err)
+			n.log.Warn().Err(err).Str("repo", repo).Msg("cluster: push lock not taken")
+			return release, &UnavailableError{Reason: "this node cannot reach etcd"}
+		}
+		release = unlock
 	}
 	decided, found, err := decidedTip(ctx, n.etcd, n.keys.tip(rs.name, rs.branch))
 	n.etcdFailed(err)
 	if err != nil {
 		n.log.Warn().Err(err).Str("repo", repo).Bool("push", write).Msg("cluster: etcd unreachable")
 		if write {
-			return &UnavailableError{Reason: "this node cannot reach etcd"}
+			return release, &UnavailableError{Reason: "this node cannot reach etcd"}
 		}
-		return nil
+		return release, nil
 	}
 	if !found {
 		if write {
-			return &UnavailableError{Reason: "the cluster has not decided this repo's tip yet"}
+			return release, &UnavailableError{Reason: "the cluster has not decided this repo's tip yet"}
 		}
-		return nil
+		return release, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
 	if err := n.catchUp(cctx, rs, decided); err != nil {
 		n.log.Warn().Err(err).Str("repo", repo).Msg("cluster: cannot catch up before serving")
-		return ErrCatchingUp
+		return release, ErrCatchingUp
 	}
-	return nil
+	return release, nil
+}
+
+// lockSessionTTL is how long a push lock outlives a node that stopped
+// renewing it (killed, cut off from etcd).
+const lockSessionTTL = 5
+
+// lockWait bounds the wait for the push lock.
+const lockWait = 20 * time.Second
+
+// lockRepo takes repo's cluster-wide push lock.
+func (n *Node) lockRepo(ctx context.Context, rs *repoState) (func(), error) {
+	sess, err := n.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := concurrency.NewMutex(sess, n.keys.lock(rs.name))
+	// Bounded: a push waits for others' pushes, not for a lost etcd.
+	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	if err := m.Lock(lctx); err != nil {
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.Background(), etcdOpTimeout)
+		defer cancel()
+		// A failed unlock is a lock that expires with the session's lease.
+		_ = m.Unlock(uctx)
+	}, nil
+}
+
+// session is the node's etcd session (a lease kept alive), renewed after
+// it expired.
+func (n *Node) session(ctx context.Context) (*concurrency.Session, error) {
+	n.sessMu.Lock()
+	defer n.sessMu.Unlock()
+	if n.sess != nil {
+		select {
+		case <-n.sess.Done():
+			n.sess = nil
+		default:
+			return n.sess, nil
+		}
+	}
+	// The lease is granted here, bounded: NewSession would wait for etcd
+	// as long as its context lives.
+	gctx, cancel := context.WithTimeout(ctx, etcdOpTimeout)
+	defer cancel()
+	lease, err := n.etcd.Grant(gctx, lockSessionTTL)
+	if err != nil {
+		return nil, err
+	}
+	s, err := concurrency.NewSession(n.etcd, concurrency.WithLease(lease.ID), concurrency.WithContext(n.ctx))
+	if err != nil {
+		return nil, err
+	}
+	n.sess = s
+	return s, nil
 }
 
 // signerFromFile reads the shared key (for tools outside the daemon).
@@ -351,4 +430,34 @@ func signerFromFile(path string) (gossh.Signer, error) {
 		return nil, err
 	}
 	return gossh.ParsePrivateKey(b)
+}
+
+// PushHealth is nil when this node can take pushes: etcd answered its last
+// request and every repo is in step with its decided tip. Reads are served
+// either way (/healthz says so); this is what a load balancer in front of
+// the nodes checks before sending pushes.
+func (n *Node) PushHealth() error {
+	if e := n.etcdErr.Load(); e != nil {
+		return &UnavailableError{Reason: "etcd unreachable: " + *e}
+	}
+	for _, rs := range n.repos {
+		rs.mu.Lock()
+		ready := rs.ready
+		rs.mu.Unlock()
+		if !ready {
+			return &UnavailableError{Reason: "repo " + rs.name + " not in step with the cluster yet"}
+		}
+	}
+	return nil
+}
+
+// ServeHTTP answers GET /healthz/push: 200 "ok" or 503 with the reason.
+func (n *Node) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := n.PushHealth(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, err)
+		return
+	}
+	fmt.Fprintln(w, "ok")
 }

@@ -8,20 +8,21 @@ import (
 )
 
 // Gate, if set, is asked before a git command is served. A cluster node
-// (package cluster) catches up with the cluster's decided tip there, and
-// refuses pushes it cannot have decided. For a push it runs under the
-// repo's push lock. Its error is shown to the client as one line.
+// (package cluster) catches up with the cluster's decided tip there, takes
+// the cluster-wide push lock for a push (inside the repo's own push lock),
+// and refuses pushes it cannot have decided. release is called when the
+// command ended; the error is shown to the client as one line.
 type Gate interface {
-	BeforeGit(ctx context.Context, repo string, write bool) error
+	BeforeGit(ctx context.Context, repo string, write bool) (release func(), err error)
 }
 
 // SetGate installs the gate; call before Serve.
 func (s *Server) SetGate(g Gate) { s.gate = g }
 
-// gateCheck is nil without a gate.
-func (s *Server) gateCheck(ctx context.Context, repo string, write bool) error {
+// gateCheck passes without a gate; release is never nil.
+func (s *Server) gateCheck(ctx context.Context, repo string, write bool) (release func(), err error) {
 	if s.gate == nil {
-		return nil
+		return func() {}, nil
 	}
 	return s.gate.BeforeGit(ctx, repo, write)
 }

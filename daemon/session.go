@@ -137,7 +137,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	}
 
 	if !svc.writes() {
-		if err := s.gateCheck(ctx, repo.Name, false); err != nil {
+		release, err := s.gateCheck(ctx, repo.Name, false)
+		release()
+		if err != nil {
 			fmt.Fprintf(sess.Stderr(), "poolgate: %v\n", err)
 			return 1
 		}
@@ -163,7 +165,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			fmt.Fprintln(sess.Stderr(), "poolgate: repository busy, try again")
 			return 1
 		}
-		if err := s.gateCheck(ctx, repo.Name, true); err != nil {
+		release, err := s.gateCheck(ctx, repo.Name, true)
+		defer release()
+		if err != nil {
 			ev(zerolog.WarnLevel).Err(err).Msg("push refused by the cluster")
 			fmt.Fprintf(sess.Stderr(), "poolgate: %v\n", err)
 			return 1

@@ -59,5 +59,7 @@ func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, ex
 		return nil, nil, err
 	}
 	srv.SetGate(node)
+	// /healthz stays "serving"; this one says whether pushes can land here.
+	srv.Handle("GET /healthz/push", node)
 	return moved, node.Close, nil
 }
