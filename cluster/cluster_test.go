@@ -63,3 +63,32 @@ func TestPushOnOneNodeIsServedByEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// etcd gone: pushes fail as errors that name the reason (the stock client
+// prints them and fails the step), never as silent rejections; fetches and
+// clones are still served.
+func TestEtcdUnreachablePushIsAnErrorFetchStillServed(t *testing.T) {
+	e := startEtcd(t, 1)
+	tc := newTestCluster(t, clusterOptions{Nodes: 3, Pools: "[{name: demo, locks: [a, b]}]",
+		Etcd: [][]string{e.endpoints(), e.endpoints(), e.endpoints()}})
+	tc.start()
+	tc.converge()
+	ctx := ctxT(t, 2*time.Minute)
+	c := tc.client("c", tc.nodes[0].sshAddr, "demo")
+	if err := c.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.members[0].p.kill()
+	_, err := c.Acquire(ctx)
+	if err == nil {
+		t.Fatal("a push landed with etcd down")
+	}
+	out := c.Stats().LastPush
+	if !strings.Contains(out, "pushes are unavailable") || strings.Contains(out, "[rejected]") || strings.Contains(out, "[remote rejected]") {
+		t.Errorf("push output is not an error naming the reason:\n%s", out)
+	}
+	c2 := tc.client("c2", tc.nodes[1].sshAddr, "demo")
+	if err := c2.Clone(ctx); err != nil {
+		t.Errorf("clone with etcd down: %v", err)
+	}
+}
