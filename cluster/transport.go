@@ -169,31 +169,12 @@ func dialPeer(ctx context.Context, addr string, signer gossh.Signer) (*gossh.Cli
 // sendObjects gives a peer the objects of want; nil once the peer has
 // them all, synced, without any of its refs moved.
 func sendObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, dir, repo, want string) error {
-	cli, err := dialPeer(ctx, addr, signer)
+	ps, err := openPeer(ctx, signer, addr, "objects "+repo+" "+want)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	stop := context.AfterFunc(ctx, func() { cli.Close() })
-	defer stop()
-	sess, err := cli.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	in, err := sess.StdinPipe()
-	if err != nil {
-		return err
-	}
-	out, err := sess.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	var stderr strings.Builder
-	sess.Stderr = &stderr
-	if err := sess.Start("objects " + repo + " " + want); err != nil {
-		return err
-	}
+	defer ps.close()
+	in, out, stderr, sess := ps.in, ps.out, ps.stderr, ps.sess
 	br := bufio.NewReader(out)
 	line, err := br.ReadString('\n')
 	if err != nil {
@@ -225,31 +206,17 @@ func sendObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, di
 // fetchObjects gets the objects of want from a peer into the repo at dir;
 // have is this node's tip ("" for none).
 func fetchObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, dir, repo, want, have string) error {
-	cli, err := dialPeer(ctx, addr, signer)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	stop := context.AfterFunc(ctx, func() { cli.Close() })
-	defer stop()
-	sess, err := cli.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	out, err := sess.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	var stderr strings.Builder
-	sess.Stderr = &stderr
 	cmd := "pack " + repo + " " + want
 	if have != "" {
 		cmd += " " + have
 	}
-	if err := sess.Start(cmd); err != nil {
+	ps, err := openPeer(ctx, signer, addr, cmd)
+	if err != nil {
 		return err
 	}
+	defer ps.close()
+	ps.in.Close()
+	out, stderr, sess := ps.out, ps.stderr, ps.sess
 	uerr := g.unpack(ctx, dir, want, out)
 	io.Copy(io.Discard, out)
 	werr := sess.Wait()
@@ -257,4 +224,47 @@ func fetchObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, d
 		return fmt.Errorf("peer: %v %s", werr, strings.TrimSpace(stderr.String()))
 	}
 	return uerr
+}
+
+// peerSession is one command running on a peer.
+type peerSession struct {
+	cli    *gossh.Client
+	sess   *gossh.Session
+	in     io.WriteCloser
+	out    io.Reader
+	stderr *strings.Builder
+	stop   func() bool
+}
+
+// openPeer dials a peer and starts cmd there; ctx's end cuts the connection.
+func openPeer(ctx context.Context, signer gossh.Signer, addr, cmd string) (*peerSession, error) {
+	cli, err := dialPeer(ctx, addr, signer)
+	if err != nil {
+		return nil, err
+	}
+	ps := &peerSession{cli: cli, stderr: new(strings.Builder)}
+	ps.stop = context.AfterFunc(ctx, func() { cli.Close() })
+	fail := func(err error) (*peerSession, error) { ps.close(); return nil, err }
+	if ps.sess, err = cli.NewSession(); err != nil {
+		return fail(err)
+	}
+	if ps.in, err = ps.sess.StdinPipe(); err != nil {
+		return fail(err)
+	}
+	if ps.out, err = ps.sess.StdoutPipe(); err != nil {
+		return fail(err)
+	}
+	ps.sess.Stderr = ps.stderr
+	if err := ps.sess.Start(cmd); err != nil {
+		return fail(err)
+	}
+	return ps, nil
+}
+
+func (ps *peerSession) close() {
+	ps.stop()
+	if ps.sess != nil {
+		ps.sess.Close()
+	}
+	ps.cli.Close()
 }
