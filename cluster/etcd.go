@@ -57,12 +57,14 @@ func (k keys) tip(repo, branch string) string {
 	return k.prefix + "/repos/" + repo + "/refs/heads/" + branch
 }
 
-func (k keys) repos() string               { return k.prefix + "/repos/" }
-func (k keys) node(name string) string     { return k.prefix + "/nodes/" + name }
-func (k keys) nodes() string               { return k.prefix + "/nodes/" }
-func (k keys) lock(repo string) string     { return k.prefix + "/locks/" + repo }
-func (k keys) election() string            { return k.prefix + "/leader" }
-func (k keys) cursor(target string) string { return k.prefix + "/webhooks/" + target + "/delivered" }
+func (k keys) repos() string           { return k.prefix + "/repos/" }
+func (k keys) node(name string) string { return k.prefix + "/nodes/" + name }
+func (k keys) nodes() string           { return k.prefix + "/nodes/" }
+func (k keys) lock(repo string) string { return k.prefix + "/locks/" + repo }
+func (k keys) election() string        { return k.prefix + "/leader" }
+func (k keys) sent(webhook, id string) string {
+	return k.prefix + "/webhooks/" + webhook + "/sent/" + id
+}
 
 // repoOfTipKey is the repo a tip key names, or "".
 func (k keys) repoOfTipKey(key string) string {

@@ -35,8 +35,10 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 		n3Etcd = append(n3Etcd, p)
 		n3Eps = append(n3Eps, p.addr())
 	}
+	rec := newReceiver(t)
 	tc := newTestCluster(t, clusterOptions{Nodes: 3, Pools: "[{name: p, max_claimed: 2, locks: [l1, l2, l3, l4]}]",
-		Etcd: [][]string{e.endpoints(), e.endpoints(), n3Eps}})
+		Etcd:     [][]string{e.endpoints(), e.endpoints(), n3Eps},
+		Webhooks: fmt.Sprintf("[{name: rec, url: %q, format: json, events: [claimed, released]}]", rec.url)})
 	tc.start()
 	tc.converge()
 
@@ -185,6 +187,27 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	if len(failedSteps) > clients {
 		t.Errorf("%d failed steps, more than the %d clients that could have been on the killed node", len(failedSteps), clients)
 	}
+	// Every claim and release is delivered, by whichever node led, with the
+	// id every node derived for it.
+	var want map[string]bool
+	for _, n := range tc.nodes {
+		ids := n.eventIDs(t, "claimed", "released")
+		if want == nil {
+			want = ids
+			continue
+		}
+		if !sameKeys(want, ids) {
+			t.Errorf("%s derived other event ids than %s", n.name, tc.nodes[0].name)
+		}
+	}
+	if len(want) != 2*clients*cycles {
+		t.Errorf("%d claimed/released events derived, want %d", len(want), 2*clients*cycles)
+	}
+	missing := rec.waitFor(want, time.Minute)
+	if len(missing) > 0 {
+		t.Errorf("%d events never delivered: %v", len(missing), missing)
+	}
+	t.Logf("webhook: %d events, %d deliveries (%d duplicates, same ids)", len(want), rec.total(), rec.total()-len(rec.ids()))
 	_ = context.Background
 }
 

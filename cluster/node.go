@@ -65,8 +65,10 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	sessMu sync.Mutex
-	sess   *concurrency.Session
+	sessMu        sync.Mutex
+	sess          *concurrency.Session
+	ledgerLease   clientv3.LeaseID
+	ledgerLeaseAt time.Time
 }
 
 type repoState struct {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/poolgate/poolgate/cluster"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/webhook"
 	"github.com/rs/zerolog"
 )
 
@@ -38,15 +40,15 @@ const clusterInitWait = 15 * time.Second
 // startCluster joins the cluster when the config has a cluster block (and
 // removes a leftover cluster hook when it has not). moved is to be pointed
 // at the events service once it runs. The returned func leaves.
-func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, exe string) (moved *atomic.Pointer[func(string)], stop func(), err error) {
+func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, exe string) (node *cluster.Node, moved *atomic.Pointer[func(string)], stop func(), err error) {
 	if err := cluster.InstallHook(srv.HooksDir(), exe, cfg.Cluster != nil); err != nil {
-		return nil, nil, fmt.Errorf("cluster hook: %w", err)
+		return nil, nil, nil, fmt.Errorf("cluster hook: %w", err)
 	}
 	moved = new(atomic.Pointer[func(string)])
 	if cfg.Cluster == nil {
-		return moved, func() {}, nil
+		return nil, moved, func() {}, nil
 	}
-	node, err := cluster.Start(cfg, log.With().Str("part", "cluster").Str("node", cfg.Cluster.Node).Logger(), cluster.Options{
+	node, err = cluster.Start(cfg, log.With().Str("part", "cluster").Str("node", cfg.Cluster.Node).Logger(), cluster.Options{
 		RepoDir: func(name string) string { return daemon.RepoDir(cfg, name) },
 		Signer:  srv.Signer(),
 		Moved: func(repo string) {
@@ -56,10 +58,22 @@ func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, ex
 		},
 	}, clusterInitWait)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	srv.SetGate(node)
 	// /healthz stays "serving"; this one says whether pushes can land here.
 	srv.Handle("GET /healthz/push", node)
-	return moved, node.Close, nil
+	return node, moved, node.Close, nil
+}
+
+// runDelivery runs webhook delivery: always on a single node; in a cluster
+// only while this node is the elected leader, with the delivered ids in
+// etcd, and a follower's cursors kept moving over what the leader sent.
+func runDelivery(ctx context.Context, node *cluster.Node, disp *webhook.Dispatcher, st cluster.CursorStore) {
+	if node == nil {
+		disp.Run(ctx)
+		return
+	}
+	go node.FollowCursors(ctx, st, disp)
+	node.Lead(ctx, disp.Run)
 }

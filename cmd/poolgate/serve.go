@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/poolgate/poolgate/cluster"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
@@ -81,7 +82,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
-	moved, leaveCluster, err := startCluster(cfg, log, srv, exe)
+	node, moved, leaveCluster, err := startCluster(cfg, log, srv, exe)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
@@ -130,7 +131,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}()
 	m := metrics.New()
 	srv.Metrics = m
-	svc, stopEvents, err := startEvents(cfg, log, srv, m)
+	svc, stopEvents, err := startEvents(cfg, log, srv, m, node)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
@@ -158,12 +159,16 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // startEvents runs event derivation and webhook delivery beside the daemon,
 // never in a push's path: the daemon only pokes the service when a push
 // ends. The returned func stops both and closes the store.
-func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics) (*events.Service, func(), error) {
+func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics, node *cluster.Node) (*events.Service, func(), error) {
 	svc, err := events.NewService(cfg, log.With().Str("part", "events").Logger())
 	if err != nil {
 		return nil, nil, err
 	}
-	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{OnAttempt: m.Delivery})
+	opts := webhook.Options{OnAttempt: m.Delivery}
+	if node != nil {
+		opts.Ledger = node
+	}
+	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), opts)
 	svc.OnEvents = func(evs []events.Event) {
 		for _, e := range evs {
 			if e.HeldSeconds != nil && (e.Type == events.Released || e.Type == events.Removed) {
@@ -183,7 +188,7 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { svc.Run(ctx); done <- struct{}{} }()
-	go func() { disp.Run(ctx); done <- struct{}{} }()
+	go func() { runDelivery(ctx, node, disp, svc.Store); done <- struct{}{} }()
 	return svc, func() {
 		cancel()
 		<-done
