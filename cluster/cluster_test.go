@@ -1,6 +1,8 @@
 package cluster_test
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,102 @@ func TestPushOnOneNodeIsServedByEveryNode(t *testing.T) {
 		if out, err := n.git(t, "fsck", "--no-progress"); err != nil {
 			t.Errorf("%s: fsck: %v\n%s", n.name, err, out)
 		}
+	}
+	// The cluster view from any node: all three up and in step, one leader.
+	st := waitStatus(t, tc.nodes[1], func(st clusterStatus) bool {
+		leaders, ok := 0, 0
+		for _, n := range st.Nodes {
+			if n.Leader {
+				leaders++
+			}
+			if n.Reachable && len(n.Behind) == 0 {
+				ok++
+			}
+		}
+		return leaders == 1 && ok == 3 && st.Pushes == "ok"
+	})
+	t.Logf("cluster view from n2: %+v", st)
+}
+
+// A node killed shows as unreachable in the view from the others, and the
+// leadership moves if it led.
+func TestClusterViewShowsADeadNodeAndMovesTheLead(t *testing.T) {
+	e := startEtcd(t, 1)
+	tc := newTestCluster(t, clusterOptions{Nodes: 3, Pools: "[{name: demo, locks: [a]}]",
+		Etcd: [][]string{e.endpoints(), e.endpoints(), e.endpoints()}})
+	tc.start()
+	tc.converge()
+	var leader string
+	waitStatus(t, tc.nodes[0], func(st clusterStatus) bool {
+		for _, n := range st.Nodes {
+			if n.Leader {
+				leader = n.Name
+			}
+		}
+		return leader != ""
+	})
+	var dead, other *node
+	for _, n := range tc.nodes {
+		if n.name == leader {
+			dead = n
+		} else {
+			other = n
+		}
+	}
+	dead.p.kill()
+	st := waitStatus(t, other, func(st clusterStatus) bool {
+		newLeader, deadShown := "", false
+		for _, n := range st.Nodes {
+			if n.Leader {
+				newLeader = n.Name
+			}
+			if n.Name == dead.name && !n.Reachable {
+				deadShown = true
+			}
+		}
+		return deadShown && newLeader != "" && newLeader != dead.name
+	})
+	t.Logf("after killing the leader %s: %+v", dead.name, st)
+	resp, err := http.Get("http://" + other.httpAddr + "/healthz/push")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz/push on %s: %d with one node of three dead", other.name, resp.StatusCode)
+	}
+}
+
+type clusterStatus struct {
+	Node   string `json:"node"`
+	Pushes string `json:"pushes"`
+	Nodes  []struct {
+		Name      string   `json:"name"`
+		Reachable bool     `json:"reachable"`
+		Leader    bool     `json:"leader"`
+		Behind    []string `json:"behind"`
+	} `json:"nodes"`
+}
+
+// waitStatus polls a node's /api/v1/cluster (bounded) until ok says so.
+func waitStatus(t *testing.T, n *node, ok func(clusterStatus) bool) clusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var st clusterStatus
+	for {
+		resp, err := http.Get("http://" + n.httpAddr + "/api/v1/cluster")
+		if err == nil {
+			st = clusterStatus{}
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if ok(st) {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster view from %s never as expected: %+v (%v)", n.name, st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -125,6 +125,8 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.watch(ctx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.announce(ctx) }()
 	timer := time.NewTimer(initWait)
 	defer timer.Stop()
 	for range n.repos {

@@ -140,7 +140,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	moved.Store(&pushed)
 	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store}
 	m.WatchPools(poolGauges(cfg, backend))
-	srv.Handle("/", web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger()))
+	ws := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
+	if node != nil {
+		// Which nodes are up, which leads, which are behind: from any node.
+		ws.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
+	}
+	srv.Handle("/", ws)
 	if h := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed); h != nil {
 		// Providers cannot send our bearer token; the payload signature
 		// is what authenticates these.
