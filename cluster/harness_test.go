@@ -167,7 +167,7 @@ type node struct {
 
 // testCluster is N nodes sharing one host key and one user key.
 type testCluster struct {
-	t        *testing.T
+	t        testing.TB
 	nodes    []*node
 	writer   testserver.Key
 	hookBin  string
@@ -178,15 +178,20 @@ type testCluster struct {
 type clusterOptions struct {
 	Nodes    int
 	Pools    string     // YAML list
-	Etcd     [][]string // endpoints per node
+	Etcd     [][]string // endpoints per node; nil: no cluster block (one plain node)
+	// Plain runs the daemon without the race detector (benchmarks).
+	Plain bool
 	Webhooks string
 }
 
-func newTestCluster(t *testing.T, o clusterOptions) *testCluster {
+func newTestCluster(t testing.TB, o clusterOptions) *testCluster {
 	t.Helper()
 	daemonBin, hookBin := testserver.Build(t)
 	dir := t.TempDir()
 	tc := &testCluster{t: t, writer: testserver.NewKey(t, dir, "writer"), hookBin: hookBin, daemon: daemonBin}
+	if o.Plain {
+		tc.daemon = hookBin
+	}
 	host := testserver.NewKey(t, dir, "ssh_host_ed25519_key")
 	if o.Webhooks == "" {
 		o.Webhooks = "[]"
@@ -204,7 +209,10 @@ func newTestCluster(t *testing.T, o clusterOptions) *testCluster {
 				fmt.Fprintf(&peers, "    - name: %s\n      address: %q\n", p.name, p.advertise)
 			}
 		}
-		eps, _ := json.Marshal(o.Etcd[i])
+		var eps []byte
+		if o.Etcd != nil {
+			eps, _ = json.Marshal(o.Etcd[i])
+		}
 		cfg := fmt.Sprintf(`data_dir: %s
 ssh:
   listen: %q
@@ -230,6 +238,9 @@ cluster:
 %s  etcd:
     endpoints: %s
 `, filepath.Join(n.dir, "data"), n.sshAddr, host.Path, n.httpAddr, tc.writer.Public, o.Pools, o.Webhooks, n.name, n.advertise, peers.String(), eps)
+		if o.Etcd == nil {
+			cfg = cfg[:strings.Index(cfg, "cluster:\n")]
+		}
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
