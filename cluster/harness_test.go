@@ -176,11 +176,11 @@ type testCluster struct {
 }
 
 type clusterOptions struct {
-	Nodes    int
-	Pools    string     // YAML list
-	Etcd     [][]string // endpoints per node; nil: no cluster block (one plain node)
+	Nodes int
+	Pools string     // YAML list
+	Etcd  [][]string // endpoints per node; nil: no cluster block (one plain node)
 	// Plain runs the daemon without the race detector (benchmarks).
-	Plain bool
+	Plain    bool
 	Webhooks string
 }
 
