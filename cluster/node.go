@@ -379,16 +379,26 @@ const lockWait = 20 * time.Second
 
 // lockRepo takes repo's cluster-wide push lock.
 func (n *Node) lockRepo(ctx context.Context, rs *repoState) (func(), error) {
-	sess, err := n.session(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m := concurrency.NewMutex(sess, n.keys.lock(rs.name))
 	// Bounded: a push waits for others' pushes, not for a lost etcd.
 	lctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
-	if err := m.Lock(lctx); err != nil {
-		return nil, err
+	var m *concurrency.Mutex
+	for try := 0; ; try++ {
+		sess, err := n.session(lctx)
+		if err != nil {
+			return nil, err
+		}
+		m = concurrency.NewMutex(sess, n.keys.lock(rs.name))
+		err = m.Lock(lctx)
+		if err == nil {
+			break
+		}
+		if try > 0 || lctx.Err() != nil {
+			return nil, err
+		}
+		// The session's lease may have ended while etcd was out of reach
+		// (its keep-alive only notices later): once more on a new one.
+		n.dropSession(sess)
 	}
 	return func() {
 		uctx, cancel := context.WithTimeout(context.Background(), etcdOpTimeout)
@@ -396,6 +406,16 @@ func (n *Node) lockRepo(ctx context.Context, rs *repoState) (func(), error) {
 		// A failed unlock is a lock that expires with the session's lease.
 		_ = m.Unlock(uctx)
 	}, nil
+}
+
+// dropSession forgets s, so the next push takes a new session.
+func (n *Node) dropSession(s *concurrency.Session) {
+	n.sessMu.Lock()
+	defer n.sessMu.Unlock()
+	if n.sess == s {
+		n.sess = nil
+		s.Orphan()
+	}
 }
 
 // session is the node's etcd session (a lease kept alive), renewed after
