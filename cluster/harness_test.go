@@ -293,10 +293,6 @@ func (tc *testCluster) waitListening(n *node) {
 	}
 }
 
-func (tc *testCluster) sshCommand() string {
-	return "ssh -F /dev/null -i " + tc.writer.Path + " -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
-}
-
 // client is a stock-like out step against addr (a node or the proxy).
 func (tc *testCluster) client(name, addr, pool string) *poolclient.Client {
 	tc.t.Helper()
@@ -305,7 +301,7 @@ func (tc *testCluster) client(name, addr, pool string) *poolclient.Client {
 		URL:    "ssh://git@127.0.0.1:" + port + "/locks.git",
 		Branch: "master", Pool: pool,
 		Dir:        filepath.Join(tc.t.TempDir(), name),
-		Env:        []string{"GIT_SSH_COMMAND=" + tc.sshCommand(), "SSH_AUTH_SOCK=", "HOME=" + tc.t.TempDir(), "GIT_CONFIG_NOSYSTEM=1"},
+		Env:        []string{"GIT_SSH_COMMAND=" + testserver.SSHCommand(tc.writer.Path), "SSH_AUTH_SOCK=", "HOME=" + tc.t.TempDir(), "GIT_CONFIG_NOSYSTEM=1"},
 		RetryDelay: 50 * time.Millisecond,
 		BuildURL:   "https://ci.example.com/builds/" + name,
 	}
