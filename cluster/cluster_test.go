@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -189,4 +190,57 @@ func TestEtcdUnreachablePushIsAnErrorFetchStillServed(t *testing.T) {
 	if err := c2.Clone(ctx); err != nil {
 		t.Errorf("clone with etcd down: %v", err)
 	}
+}
+
+// A hand-over (SIGUSR2) of a node: the successor binds the node-to-node
+// port while its predecessor drains, and the node goes on taking pushes.
+func TestHandoverKeepsTheNodeInTheCluster(t *testing.T) {
+	e := startEtcd(t, 1)
+	tc := newTestCluster(t, clusterOptions{Nodes: 3, Pools: "[{name: demo, locks: [a, b]}]",
+		Etcd: [][]string{e.endpoints(), e.endpoints(), e.endpoints()}})
+	tc.start()
+	tc.converge()
+	n := tc.nodes[0]
+	old := n.p.cmd.Process.Pid
+	if err := n.p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	var successor int
+	deadline := time.After(60 * time.Second)
+	for successor == 0 {
+		select {
+		case m := <-n.p.line:
+			if pid, _ := m["pid"].(float64); int(pid) != old {
+				successor = int(pid)
+			}
+		case <-deadline:
+			t.Fatalf("no successor listening:\n%s", n.p.Log())
+		}
+	}
+	t.Cleanup(func() { syscall.Kill(-successor, syscall.SIGKILL) })
+	select {
+	case <-n.p.done:
+	case <-time.After(60 * time.Second):
+		n.p.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into the log
+		time.Sleep(2 * time.Second)
+		t.Fatalf("the predecessor did not exit:\n%s", n.p.Log())
+	}
+	ctx := ctxT(t, time.Minute)
+	c := tc.client("c", n.sshAddr, "demo")
+	if err := c.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(ctx); err != nil {
+		t.Fatalf("push to the successor: %v\n%s", err, n.p.Log())
+	}
+	tc.converge()
+	// Objects still travel to this node: a push via n2 lands on n1 too.
+	c2 := tc.client("c2", tc.nodes[1].sshAddr, "demo")
+	if err := c2.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc.converge()
 }

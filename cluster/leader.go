@@ -73,6 +73,9 @@ func (n *Node) leadOnce(ctx context.Context, run func(context.Context)) error {
 	n.leader.Store(true)
 	n.log.Info().Msg("cluster: this node delivers webhooks now (leader)")
 	run(lctx)
+	// run may end early (no webhooks configured): the role is kept until
+	// it is lost, or the election would spin.
+	<-lctx.Done()
 	n.leader.Store(false)
 	n.log.Info().Msg("cluster: no longer the leader")
 	rctx, cancel := context.WithTimeout(context.Background(), etcdOpTimeout)

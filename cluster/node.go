@@ -15,6 +15,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -22,6 +23,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // Timings of the background work.
@@ -103,7 +105,7 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 		}
 		n.repos[r.Name] = &repoState{name: r.Name, branch: r.Branch, dir: opts.RepoDir(r.Name), wake: make(chan struct{}, 1)}
 	}
-	ln, err := net.Listen("tcp", cl.Listen)
+	ln, err := listenReusePort(cl.Listen)
 	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("cluster: listen %s: %w", cl.Listen, err)
@@ -484,4 +486,21 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// listenReusePort binds the node-to-node port with SO_REUSEPORT: during a
+// hand-over (SIGUSR2) the successor binds it while its predecessor drains,
+// so the port never goes dark and the successor does not fail to start.
+// Both answer peers meanwhile; their requests are idempotent.
+func listenReusePort(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
