@@ -244,3 +244,30 @@ func TestHandoverKeepsTheNodeInTheCluster(t *testing.T) {
 	}
 	tc.converge()
 }
+
+// Two of three nodes dead: a push cannot get its objects onto a quorum, so
+// it fails as an error naming that, and nothing moves.
+func TestPushWithoutAQuorumOfNodesIsAnErrorAndLandsNothing(t *testing.T) {
+	e := startEtcd(t, 1)
+	tc := newTestCluster(t, clusterOptions{Nodes: 3, Pools: "[{name: demo, locks: [a, b]}]",
+		Etcd: [][]string{e.endpoints(), e.endpoints(), e.endpoints()}})
+	tc.start()
+	before := tc.converge()
+	ctx := ctxT(t, 2*time.Minute)
+	c := tc.client("c", tc.nodes[0].sshAddr, "demo")
+	if err := c.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc.nodes[1].p.kill()
+	tc.nodes[2].p.kill()
+	if _, err := c.Acquire(ctx); err == nil {
+		t.Fatal("a push landed on one node of three")
+	}
+	out := c.Stats().LastPush
+	if !strings.Contains(out, "the objects reached 1 of 3 nodes, 2 needed") || strings.Contains(out, "[rejected]") || strings.Contains(out, "[remote rejected]") {
+		t.Errorf("push output is not an error naming the quorum:\n%s", out)
+	}
+	if tip := tc.nodes[0].tip(t); tip != before {
+		t.Errorf("n1's branch moved to %s", tip)
+	}
+}
