@@ -92,3 +92,14 @@ func TestBadClusterBlockNamesFileAndLine(t *testing.T) {
 		})
 	}
 }
+
+func TestClusterExampleConfigLoads(t *testing.T) {
+	t.Setenv("POOLGATE_HTTP_TOKEN", "t")
+	c, err := Load("../systemd/cluster/poolgate-n1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster == nil || c.Cluster.Node != "n1" || c.Cluster.Quorum() != 2 {
+		t.Fatalf("cluster = %+v", c.Cluster)
+	}
+}
