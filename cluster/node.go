@@ -209,7 +209,14 @@ func (n *Node) step(ctx context.Context, rs *repoState) error {
 			propose = local
 		}
 		if propose != "" {
-			err := n.dec.decide(ctx, rs.dir, rs.name, rs.branch, decided, propose)
+			// Under the cluster push lock like a push, so a proposal never
+			// makes a concurrent push lose its compare-and-set.
+			unlock, err := n.lockRepo(ctx, rs)
+			if err != nil {
+				return err
+			}
+			err = n.dec.decide(ctx, rs.dir, rs.name, rs.branch, decided, propose)
+			unlock()
 			if errors.Is(err, ErrMoved) {
 				continue
 			}
