@@ -478,11 +478,11 @@ func TestTwoKeyAttackIsIdentifiedAsTheSigner(t *testing.T) {
 	if !strings.Contains(string(out), "Server accepts key: "+offered) {
 		t.Fatalf("ssh did not offer the admin key first:\n%s", out)
 	}
-	log := s.logs.String()
-	if !strings.Contains(log, `"user":"writer","key":"`+gossh.FingerprintSHA256(f.keys["writer"].signer.PublicKey())+`","repo":"locks","service":"git-receive-pack"`) {
+	// The daemon's log arrives through a pipe, after the client is done.
+	if !s.logged(`"user":"writer","key":"` + gossh.FingerprintSHA256(f.keys["writer"].signer.PublicKey()) + `","repo":"locks","service":"git-receive-pack"`) {
 		t.Fatalf("the push session is not the writer's")
 	}
-	if strings.Contains(log, `"user":"admin"`) {
+	if strings.Contains(s.logs.String(), `"user":"admin"`) {
 		t.Fatalf("the offered, unproven admin key reached a session")
 	}
 }
