@@ -40,6 +40,9 @@ type Server struct {
 	perKey   keySessions
 	accepted openConns // every accepted SSH connection until it closes
 
+	hookTickets hookTickets // pushes the hook socket may judge (hooksock.go)
+	hookSocket  string      // "": no socket, hooks judge in-process
+
 	mu       sync.Mutex
 	stopping bool
 	inflight sync.WaitGroup // git commands running; Add only under mu
@@ -135,6 +138,13 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		return errors.New("Serve called before Prepare")
 	}
 	s.ssh = s.newSSHServer(s.signer)
+	if hl, path, err := s.listenHookSocket(); err != nil {
+		s.log.Warn().Err(err).Msg("no hook socket: each push's hook judges in its own process")
+	} else {
+		s.hookSocket = path
+		go s.serveHookSocket(hl)
+		defer hl.Close()
+	}
 	var err error
 	errc := make(chan error, 2)
 	go func() { errc <- s.ssh.Serve(s.accepted.listener(quickAckListener(sshLn))) }()

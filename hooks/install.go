@@ -26,17 +26,34 @@ const (
 	VerdictTransient = "transient"
 )
 
+// HookProgram is the small hook program (cmd/poolgate-hook) looked for
+// next to the poolgate binary; without a daemon's ticket it runs
+// "poolgate" from its own directory, so it is used only beside a binary of
+// that name.
+const HookProgram = "poolgate-hook"
+
 // Install writes a pre-receive hook into dir that runs exe. The daemon points
 // core.hooksPath at such a directory it owns, so nothing inside a repo (which
 // a pusher's objects can never reach anyway) decides what runs.
+//
+// Where HookProgram sits next to exe, the hook is a symlink to it: git
+// starts it directly, with no shell and no start of the whole poolgate.
 func Install(dir, exe string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	script := fmt.Sprintf("#!/bin/sh\nexec %s hook pre-receive\n", shellQuote(exe))
 	tmp := filepath.Join(dir, ".pre-receive.tmp")
-	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-		return err
+	os.Remove(tmp)
+	small := filepath.Join(filepath.Dir(exe), HookProgram)
+	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(exe) == "poolgate" {
+		if err := os.Symlink(small, tmp); err != nil {
+			return err
+		}
+	} else {
+		script := fmt.Sprintf("#!/bin/sh\nexec %s hook pre-receive\n", shellQuote(exe))
+		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+			return err
+		}
 	}
 	// Rename so a push running during an upgrade never sees half a script.
 	return os.Rename(tmp, filepath.Join(dir, "pre-receive"))
