@@ -35,6 +35,9 @@ if ! id poolbench >/dev/null 2>&1; then
   useradd --create-home --shell /usr/bin/git-shell --password '*' poolbench
 fi
 
-go build -o bench/.poolgate ./cmd/poolgate
+# poolgate-hook beside poolgate: the daemon installs it as the hook.
+go build -o bench/.bin/poolgate ./cmd/poolgate
+go build -o bench/.bin/poolgate-hook ./cmd/poolgate-hook
+ln -sfn .bin/poolgate bench/.poolgate # for pprof (PROFILE.md)
 go build -o bench/.harness ./bench/harness
-exec bench/.harness -poolgate bench/.poolgate "$@"
+exec bench/.harness -poolgate bench/.bin/poolgate "$@"

@@ -26,6 +26,13 @@ import (
 // session that started the push, named by a one-time ticket it put into
 // receive-pack's environment.
 
+// EnvHookSock set to "off" turns the socket off and installs the shell
+// script hook, as before it existed (for measuring; the hook then judges in
+// its own process).
+const EnvHookSock = "POOLGATE_HOOKSOCK"
+
+func hookSocketOff() bool { return strings.EqualFold(os.Getenv(EnvHookSock), "off") }
+
 // hookTicket is what the daemon knows about one push in flight.
 type hookTicket struct {
 	secret  []byte

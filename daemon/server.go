@@ -106,7 +106,11 @@ func (s *Server) Prepare(ctx context.Context) error {
 		return err
 	}
 	s.signer = signer
-	if err := hooks.Install(s.hooksDir(), s.exe); err != nil {
+	install := hooks.Install
+	if hookSocketOff() {
+		install = hooks.InstallScript
+	}
+	if err := install(s.hooksDir(), s.exe); err != nil {
 		return fmt.Errorf("install hook: %w", err)
 	}
 	if err := s.writeHookConfig(s.conf().raw); err != nil {
@@ -138,7 +142,9 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		return errors.New("Serve called before Prepare")
 	}
 	s.ssh = s.newSSHServer(s.signer)
-	if hl, path, err := s.listenHookSocket(); err != nil {
+	if hookSocketOff() {
+		s.log.Info().Msg("hook socket off (" + EnvHookSock + "): each push's hook judges in its own process")
+	} else if hl, path, err := s.listenHookSocket(); err != nil {
 		s.log.Warn().Err(err).Msg("no hook socket: each push's hook judges in its own process")
 	} else {
 		s.hookSocket = path

@@ -38,14 +38,20 @@ const HookProgram = "poolgate-hook"
 //
 // Where HookProgram sits next to exe, the hook is a symlink to it: git
 // starts it directly, with no shell and no start of the whole poolgate.
-func Install(dir, exe string) error {
+func Install(dir, exe string) error { return install(dir, exe, true) }
+
+// InstallScript always writes the shell script running `exe hook
+// pre-receive` (for measuring the hook as it was, POOLGATE_HOOKSOCK=off).
+func InstallScript(dir, exe string) error { return install(dir, exe, false) }
+
+func install(dir, exe string, allowSmall bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	tmp := filepath.Join(dir, ".pre-receive.tmp")
 	os.Remove(tmp)
 	small := filepath.Join(filepath.Dir(exe), HookProgram)
-	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(exe) == "poolgate" {
+	if fi, err := os.Stat(small); allowSmall && err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(exe) == "poolgate" {
 		if err := os.Symlink(small, tmp); err != nil {
 			return err
 		}
