@@ -210,7 +210,9 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		Dir:    t.dir,
 		GitEnv: gitEnv,
 	}
-	return hooksock.Answer(h.Run(), stderr.String())
+	code := h.Run()
+	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("judged over the hook socket")
+	return hooksock.Answer(code, stderr.String())
 }
 
 func refusal(why string) hooksock.Response {
