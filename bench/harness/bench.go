@@ -255,6 +255,7 @@ func (b *bench) run(ctx context.Context) error {
 		{5, b.w5Memory},
 		{4, b.w4Hook},
 		{1, b.w1Profile},
+		{7, b.w7Scale},
 	}
 	for _, st := range steps {
 		if !o.workloads[st.w] {
