@@ -256,6 +256,7 @@ func (b *bench) run(ctx context.Context) error {
 		{4, b.w4Hook},
 		{1, b.w1Profile},
 		{7, b.w7Scale},
+		{8, b.w8Floor},
 	}
 	for _, st := range steps {
 		if !o.workloads[st.w] {

@@ -57,8 +57,8 @@ func main() {
 	var quick bool
 	var timeout time.Duration
 	flag.StringVar(&o.poolgate, "poolgate", "", "poolgate binary (bench/run.sh builds it)")
-	flag.StringVar(&wl, "workloads", "1,2,3,4,5,6", "workloads to run: 1 acquire+release, 2 contention, 3 big clone, 4 hook, 5 memory, 6 polling, 7 waiting-builds scale curve")
-	flag.IntVar(&o.n, "n", 15, "W1: acquire+release cycles per target")
+	flag.StringVar(&wl, "workloads", "1,2,3,4,5,6", "workloads to run: 1 acquire+release, 2 contention, 3 big clone, 4 hook, 5 memory, 6 polling, 7 waiting-builds scale curve, 8 acquire+release against the file:// floor")
+	flag.IntVar(&o.n, "n", 15, "W1, W8: acquire+release cycles per target")
 	flag.DurationVar(&o.contend, "contend", 20*time.Second, "W2: window per target and round")
 	flag.IntVar(&o.clients, "clients", 16, "W2: concurrent clients on a 4-lock pool")
 	flag.DurationVar(&o.retry, "retry", time.Second, "W2: the clients' retry_delay (jittered up to 2x)")
@@ -109,7 +109,7 @@ func main() {
 	o.workloads = map[int]bool{}
 	for _, w := range strings.Split(wl, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || n < 1 || n > 7 {
+		if err != nil || n < 1 || n > 8 {
 			fmt.Fprintf(os.Stderr, "harness: bad workload %q\n", w)
 			os.Exit(2)
 		}
