@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -70,26 +71,27 @@ func (h *hookTickets) issue(socket string, t *hookTicket) (env []string, withdra
 		func() { h.take(id) }, nil
 }
 
-func (h *hookTickets) take(id string) *hookTicket {
+func (h *hookTickets) take(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	t := h.m[id]
 	delete(h.m, id)
-	return t
 }
 
 // redeem returns the ticket for token and withdraws it: a ticket judges
 // one hook run, so a token seen once (in a process listing, a log) is
-// worth nothing afterwards.
+// worth nothing afterwards. A wrong secret leaves the ticket to its push.
 func (h *hookTickets) redeem(token string) *hookTicket {
 	id, secret, ok := strings.Cut(token, ".")
 	if !ok {
 		return nil
 	}
-	t := h.take(id)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.m[id]
 	if t == nil || subtle.ConstantTimeCompare(t.secret, []byte(secret)) != 1 {
 		return nil
 	}
+	delete(h.m, id)
 	return t
 }
 
@@ -124,16 +126,17 @@ func (s *Server) listenHookSocket() (net.Listener, string, error) {
 }
 
 // removeStaleSockets removes the sockets of daemons that died without
-// closing theirs (nothing listens: the connection is refused).
+// closing theirs: no process has the pid in the name any more.
 func removeStaleSockets(run string) {
 	old, _ := filepath.Glob(filepath.Join(run, "hook-*.sock"))
 	for _, p := range old {
-		c, err := net.DialTimeout("unix", p, time.Second)
-		if err == nil {
-			c.Close()
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "hook-%d.sock", &pid); err != nil || pid <= 0 {
 			continue
 		}
-		os.Remove(p)
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.Remove(p)
+		}
 	}
 }
 
