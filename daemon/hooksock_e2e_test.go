@@ -18,10 +18,16 @@ import (
 // (daemon/hooksock.go); these pushes go over real SSH to a daemon running
 // in the test process (race detector on), with the real poolgate-hook.
 
-// hookSocket is the running daemon's hook socket.
+// hookSocket is the running daemon's hook socket, waiting (bounded) for
+// an in-process daemon's Serve to open it.
 func (f *fixture) hookSocket(t *testing.T) string {
 	t.Helper()
-	socks, _ := filepath.Glob(filepath.Join(f.data, "run", "hook-*.sock"))
+	var socks []string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if socks, _ = filepath.Glob(filepath.Join(f.data, "run", "hook-*.sock")); len(socks) > 0 {
+			break
+		}
+	}
 	if len(socks) != 1 {
 		t.Fatalf("want one hook socket in %s/run, found %v", f.data, socks)
 	}
