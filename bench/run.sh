@@ -41,6 +41,5 @@ fi
 go build -o bench/.bin/poolgate ./cmd/poolgate
 go build -o bench/.bin/poolgate-hook ./cmd/poolgate-hook
 ln -sfn .bin/poolgate bench/.poolgate # for pprof (PROFILE.md)
-go build -o bench/.bin/poll ./bench/poll
 go build -o bench/.harness ./bench/harness
-exec bench/.harness -poolgate bench/.bin/poolgate -poller bench/.bin/poll "$@"
+exec bench/.harness -poolgate bench/.bin/poolgate "$@"

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/poolgate/poolgate/bench/poller"
 )
 
 // w8Floor times the stock acquire+release against poolgate and, alternating
@@ -42,7 +44,7 @@ func (b *bench) w8Floor(ctx context.Context) error {
 	}
 	p50 := map[string]float64{}
 	for _, t := range targets {
-		p50[t.name] = percentile(durs[t.name], 50)
+		p50[t.name] = poller.Percentile(durs[t.name], 50)
 		client[t.name] /= float64(b.o.n)
 	}
 	ratio := p50["poolgate"] / p50["file"]

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/poolgate/poolgate/bench/poller"
 )
 
 type options struct {
@@ -43,7 +45,6 @@ type options struct {
 	profileFor time.Duration
 
 	// W7 (scale.go)
-	poller        string
 	scaleN        intList
 	scaleNOpenSSH intList
 	scaleInterval time.Duration
@@ -76,7 +77,6 @@ func main() {
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
 	flag.Var(&o.variants, "variant", "NAME=ENV...: one more poolgate with these environment settings, as a further target in W1 and W6 (repeatable), e.g. poolgate-v2off=POOLGATE_V2=off")
-	flag.StringVar(&o.poller, "poller", "", "W7: the bench/poll binary (bench/run.sh builds it)")
 	o.scaleN, o.scaleNOpenSSH = intList{1000, 3000, 10000}, intList{300, 1000}
 	flag.Var(&o.scaleN, "scale-n", "W7: waiting builds against poolgate, comma-separated")
 	flag.Var(&o.scaleNOpenSSH, "scale-n-openssh", "W7: waiting builds against OpenSSH (client forced to curve25519)")
@@ -162,7 +162,7 @@ type figure struct {
 }
 
 func (r *report) add(workload, name, unit string, values map[string]float64) {
-	f := figure{Workload: workload, Name: name, Unit: unit, Values: values, Load: loadavg()}
+	f := figure{Workload: workload, Name: name, Unit: unit, Values: values, Load: poller.Loadavg()}
 	pg, ok1 := values["poolgate"]
 	base, ok2 := values["openssh-c25519"]
 	if ok1 && ok2 && base != 0 {
@@ -247,17 +247,8 @@ func fmtVal(v float64) string {
 	}
 }
 
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func machine() map[string]string {
-	m := map[string]string{"cores": strconv.Itoa(runtime.NumCPU()), "load_at_start": loadavg()}
+	m := map[string]string{"cores": strconv.Itoa(runtime.NumCPU()), "load_at_start": poller.Loadavg()}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		if mm := regexp.MustCompile(`MemTotal:\s+(\d+) kB`).FindSubmatch(b); mm != nil {
 			kb, _ := strconv.Atoi(string(mm[1]))

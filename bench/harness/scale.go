@@ -2,41 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/poolgate/poolgate/bench/poller"
 )
 
-// pollResult is the part of bench/poll's JSON the scale curve reports.
-type pollResult struct {
-	N            int     `json:"n"`
-	PollsPerS    float64 `json:"polls_per_s"`
-	Refused      int64   `json:"refused"`
-	Failed       int64   `json:"failed"`
-	Late         int64   `json:"late"`
-	P50Ms        float64 `json:"p50_ms"`
-	P99Ms        float64 `json:"p99_ms"`
-	ServerCPUPct float64 `json:"server_cpu_pct"`
-	ServerMsPoll float64 `json:"server_ms_per_poll"`
-	ClientMsPoll float64 `json:"client_ms_per_poll"`
-	IdleCycleS   float64 `json:"idle_acquire_release_p50_s"`
-	LoadedCycleS float64 `json:"loaded_acquire_release_p50_s"`
-	Load         string  `json:"load"`
-}
-
-// w7Scale is the waiting-builds scale curve: bench/poll's cheap pollers
+// w7Scale is the waiting-builds scale curve: package poller's cheap pollers
 // (one poll per -scale-interval each) against each server at each N, one
 // point at a time, with stock acquire+release cycles timed idle and while
 // they wait.
 func (b *bench) w7Scale(ctx context.Context) error {
-	if b.o.poller == "" {
-		return fmt.Errorf("-poller BIN is required for workload 7 (bench/run.sh builds it)")
-	}
 	type point struct {
 		t *target
 		n int
@@ -76,34 +54,21 @@ func (b *bench) w7Scale(ctx context.Context) error {
 	return nil
 }
 
-func (b *bench) pollPoint(ctx context.Context, t *target, n int) (pollResult, error) {
-	var r pollResult
-	out := filepath.Join(b.root, fmt.Sprintf("poll-%s-%d.json", t.name, n))
-	user, repo := "git", "/locks.git"
+func (b *bench) pollPoint(ctx context.Context, t *target, n int) (poller.Result, error) {
+	o := poller.Options{Addr: "127.0.0.1:" + strconv.Itoa(t.srv.port), User: "git", KeyFile: b.key, Repo: "/locks.git",
+		Branch: "master", N: n, Interval: b.o.scaleInterval, Window: b.o.scaleWindow, Timeout: 30 * time.Second,
+		GitURL: t.url("locks"), GitSSH: t.sshCmd, Pool: "bench", Cycles: b.o.scaleCycles}
 	if t.srv.kind == "openssh" {
-		user, repo = benchUser, filepath.Join(t.srv.repos, "locks.git")
+		o.User, o.Repo = benchUser, filepath.Join(t.srv.repos, "locks.git")
 	}
-	args := []string{"-addr", "127.0.0.1:" + strconv.Itoa(t.srv.port), "-user", user, "-key", b.key, "-repo", repo,
-		"-n", strconv.Itoa(n), "-interval", b.o.scaleInterval.String(), "-duration", b.o.scaleWindow.String(),
-		"-git-url", t.url("locks"), "-git-ssh", t.sshCmd, "-pool", "bench", "-cycles", strconv.Itoa(b.o.scaleCycles),
-		"-json", out}
 	if t.srv.cg != nil {
-		args = append(args, "-server-cgroup", t.srv.cg.dir)
+		o.ServerCgroup = t.srv.cg.dir
 	} else {
-		args = append(args, "-server-pid", strconv.Itoa(t.srv.pid()))
+		o.ServerPID = t.srv.pid()
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*b.o.scaleInterval+b.o.scaleWindow+5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(pctx, b.o.poller, args...)
-	cmd.Env = append(os.Environ(), t.env(b.home())...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	fmt.Printf("harness: %s %s\n", b.o.poller, strings.Join(args, " "))
-	if err := cmd.Run(); err != nil {
-		return r, err
-	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		return r, err
-	}
-	return r, json.Unmarshal(raw, &r)
+	// In the harness's process: its CPU is the clients' (the harness's
+	// cgroup), never the server's.
+	return poller.Run(pctx, o)
 }
