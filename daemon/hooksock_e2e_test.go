@@ -34,11 +34,12 @@ func (f *fixture) hookSocket(t *testing.T) string {
 	return socks[0]
 }
 
-// push commits a pool-resource step in c and pushes it, returning git's
-// output.
-func pushStep(ctx context.Context, t *testing.T, c interface {
+type gitClient interface {
 	Git(context.Context, ...string) (string, error)
-}, from, to, msg string) string {
+}
+
+// commitStep commits a pool-resource step (a move and its message) in c.
+func commitStep(ctx context.Context, t *testing.T, c gitClient, from, to, msg string) {
 	t.Helper()
 	if _, err := c.Git(ctx, "mv", from, to); err != nil {
 		t.Fatal(err)
@@ -46,6 +47,12 @@ func pushStep(ctx context.Context, t *testing.T, c interface {
 	if _, err := c.Git(ctx, "commit", "-m", msg); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pushStep commits a step and pushes it, returning git's output.
+func pushStep(ctx context.Context, t *testing.T, c gitClient, from, to, msg string) string {
+	t.Helper()
+	commitStep(ctx, t, c, from, to, msg)
 	out, _ := c.Git(ctx, "push", "origin", "HEAD:master")
 	return out
 }
@@ -277,12 +284,7 @@ func TestHookSocketGarbageRefusesThePush(t *testing.T) {
 	if err := c.Clone(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Git(ctx, "mv", "demo/unclaimed/lock-a", "demo/claimed/lock-a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Git(ctx, "commit", "-m", c.Message("claiming", "lock-a")); err != nil {
-		t.Fatal(err)
-	}
+	commitStep(ctx, t, c, "demo/unclaimed/lock-a", "demo/claimed/lock-a", c.Message("claiming", "lock-a"))
 	before := f.bareGit("rev-parse", "master")
 	for name, answer := range map[string][]byte{
 		"garbage":            []byte("\x00\xffnot json at all"),
