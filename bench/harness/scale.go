@@ -61,6 +61,9 @@ func (b *bench) pollPoint(ctx context.Context, t *target, n int) (poller.Result,
 	if t.srv.kind == "openssh" {
 		o.User, o.Repo = benchUser, filepath.Join(t.srv.repos, "locks.git")
 	}
+	if t.name == "poolgate" {
+		o.OnWindow = func(d time.Duration) { b.profile(ctx, fmt.Sprintf("w7-poolgate-%d", n), d-time.Second) }
+	}
 	if t.srv.cg != nil {
 		o.ServerCgroup = t.srv.cg.dir
 	} else {

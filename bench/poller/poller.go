@@ -32,6 +32,9 @@ type Options struct {
 	ServerCgroup                      string
 	GitURL, GitSSH, Pool              string
 	Cycles                            int
+	// OnWindow, if set, is called as the measured window (of length d)
+	// starts, e.g. to take a CPU profile of the server meanwhile.
+	OnWindow func(d time.Duration)
 }
 
 // Result is what one run reports (also as JSON with -json).
@@ -147,6 +150,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	client0 := selfCPU()
 	start := time.Now()
+	if o.OnWindow != nil {
+		o.OnWindow(o.Window)
+	}
 	p.measuring.Store(true)
 	var loaded []float64
 	var cycleErr error
