@@ -213,9 +213,25 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		Dir:    t.dir,
 		GitEnv: gitEnv,
 	}
-	code := h.Run()
+	code, err := runJudge(h)
+	if err != nil {
+		s.log.Error().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: the judge panicked; the push is refused")
+		return refusal("internal error")
+	}
 	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("judged over the hook socket")
 	return hooksock.Answer(code, stderr.String())
+}
+
+// runJudge runs the judge, turning a panic into an error: a hook process
+// that crashed refused one push, and judging in the daemon must not make
+// the same bug take the whole server down.
+func runJudge(h *hooks.PreReceive) (code int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return h.Run(), nil
 }
 
 func refusal(why string) hooksock.Response {
