@@ -44,6 +44,9 @@ func (b *bench) w7Scale(ctx context.Context) error {
 		name := fmt.Sprintf("%s, %d waiting builds", p.t.name, p.n)
 		fmt.Printf("[W7] %s: %.0f polls/s, server CPU %.1f%% of a core (%.2f ms/poll), p50 %.1f ms, p99 %.1f ms, refused %d, failed %d, late %d, client %.2f ms/poll; acquire+release idle %.3f s, waiting %.3f s (load %s)\n",
 			name, r.PollsPerS, r.ServerCPUPct, r.ServerMsPoll, r.P50Ms, r.P99Ms, r.Refused, r.Failed, r.Late, r.ClientMsPoll, r.IdleCycleS, r.LoadedCycleS, r.Load)
+		if r.CycleError != "" {
+			b.rep.note("W7 %s: an acquire+release while they waited failed: %s", name, firstLine(r.CycleError))
+		}
 		v := func(x float64) map[string]float64 { return map[string]float64{p.t.name: x} }
 		b.rep.add("7", fmt.Sprintf("N=%d server CPU, %% of one core", p.n), "%", v(r.ServerCPUPct))
 		b.rep.add("7", fmt.Sprintf("N=%d poll p50", p.n), "ms", v(r.P50Ms))

@@ -59,6 +59,7 @@ type Result struct {
 	LoadedCycleS  float64   `json:"loaded_acquire_release_p50_s,omitempty"`
 	IdleCycles    []float64 `json:"idle_cycles_s,omitempty"`
 	LoadedCycles  []float64 `json:"loaded_cycles_s,omitempty"`
+	CycleError    string    `json:"acquire_release_error,omitempty"`
 	Load          string    `json:"load"`
 	FirstFailures []string  `json:"first_failures,omitempty"`
 }
@@ -83,6 +84,9 @@ func (r Result) String() string {
 		r.N, r.PollsPerS, r.ServerCPUPct, r.ServerMsPoll, r.CPUSource, r.P50Ms, r.P99Ms, r.MaxMs, r.Refused, r.Failed, r.Late, r.ClientMsPoll, r.Load)
 	if len(r.IdleCycles) > 0 {
 		fmt.Fprintf(&b, "\nacquire+release p50: idle %.3fs, while waiting %.3fs (%d cycles each)", r.IdleCycleS, r.LoadedCycleS, len(r.IdleCycles))
+	}
+	if r.CycleError != "" {
+		b.WriteString("\nacquire+release while waiting FAILED: " + r.CycleError)
 	}
 	for _, f := range r.FirstFailures {
 		b.WriteString("\n  failure: " + f)
@@ -172,7 +176,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	stopPolling()
 	wg.Wait()
 	if cycleErr != nil {
-		return res, fmt.Errorf("acquire+release while waiting: %w", cycleErr)
+		// A build that fails while the others wait is a result, not the
+		// end of the measurement.
+		res.CycleError = cycleErr.Error()
 	}
 
 	res.CPUSource = src
