@@ -58,9 +58,6 @@ func pushStep(ctx context.Context, t *testing.T, c gitClient, from, to, msg stri
 }
 
 func TestHookSocketJudgesPushesInTheDaemon(t *testing.T) {
-	if !hasValidator {
-		t.Skip("validator not merged")
-	}
 	f := newFixture(t)
 	s, _ := f.startInProcess(0)
 	ctx := ctxT(t, 90*time.Second)
@@ -130,9 +127,6 @@ func (f *fixture) wrapHook(t *testing.T, script string) {
 // writer, so the writer's force-push is refused and recorded as the
 // writer's; its ticket, replayed after the push, is refused.
 func TestHookCannotClaimAnotherIdentity(t *testing.T) {
-	if !hasValidator {
-		t.Skip("validator not merged")
-	}
 	f := newFixture(t)
 	s, _ := f.startInProcess(0)
 	ctx := ctxT(t, 90*time.Second)
@@ -274,9 +268,6 @@ func fakeSocket(t *testing.T, answer []byte) string {
 // TestHookSocketGarbageRefusesThePush: whatever the socket says, unless it
 // is a well-formed answer, the push is refused and the branch stays.
 func TestHookSocketGarbageRefusesThePush(t *testing.T) {
-	if !hasValidator {
-		t.Skip("validator not merged")
-	}
 	f := newFixture(t)
 	s, _ := f.startInProcess(0)
 	ctx := ctxT(t, 120*time.Second)
