@@ -5,6 +5,8 @@
 #   bench/run.sh                    # every workload, full size (~10 min)
 #   bench/run.sh -quick             # seconds per workload: a smoke run
 #   bench/run.sh -workloads 1,6     # a subset; see `go run ./bench/harness -h`
+#   bench/run.sh -workloads 7 -scale-n 1000,3000,10000
+#                                   # the waiting-builds scale curve (bench/poll)
 #   bench/run.sh -pprof bench/out   # also CPU profiles of the daemon (PROFILE.md)
 #   bench/run.sh -variant 'poolgate-v2off=POOLGATE_V2=off'
 #                                   # one more poolgate with other settings, as a
@@ -35,6 +37,9 @@ if ! id poolbench >/dev/null 2>&1; then
   useradd --create-home --shell /usr/bin/git-shell --password '*' poolbench
 fi
 
-go build -o bench/.poolgate ./cmd/poolgate
+# poolgate-hook beside poolgate: the daemon installs it as the hook.
+go build -o bench/.bin/poolgate ./cmd/poolgate
+go build -o bench/.bin/poolgate-hook ./cmd/poolgate-hook
+ln -sfn .bin/poolgate bench/.poolgate # for pprof (PROFILE.md)
 go build -o bench/.harness ./bench/harness
-exec bench/.harness -poolgate bench/.poolgate "$@"
+exec bench/.harness -poolgate bench/.bin/poolgate "$@"

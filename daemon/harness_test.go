@@ -55,6 +55,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build poolgate:", err)
 		os.Exit(1)
 	}
+	// The small hook program beside it: the daemon installs it as the hook.
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "poolgate-hook"), "../cmd/poolgate-hook").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build poolgate-hook: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	// The validator arrives with `poolgate hook pre-receive`; without it
 	// tests install a permissive hook and skip what needs the rules.
 	hasValidator = exec.Command(binPath, "hook", "--help").Run() == nil

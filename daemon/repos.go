@@ -33,6 +33,11 @@ var repoSettings = [][2]string{
 	{"repack.writeBitmaps", "true"},
 	{"core.commitGraph", "true"},
 	{"fetch.writeCommitGraph", "false"},
+	// receive-pack's connectivity check runs `rev-list --alternate-refs`,
+	// and inside a push's quarantine the only alternate is the repo itself,
+	// whose refs `--all` already gives: listing them again is a second git
+	// process per push (git for-each-ref). `true` lists nothing.
+	{"core.alternateRefsCommand", "true"},
 }
 
 // ensureRepo creates the repo if missing, applies the settings and hooks,

@@ -42,6 +42,9 @@ type Server struct {
 	accepted openConns // every accepted SSH connection until it closes
 	disk     diskHealth
 
+	hookTickets hookTickets // pushes the hook socket may judge (hooksock.go)
+	hookSocket  string      // "": no socket, hooks judge in-process
+
 	mu       sync.Mutex
 	stopping bool
 	inflight sync.WaitGroup // git commands running; Add only under mu
@@ -111,7 +114,11 @@ func (s *Server) Prepare(ctx context.Context) error {
 		return err
 	}
 	s.signer = signer
-	if err := hooks.Install(s.hooksDir(), s.exe); err != nil {
+	install := hooks.Install
+	if hookSocketOff() {
+		install = hooks.InstallScript
+	}
+	if err := install(s.hooksDir(), s.exe); err != nil {
 		return fmt.Errorf("install hook: %w", err)
 	}
 	if err := s.writeHookConfig(s.conf().raw); err != nil {
@@ -138,6 +145,15 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		return errors.New("Serve called before Prepare")
 	}
 	s.ssh = s.newSSHServer(s.signer)
+	if hookSocketOff() {
+		s.log.Info().Msg("hook socket off (" + EnvHookSock + "): each push's hook judges in its own process")
+	} else if hl, path, err := s.listenHookSocket(); err != nil {
+		s.log.Warn().Err(err).Msg("no hook socket: each push's hook judges in its own process")
+	} else {
+		s.hookSocket = path
+		go s.serveHookSocket(hl)
+		defer hl.Close()
+	}
 	var err error
 	errc := make(chan error, 2)
 	go func() { errc <- s.ssh.Serve(s.accepted.listener(quickAckListener(sshLn))) }()

@@ -179,6 +179,15 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		defer os.RemoveAll(tmp)
 		verdictFile = filepath.Join(tmp, "verdict")
 		env = append(env, pushlog.EnvVerdictFile+"="+verdictFile)
+		if s.hookSocket != "" {
+			tenv, withdraw, err := s.hookTickets.issue(s.hookSocket, &hookTicket{cfg: lc.Config, repo: repo.Name,
+				dir: repoDir(s.cfg, repo.Name), user: id.user.Name, key: id.key, role: role.String(), verdict: verdictFile})
+			if err != nil {
+				return s.internal(sess, ev, err)
+			}
+			defer withdraw()
+			env = append(env, tenv...)
+		}
 	}
 
 	// "." with the repo as working directory: nothing the client sent is

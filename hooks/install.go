@@ -13,18 +13,43 @@ import (
 // records the accepted push once its ref has moved.
 var hookNames = []string{"pre-receive", "post-receive"}
 
+// HookProgram is the small hook program (cmd/poolgate-hook) looked for
+// next to the poolgate binary; without a daemon's ticket it runs
+// "poolgate" from its own directory, so it is used only beside a binary of
+// that name.
+const HookProgram = "poolgate-hook"
+
 // Install writes poolgate's hooks into dir, each running exe. The daemon
 // points core.hooksPath at such a directory it owns, so nothing inside a
 // repo (which a pusher's objects can never reach anyway) decides what runs.
-func Install(dir, exe string) error {
+//
+// Where HookProgram sits next to exe, pre-receive is a symlink to it: git
+// starts it directly, with no shell and no start of the whole poolgate.
+func Install(dir, exe string) error { return install(dir, exe, true) }
+
+// InstallScript always writes shell scripts running `exe hook NAME` (for
+// measuring the hook as it was, POOLGATE_HOOKSOCK=off).
+func InstallScript(dir, exe string) error { return install(dir, exe, false) }
+
+func install(dir, exe string, allowSmall bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	small := filepath.Join(filepath.Dir(exe), HookProgram)
+	fi, err := os.Stat(small)
+	useSmall := allowSmall && err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(exe) == "poolgate"
 	for _, name := range hookNames {
-		script := fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", shellQuote(exe), name)
 		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-			return err
+		os.Remove(tmp)
+		if useSmall && name == "pre-receive" {
+			if err := os.Symlink(small, tmp); err != nil {
+				return err
+			}
+		} else {
+			script := fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", shellQuote(exe), name)
+			if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+				return err
+			}
 		}
 		// Rename so a push running during an upgrade never sees half a script.
 		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {

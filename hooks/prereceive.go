@@ -22,6 +22,13 @@ type PreReceive struct {
 	Stderr     io.Writer
 	// Dir is the repository (git runs hooks in the repo directory).
 	Dir string
+	// Config, if set, is used instead of loading ConfigPath: the daemon
+	// judges with the config it has loaded already.
+	Config *config.Config
+	// GitEnv, if set, is the whole environment of the git commands that
+	// read the push's objects (nil: this process's, which inside a hook
+	// points git at the quarantine).
+	GitEnv []string
 }
 
 // Result of a hook run.
@@ -101,14 +108,18 @@ func (h *PreReceive) settings(repo *poolrepo.Repo) (Settings, error) {
 	if path == "" {
 		path = h.Getenv(pushlog.EnvConfig)
 	}
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		return s, err
+	cfg := h.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = LoadConfig(path); err != nil {
+			return s, err
+		}
 	}
 	name := h.Getenv(pushlog.EnvRepo)
 	if name == "" {
 		name = RepoNameFromDir(h.Dir)
 	}
+	var err error
 	if s.Policy, err = repo.Policy(cfg, name); err != nil {
 		return s, err
 	}
@@ -141,6 +152,7 @@ func RepoNameFromDir(dir string) string {
 func (h *PreReceive) judge() (Result, error) {
 	var res Result
 	repo := poolrepo.Open(h.Dir)
+	repo.Git.Env = h.GitEnv
 	defer repo.Close()
 	set, err := h.settings(repo)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/poolgate/poolgate/bench/poller"
 )
 
 // bench is one run: the temp dir, the client key, both servers and the
@@ -48,7 +50,7 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{o: o, root: root, rep: &report{Started: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Kex: map[string]string{}}}
-	fmt.Printf("harness: temp dir %s, load %s\n", root, loadavg())
+	fmt.Printf("harness: temp dir %s, load %s\n", root, poller.Loadavg())
 	b.key = filepath.Join(root, "client", "id_ed25519")
 	os.MkdirAll(filepath.Dir(b.key), 0o700)
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", b.key).CombinedOutput(); err != nil {
@@ -89,7 +91,7 @@ func (b *bench) close() {
 		b.clientCG.remove()
 	}
 	if len(b.rep.Figures) > 0 {
-		fmt.Printf("\nload at the end: %s\n\n%s", loadavg(), b.rep.markdown())
+		fmt.Printf("\nload at the end: %s\n\n%s", poller.Loadavg(), b.rep.markdown())
 		for _, n := range b.rep.Notes {
 			fmt.Println("- " + n)
 		}
@@ -255,6 +257,8 @@ func (b *bench) run(ctx context.Context) error {
 		{5, b.w5Memory},
 		{4, b.w4Hook},
 		{1, b.w1Profile},
+		{7, b.w7Scale},
+		{8, b.w8Floor},
 	}
 	for _, st := range steps {
 		if !o.workloads[st.w] {
@@ -263,7 +267,7 @@ func (b *bench) run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		fmt.Printf("harness: workload %d (load %s)\n", st.w, loadavg())
+		fmt.Printf("harness: workload %d (load %s)\n", st.w, poller.Loadavg())
 		if err := st.fn(ctx); err != nil {
 			return fmt.Errorf("workload %d: %w", st.w, err)
 		}
@@ -289,7 +293,7 @@ func (b *bench) settle(ctx context.Context) {
 			}
 		}
 	}
-	fmt.Printf("harness: servers idle (load %s)\n", loadavg())
+	fmt.Printf("harness: servers idle (load %s)\n", poller.Loadavg())
 }
 
 // clientMs is the CPU used so far by the harness and its clients (0

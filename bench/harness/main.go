@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/poolgate/poolgate/bench/poller"
 )
 
 type options struct {
@@ -41,6 +43,13 @@ type options struct {
 	pprofDir   string
 	variants   multiFlag
 	profileFor time.Duration
+
+	// W7 (scale.go)
+	scaleN        intList
+	scaleNOpenSSH intList
+	scaleInterval time.Duration
+	scaleWindow   time.Duration
+	scaleCycles   int
 }
 
 func main() {
@@ -49,8 +58,8 @@ func main() {
 	var quick bool
 	var timeout time.Duration
 	flag.StringVar(&o.poolgate, "poolgate", "", "poolgate binary (bench/run.sh builds it)")
-	flag.StringVar(&wl, "workloads", "1,2,3,4,5,6", "workloads to run: 1 acquire+release, 2 contention, 3 big clone, 4 hook, 5 memory, 6 polling")
-	flag.IntVar(&o.n, "n", 15, "W1: acquire+release cycles per target")
+	flag.StringVar(&wl, "workloads", "1,2,3,4,5,6", "workloads to run: 1 acquire+release, 2 contention, 3 big clone, 4 hook, 5 memory, 6 polling, 7 waiting-builds scale curve, 8 acquire+release against the file:// floor")
+	flag.IntVar(&o.n, "n", 15, "W1, W8: acquire+release cycles per target")
 	flag.DurationVar(&o.contend, "contend", 20*time.Second, "W2: window per target and round")
 	flag.IntVar(&o.clients, "clients", 16, "W2: concurrent clients on a 4-lock pool")
 	flag.DurationVar(&o.retry, "retry", time.Second, "W2: the clients' retry_delay (jittered up to 2x)")
@@ -68,6 +77,12 @@ func main() {
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
 	flag.Var(&o.variants, "variant", "NAME=ENV...: one more poolgate with these environment settings, as a further target in W1 and W6 (repeatable), e.g. poolgate-v2off=POOLGATE_V2=off")
+	o.scaleN, o.scaleNOpenSSH = intList{1000, 3000, 10000}, intList{300, 1000}
+	flag.Var(&o.scaleN, "scale-n", "W7: waiting builds against poolgate, comma-separated")
+	flag.Var(&o.scaleNOpenSSH, "scale-n-openssh", "W7: waiting builds against OpenSSH (client forced to curve25519)")
+	flag.DurationVar(&o.scaleInterval, "scale-interval", 10*time.Second, "W7: each build polls once per interval")
+	flag.DurationVar(&o.scaleWindow, "scale-window", 30*time.Second, "W7: measured window per point (after one interval of warm-up)")
+	flag.IntVar(&o.scaleCycles, "scale-cycles", 3, "W7: stock acquire+release cycles, idle and while waiting, per point")
 	gen := flag.String("gen", "", "only generate a pool repo of -commits commits here (bare), then exit")
 	flag.Parse()
 	if *gen != "" {
@@ -94,7 +109,7 @@ func main() {
 	o.workloads = map[int]bool{}
 	for _, w := range strings.Split(wl, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || n < 1 || n > 6 {
+		if err != nil || n < 1 || n > 8 {
 			fmt.Fprintf(os.Stderr, "harness: bad workload %q\n", w)
 			os.Exit(2)
 		}
@@ -147,7 +162,7 @@ type figure struct {
 }
 
 func (r *report) add(workload, name, unit string, values map[string]float64) {
-	f := figure{Workload: workload, Name: name, Unit: unit, Values: values, Load: loadavg()}
+	f := figure{Workload: workload, Name: name, Unit: unit, Values: values, Load: poller.Loadavg()}
 	pg, ok1 := values["poolgate"]
 	base, ok2 := values["openssh-c25519"]
 	if ok1 && ok2 && base != 0 {
@@ -170,6 +185,28 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+type intList []int
+
+func (l *intList) String() string {
+	var s []string
+	for _, n := range *l {
+		s = append(s, strconv.Itoa(n))
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *intList) Set(v string) error {
+	*l = nil
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad count %q", f)
+		}
+		*l = append(*l, n)
+	}
+	return nil
+}
 
 func formatFigure(f figure) string {
 	var b strings.Builder
@@ -210,17 +247,8 @@ func fmtVal(v float64) string {
 	}
 }
 
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func machine() map[string]string {
-	m := map[string]string{"cores": strconv.Itoa(runtime.NumCPU()), "load_at_start": loadavg()}
+	m := map[string]string{"cores": strconv.Itoa(runtime.NumCPU()), "load_at_start": poller.Loadavg()}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		if mm := regexp.MustCompile(`MemTotal:\s+(\d+) kB`).FindSubmatch(b); mm != nil {
 			kb, _ := strconv.Atoi(string(mm[1]))

@@ -8,31 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/poolgate/poolgate/internal/poolclient"
-)
 
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	// Nearest rank.
-	i := int(p/100*float64(len(s))+0.999999) - 1
-	if i < 0 {
-		i = 0
-	}
-	if i >= len(s) {
-		i = len(s) - 1
-	}
-	return s[i]
-}
+	"github.com/poolgate/poolgate/bench/poller"
+)
 
 func (b *bench) client(t *target, pool, dir string) *poolclient.Client {
 	return &poolclient.Client{
@@ -177,8 +161,8 @@ func (b *bench) w1AcquireRelease(ctx context.Context) error {
 	p50, p99 := map[string]float64{}, map[string]float64{}
 	cyc, push, fetch, clone := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, t := range b.withVariants() {
-		p50[t.name] = percentile(durs[t.name], 50)
-		p99[t.name] = percentile(durs[t.name], 99)
+		p50[t.name] = poller.Percentile(durs[t.name], 50)
+		p99[t.name] = poller.Percentile(durs[t.name], 99)
 		m := meters[t.name]
 		push[t.name] = m.msPer("push")
 		fetch[t.name] = m.msPer("fetch")
@@ -277,8 +261,8 @@ func (b *bench) w2Contention(ctx context.Context) error {
 	for _, t := range b.targets {
 		r := results[t.name]
 		rate[t.name] = float64(r.cycles) / window
-		p50[t.name] = percentile(r.waits, 50)
-		p99[t.name] = percentile(r.waits, 99)
+		p50[t.name] = poller.Percentile(r.waits, 50)
+		p99[t.name] = poller.Percentile(r.waits, 99)
 		if len(r.errs) > 0 {
 			b.rep.note("W2 %s: %d client errors, first: %s", t.name, len(r.errs), firstLine(r.errs[0]))
 		}
@@ -426,7 +410,7 @@ func (b *bench) w3Clone(ctx context.Context) error {
 		}
 		med, scpu := map[string]float64{}, map[string]float64{}
 		for _, t := range b.targets {
-			med[t.name] = percentile(durs[t.name], 50)
+			med[t.name] = poller.Percentile(durs[t.name], 50)
 			scpu[t.name] = cpu[t.name] / float64(b.o.clones)
 			ccpu[t.name] /= float64(b.o.clones)
 		}
@@ -596,8 +580,8 @@ func (b *bench) w4Hook(ctx context.Context) error {
 			cpus = append(cpus, (ps.UserTime()+ps.SystemTime()).Seconds()*1000)
 		}
 		key := fmt.Sprintf("%d commits", size)
-		p50[key] = percentile(walls, 50)
-		cpu[key] = percentile(cpus, 50)
+		p50[key] = poller.Percentile(walls, 50)
+		cpu[key] = poller.Percentile(cpus, 50)
 		os.RemoveAll(dir)
 	}
 	b.rep.add("4", "hook wall time p50 (poolgate hook alone)", "ms", p50)

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/hooksock"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 )
@@ -29,6 +30,10 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 || pos[0] != "pre-receive" {
 		fmt.Fprintln(stderr, "poolgate hook: want 'poolgate hook pre-receive' or 'poolgate hook post-receive'")
 		return exitUsage
+	}
+	if hooksock.Enabled(os.Getenv) {
+		// Under poolgate serve: the daemon judges (see package hooksock).
+		return hooksock.Run(os.Getenv, os.Stdin, stderr)
 	}
 	h := &hooks.PreReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
 	return h.Run()

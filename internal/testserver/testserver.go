@@ -51,7 +51,9 @@ func Build(t testing.TB) (daemon, hook string) {
 			return
 		}
 		binPath, hookBin = filepath.Join(dir, "poolgate-race"), filepath.Join(dir, "poolgate")
-		for _, b := range [][]string{{"build", "-race", "-o", binPath, "./cmd/poolgate"}, {"build", "-o", hookBin, "./cmd/poolgate"}} {
+		// poolgate-hook beside the plain build: Install links the hook to it.
+		for _, b := range [][]string{{"build", "-race", "-o", binPath, "./cmd/poolgate"}, {"build", "-o", hookBin, "./cmd/poolgate"},
+			{"build", "-o", filepath.Join(dir, hooks.HookProgram), "./cmd/poolgate-hook"}} {
 			cmd := exec.Command("go", b...)
 			cmd.Dir = moduleRoot()
 			if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,0 +1,267 @@
+package daemon
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/hooksock"
+	"github.com/poolgate/poolgate/pushlog"
+)
+
+// The pre-receive hook asks the daemon to judge the push (hooksock): no
+// config load, no poolgate start-up per push. The daemon judges as the
+// session that started the push, named by a one-time ticket it put into
+// receive-pack's environment.
+
+// EnvHookSock set to "off" turns the socket off and installs the shell
+// script hook, as before it existed (for measuring; the hook then judges in
+// its own process).
+const EnvHookSock = "POOLGATE_HOOKSOCK"
+
+func hookSocketOff() bool { return strings.EqualFold(os.Getenv(EnvHookSock), "off") }
+
+// hookTicket is what the daemon knows about one push in flight.
+type hookTicket struct {
+	secret  []byte
+	cfg     *config.Config
+	repo    string
+	dir     string // the repo's directory
+	user    string
+	key     string
+	role    string
+	verdict string // the push's verdict file
+}
+
+// hookTickets are the tickets of pushes in flight, by ticket id.
+type hookTickets struct {
+	mu sync.Mutex
+	m  map[string]*hookTicket
+}
+
+// issue registers t and returns the environment that hands its ticket to
+// the hook, and a func that withdraws it when the push ends.
+func (h *hookTickets) issue(socket string, t *hookTicket) (env []string, withdraw func(), err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, nil, err
+	}
+	id, secret := hex.EncodeToString(b[:8]), hex.EncodeToString(b[8:])
+	t.secret = []byte(secret)
+	h.mu.Lock()
+	if h.m == nil {
+		h.m = map[string]*hookTicket{}
+	}
+	h.m[id] = t
+	h.mu.Unlock()
+	return []string{hooksock.EnvSocket + "=" + socket, hooksock.EnvToken + "=" + id + "." + secret},
+		func() { h.take(id) }, nil
+}
+
+func (h *hookTickets) take(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, id)
+}
+
+// redeem returns the ticket for token and withdraws it: a ticket judges
+// one hook run, so a token seen once (in a process listing, a log) is
+// worth nothing afterwards. A wrong secret leaves the ticket to its push.
+func (h *hookTickets) redeem(token string) *hookTicket {
+	id, secret, ok := strings.Cut(token, ".")
+	if !ok {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.m[id]
+	if t == nil || subtle.ConstantTimeCompare(t.secret, []byte(secret)) != 1 {
+		return nil
+	}
+	delete(h.m, id)
+	return t
+}
+
+// listenHookSocket opens this process's hook socket. Security: the socket
+// lives in <data_dir>/run, which is made owner-only (0700), and is itself
+// 0600, so only the daemon's own user (which runs git and the hook) can
+// connect. Anyone who could connect could ask for judgements and, with a
+// stolen ticket, spend another push's; keep both where they are.
+func (s *Server) listenHookSocket() (net.Listener, string, error) {
+	run := filepath.Join(s.cfg.DataDir, "run")
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return nil, "", err
+	}
+	if err := os.Chmod(run, 0o700); err != nil {
+		return nil, "", err
+	}
+	removeStaleSockets(run)
+	path := hooksock.Path(run, os.Getpid())
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, "", err
+	}
+	// Only the listener removes the file on Close; a hand-over's new
+	// process has a socket of its own (hooksock.Path).
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	return ln, path, nil
+}
+
+// removeStaleSockets removes the sockets of daemons that died without
+// closing theirs: no process has the pid in the name any more.
+func removeStaleSockets(run string) {
+	old, _ := filepath.Glob(filepath.Join(run, "hook-*.sock"))
+	for _, p := range old {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "hook-%d.sock", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.Remove(p)
+		}
+	}
+}
+
+// serveHookSocket answers hooks until ln closes.
+func (s *Server) serveHookSocket(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error().Err(err).Msg("hook socket")
+			}
+			return
+		}
+		go s.judgeHook(c)
+	}
+}
+
+// judgeHook judges one push for a hook and answers it. Whatever goes
+// wrong, the hook is told to refuse (or, if the connection is gone, it
+// refuses on its own).
+func (s *Server) judgeHook(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(s.conf().SSH.PushTimeout.D()))
+	resp := s.hookAnswer(c)
+	b, err := json.Marshal(resp)
+	if err == nil {
+		_, err = c.Write(b)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("hook socket: answer not delivered; the push is refused")
+	}
+}
+
+func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
+	raw, err := io.ReadAll(io.LimitReader(c, hooksock.MaxRequest+1))
+	if err != nil || len(raw) > hooksock.MaxRequest {
+		s.log.Warn().Err(err).Msg("hook socket: unreadable request")
+		return hookRefusal("unreadable request")
+	}
+	var req hooksock.Request
+	if err := hooksock.Decode(raw, &req); err != nil {
+		s.log.Warn().Err(err).Msg("hook socket: malformed request")
+		return hookRefusal("malformed request")
+	}
+	t := s.hookTickets.redeem(req.Token)
+	if t == nil {
+		s.log.Warn().Msg("hook socket: unknown or spent ticket, refused")
+		return hookRefusal("this push has no valid ticket")
+	}
+	gitEnv := s.baseEnv()
+	if req.Quarantine != "" {
+		q, err := quarantineDir(t.dir, req.Quarantine)
+		if err != nil {
+			s.log.Warn().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: bad quarantine")
+			return hookRefusal("bad quarantine directory")
+		}
+		// The daemon reads the pushed objects exactly as the hook would:
+		// the quarantine first, the repo's own objects behind it.
+		gitEnv = append(gitEnv, "GIT_QUARANTINE_PATH="+q, "GIT_OBJECT_DIRECTORY="+q,
+			"GIT_ALTERNATE_OBJECT_DIRECTORIES="+filepath.Dir(q))
+	}
+	env := map[string]string{
+		pushlog.EnvRepo: t.repo, pushlog.EnvUser: t.user, pushlog.EnvKey: t.key, pushlog.EnvRole: t.role,
+		pushlog.EnvVerdictFile: t.verdict,
+	}
+	var stderr bytes.Buffer
+	h := &hooks.PreReceive{
+		Config: t.cfg,
+		// Security: the pusher is the ticket's session, whatever the
+		// hook's own environment says.
+		Getenv: func(k string) string { return env[k] },
+		Stdin:  strings.NewReader(req.Input),
+		Stderr: &stderr,
+		Dir:    t.dir,
+		GitEnv: gitEnv,
+	}
+	code, err := runJudge(h)
+	if err != nil {
+		s.log.Error().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: the judge panicked; the push is refused")
+		return hookRefusal("internal error")
+	}
+	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("judged over the hook socket")
+	return hooksock.Answer(code, stderr.String())
+}
+
+// runJudge runs the judge, turning a panic into an error: a hook process
+// that crashed refused one push, and judging in the daemon must not make
+// the same bug take the whole server down.
+func runJudge(h *hooks.PreReceive) (code int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return h.Run(), nil
+}
+
+func hookRefusal(why string) hooksock.Response {
+	return hooksock.Answer(1, "poolgate: push refused: the server could not validate it: "+why+"\n")
+}
+
+// quarantineDir checks that q is a directory directly inside repo's
+// objects directory, where receive-pack makes its quarantine, and returns
+// it cleaned. Compared as files, not strings: git names the quarantine
+// from its working directory, which may spell the path differently.
+func quarantineDir(repo, q string) (string, error) {
+	q = filepath.Clean(q)
+	if !filepath.IsAbs(q) {
+		return "", fmt.Errorf("quarantine %q is not absolute", q)
+	}
+	want, err := os.Stat(filepath.Join(repo, "objects"))
+	if err != nil {
+		return "", err
+	}
+	parent, err := os.Stat(filepath.Dir(q))
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Lstat(q)
+	if err != nil {
+		return "", err
+	}
+	if !os.SameFile(want, parent) || !fi.IsDir() {
+		return "", fmt.Errorf("quarantine %q is not inside the repo's objects", q)
+	}
+	return q, nil
+}

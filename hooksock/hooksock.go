@@ -1,0 +1,156 @@
+// Package hooksock is the pre-receive hook's line to the running daemon.
+// Under `poolgate serve` the hook does not judge a push itself: it sends
+// its input and its quarantine directory over a unix socket, and the daemon,
+// which has the config loaded and knows who pushes, judges in-process. This
+// package holds the wire format and the hook's side of it, and nothing else,
+// so the small hook program (cmd/poolgate-hook) that imports it starts fast.
+package hooksock
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Environment the daemon gives git receive-pack, and so the hook.
+const (
+	// EnvSocket is the daemon's hook socket.
+	EnvSocket = "POOLGATE_HOOK_SOCKET"
+	// EnvToken is this push's ticket: the daemon judges a request as the
+	// session that holds the ticket, never as anything the request claims.
+	EnvToken = "POOLGATE_HOOK_TOKEN"
+)
+
+// MaxInput bounds the hook input sent (OLD NEW REF lines); a pool-resource
+// push is one line. The daemon reads no more than MaxRequest.
+const (
+	MaxInput   = 1 << 20
+	MaxRequest = MaxInput + 64<<10
+	// MaxResponse bounds what the hook reads back.
+	MaxResponse = 4 << 20
+)
+
+// Request is what the hook sends: one JSON object, then it half-closes.
+type Request struct {
+	Token string `json:"token"`
+	// Quarantine is git's GIT_QUARANTINE_PATH: where receive-pack keeps
+	// the pushed objects until the hook accepts them. Empty when the push
+	// brought no objects (a delete).
+	Quarantine string `json:"quarantine,omitempty"`
+	Input      string `json:"input"`
+}
+
+// Response is the daemon's answer: the hook's exit status and what it
+// prints on stderr. Exit is a pointer so that an answer without it is an
+// error, never a zero value that would read as "accepted".
+type Response struct {
+	Exit   *int   `json:"exit"`
+	Stderr string `json:"stderr"`
+}
+
+// Answer makes a response.
+func Answer(exit int, stderr string) Response { return Response{Exit: &exit, Stderr: stderr} }
+
+// Timeout bounds each read and write of the hook on the socket; the
+// daemon's push timeout kills the whole push earlier in practice.
+const Timeout = 10 * time.Minute
+
+// conn is the hook's end of the socket.
+type conn interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// envVerdictFile is pushlog.EnvVerdictFile.
+const envVerdictFile = "POOLGATE_VERDICT_FILE"
+
+// Enabled reports whether the daemon gave this hook a socket and a ticket.
+// Without them (plain git, gitolite) the hook judges in-process.
+func Enabled(getenv func(string) string) bool {
+	return getenv(EnvSocket) != "" && getenv(EnvToken) != ""
+}
+
+// Run is the whole hook when Enabled: it sends stdin to the daemon, prints
+// the daemon's messages and returns the exit status. It fails closed: a
+// socket that cannot be reached, dies mid-judgement or answers anything
+// but a well-formed response refuses the push.
+func Run(getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
+	resp, err := ask(getenv, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
+		// A validator that cannot answer is not a lock conflict: the
+		// permanent verdict makes the daemon end the push as an error the
+		// stock client shows, not a rejection it retries silently. The
+		// file's format is pushlog.WriteVerdict's (the verdict on the first
+		// line); pushlog is not imported to keep the hook program small.
+		if p := getenv(envVerdictFile); p != "" {
+			_ = os.WriteFile(p, []byte("permanent\nrules: \n"), 0o600)
+		}
+		return 1
+	}
+	io.WriteString(stderr, resp.Stderr)
+	return *resp.Exit
+}
+
+func ask(getenv func(string) string, stdin io.Reader) (Response, error) {
+	var resp Response
+	in, err := io.ReadAll(io.LimitReader(stdin, MaxInput+1))
+	if err != nil {
+		return resp, fmt.Errorf("reading the hook input: %w", err)
+	}
+	if len(in) > MaxInput {
+		return resp, errors.New("hook input too large")
+	}
+	req, err := json.Marshal(Request{Token: getenv(EnvToken), Quarantine: getenv("GIT_QUARANTINE_PATH"), Input: string(in)})
+	if err != nil {
+		return resp, err
+	}
+	c, err := dial(getenv(EnvSocket), Timeout)
+	if err != nil {
+		return resp, errors.New("the validator is not reachable")
+	}
+	defer c.Close()
+	if _, err := c.Write(req); err != nil {
+		return resp, errors.New("the validator went away")
+	}
+	if err := c.CloseWrite(); err != nil {
+		return resp, errors.New("the validator went away")
+	}
+	out, err := io.ReadAll(io.LimitReader(c, MaxResponse+1))
+	if err != nil || len(out) > MaxResponse {
+		return resp, errors.New("the validator went away")
+	}
+	if err := Decode(out, &resp); err != nil || resp.Exit == nil || (*resp.Exit != 0 && *resp.Exit != 1) {
+		return Response{}, errors.New("the validator answered nonsense")
+	}
+	return resp, nil
+}
+
+// Decode reads exactly one JSON object of v's type from b, refusing
+// unknown fields and trailing data, so a truncated or garbled message is an
+// error rather than a zero value.
+func Decode(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	var extra json.RawMessage
+	if err := d.Decode(&extra); err != io.EOF {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// Path is where the daemon with this pid listens, inside its data dir's
+// owner-only run directory: one socket per process, so a hand-over's new
+// daemon never takes over the socket of pushes the old one still judges.
+func Path(runDir string, pid int) string {
+	return filepath.Join(runDir, "hook-"+strconv.Itoa(pid)+".sock")
+}
