@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/poolrepo"
 )
 
 // LockStatus is one lock as it stands now (the status command and the
@@ -45,28 +44,17 @@ type PoolState struct {
 	Locks             []LockStatus `json:"locks"`
 }
 
-// Pools reads the branch tip's pools from git (configured pools that do
-// not exist yet are listed empty) and joins what the store knows about
-// each lock: when it entered its state, and who holds it. Sync the store
-// first for the freshest answer.
+// Pools is every pool of the repo as derived so far (configured pools that
+// do not exist yet are listed empty): each lock's state, since when, and
+// who holds it. It reads the store's current-state tables, not git, so its
+// cost follows the number of locks, not the length of history; the daemon
+// derives a push right after it ends.
 func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]PoolState, error) {
 	rc := cfg.Repo(repoName)
 	if rc == nil {
 		return nil, fmt.Errorf("unknown repo %q", repoName)
 	}
-	r := poolrepo.Open(RepoDir(cfg, repoName))
-	defer r.Close()
-	tip, err := r.Git.ResolveBranch(rc.Branch)
-	if err != nil {
-		return nil, err
-	}
-	var snap *pool.Snapshot
-	if tip != "" {
-		if snap, err = r.SnapshotAt(tip); err != nil {
-			return nil, err
-		}
-	}
-	last, err := st.lastPerLock(ctx, repoName)
+	paths, locks, err := st.stateRows(ctx, repoName)
 	if err != nil {
 		return nil, err
 	}
@@ -79,29 +67,30 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 		held[[2]string{h.Pool, h.Lock}] = h
 	}
 	d := &Deriver{cfg: rc}
-	paths := snap.PoolPaths()
 	for _, p := range rc.Pools {
-		if snap.Pool(p.Name) == nil {
+		if !slices.Contains(paths, p.Name) {
 			paths = append(paths, p.Name)
 		}
 	}
 	sort.Strings(paths)
 	var out []PoolState
 	for _, p := range paths {
-		pl := snap.Pool(p)
-		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}}
+		ps := PoolState{Repo: repoName, Pool: p, Locks: []LockStatus{}}
 		var staleAfter time.Duration
 		ps.MaxClaimed, staleAfter = d.poolCfg(p)
 		if staleAfter > 0 {
 			s := int64(staleAfter.Seconds())
 			ps.StaleAfterSeconds = &s
 		}
-		for _, name := range pl.Names() {
-			ls := LockStatus{Repo: repoName, Pool: p, Lock: name, State: stateName(pl.StateOf(name)), MaxClaimed: ps.MaxClaimed}
-			if e, ok := last[[2]string{p, name}]; ok {
-				ls.Since, ls.Commit = e.Time, e.Commit
+		for _, r := range locks[p] {
+			ls := LockStatus{Repo: repoName, Pool: p, Lock: r.lock, State: r.state, MaxClaimed: ps.MaxClaimed, Commit: r.commit}
+			if r.time != 0 {
+				ls.Since = time.Unix(0, r.time).UTC()
 			}
-			if h, ok := held[[2]string{p, name}]; ok && ls.State != "unclaimed" {
+			if r.state != "unclaimed" && r.state != "absent" {
+				ps.Claimed++
+			}
+			if h, ok := held[[2]string{p, r.lock}]; ok && ls.State != "unclaimed" {
 				c := h.Claim
 				ls.Since, ls.By, ls.BuildURL = h.Since, c.Pusher, c.BuildURL
 				ls.Team, ls.Pipeline, ls.Job, ls.Build = c.Team, c.Pipeline, c.Job, c.Build
@@ -128,25 +117,6 @@ func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string,
 	var out []LockStatus
 	for _, p := range pools {
 		out = append(out, p.Locks...)
-	}
-	return out, nil
-}
-
-// lastPerLock is each lock's latest lock event.
-func (s *Store) lastPerLock(ctx context.Context, repo string) (map[[2]string]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT e.seq,e.type,e.time,e.announce,e.data FROM events e
-		JOIN (SELECT MAX(seq) AS s FROM events WHERE repo=? AND type IN ('added','removed','claimed','released','updated')
-		      GROUP BY pool, lock) m ON e.seq = m.s`, repo)
-	if err != nil {
-		return nil, err
-	}
-	evs, err := scanEvents(rows)
-	if err != nil {
-		return nil, err
-	}
-	out := map[[2]string]Event{}
-	for _, e := range evs {
-		out[[2]string{e.Pool, e.Lock}] = e
 	}
 	return out, nil
 }

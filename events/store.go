@@ -69,6 +69,20 @@ CREATE TABLE IF NOT EXISTS holds (
 	stale_sent INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (repo, pool, lock)
 );
+CREATE TABLE IF NOT EXISTS lock_state (
+	repo  TEXT NOT NULL,
+	pool  TEXT NOT NULL,
+	lock  TEXT NOT NULL,
+	state TEXT NOT NULL,
+	time  INTEGER NOT NULL,
+	commit_hash TEXT NOT NULL,
+	PRIMARY KEY (repo, pool, lock)
+);
+CREATE TABLE IF NOT EXISTS pool_state (
+	repo TEXT NOT NULL,
+	pool TEXT NOT NULL,
+	PRIMARY KEY (repo, pool)
+);
 CREATE TABLE IF NOT EXISTS announced (
 	repo TEXT NOT NULL,
 	user TEXT NOT NULL,
@@ -174,9 +188,14 @@ func (s *Store) update(ctx context.Context, f func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-func getCursor(tx *sql.Tx, repo, name string) (string, error) {
+// rowQuerier is a *sql.Tx or the *sql.DB.
+type rowQuerier interface {
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+func getCursor(q rowQuerier, repo, name string) (string, error) {
 	var v string
-	err := tx.QueryRow(`SELECT value FROM cursors WHERE repo=? AND name=?`, repo, name).Scan(&v)
+	err := q.QueryRow(`SELECT value FROM cursors WHERE repo=? AND name=?`, repo, name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

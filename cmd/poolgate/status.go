@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,10 +43,10 @@ func loadDataConfig(file string) (*config.Config, error) {
 	return cfg, err
 }
 
-// openStore opens the event store and, where it may write, brings the
-// named repos up to date first, so the answer is current even when the
-// daemon is stopped. Beside a running daemon this is safe: derivation
-// transactions serialize and produce the same events.
+// openStore opens the event store and, when no daemon runs, brings the
+// named repos up to date first, so the answer is current even then. Beside
+// a running daemon (it holds the derivation lock) it only reads what the
+// daemon has derived: the same history is never derived twice.
 func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events.Store, error) {
 	if !ownDataOf(cfg.DataDir) {
 		// Someone else's store (typically `sudo poolgate status` beside a
@@ -61,9 +62,18 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events
 		}
 		return ro, nil
 	}
+	unlock, err := events.LockDerivation(ctx, cfg.DataDir, false)
+	if errors.Is(err, events.ErrDeriving) {
+		return st, nil
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	defer unlock()
 	for _, name := range repos {
 		d := events.NewDeriver(st, cfg.Repo(name), events.RepoDir(cfg, name))
-		_, err := d.Sync(ctx)
+		err := d.SyncFunc(ctx, nil)
 		d.Close()
 		if err != nil {
 			st.Close()

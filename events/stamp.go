@@ -1,0 +1,46 @@
+package events
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/upstream"
+)
+
+// stamp is a stat-only fingerprint of what a sync reads: the branch's ref,
+// loose and packed (git replaces either file by a rename, so the inode
+// changes), and the record files (appended, so the size changes).
+func (d *Deriver) stamp() string {
+	var b strings.Builder
+	for _, p := range []string{
+		filepath.Join(d.dir, "refs", "heads", filepath.FromSlash(d.branch)),
+		filepath.Join(d.dir, "packed-refs"),
+		d.recordPath(hooks.PushesFile),
+		d.recordPath(hooks.RejectionsFile),
+		d.recordPath(upstream.ViolationsFile),
+		d.recordPath(upstream.RewritesFile),
+	} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			b.WriteString("-;")
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		b.WriteString(strconv.FormatInt(fi.Size(), 10) + "." + strconv.FormatInt(fi.ModTime().UnixNano(), 10) + "." + strconv.FormatUint(ino, 10) + ";")
+	}
+	return b.String()
+}
+
+// Changed reports, by stat alone, whether anything a sync reads changed
+// since the last sync began.
+func (d *Deriver) Changed() bool {
+	s, _ := d.synced.Load().(string)
+	return d.stamp() != s
+}
