@@ -185,7 +185,7 @@ func (d *Deriver) syncStep(tx *sql.Tx, st *syncState, seg []*gitstore.Commit, la
 		return nil, errStoreMoved
 	}
 	if len(seg) > 0 {
-		evs, err := d.deriveCommits(tx, st, seg)
+		evs, err := d.deriveCommits(prepared(tx), st, seg)
 		if err != nil {
 			return nil, err
 		}
@@ -338,7 +338,7 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 	return setCursor(tx, d.cfg.Name, cursorPushes, strconv.FormatInt(next, 10))
 }
 
-func (d *Deriver) pushOf(tx *sql.Tx, commit string) (*Pusher, time.Time, error) {
+func (d *Deriver) pushOf(tx dbtx, commit string) (*Pusher, time.Time, error) {
 	var p Pusher
 	var t int64
 	err := tx.QueryRow(`SELECT user,key,time FROM pushes WHERE repo=? AND commit_hash=?`, d.cfg.Name, commit).Scan(&p.User, &p.Key, &t)
@@ -366,7 +366,7 @@ func (d *Deriver) poolCfg(path string) (maxClaimed *int, staleAfter time.Duratio
 // the cursor past it (to the tip after the last segment). After a forced
 // push (admin only) the walk starts where the old and new histories meet,
 // each commit diffed against its own parent.
-func (d *Deriver) deriveCommits(tx *sql.Tx, st *syncState, seg []*gitstore.Commit) ([]Event, error) {
+func (d *Deriver) deriveCommits(tx dbtx, st *syncState, seg []*gitstore.Commit) ([]Event, error) {
 	// A loader per segment: its memo (trees shared between consecutive
 	// commits) never outgrows one segment's worth.
 	l := pool.NewLoader(d.repo)
@@ -398,7 +398,7 @@ func (d *Deriver) deriveCommits(tx *sql.Tx, st *syncState, seg []*gitstore.Commi
 	return out, setCursor(tx, d.cfg.Name, cursorCommit, st.cursor)
 }
 
-func (d *Deriver) deriveCommit(tx *sql.Tx, c *gitstore.Commit, before, after *pool.Snapshot) ([]Event, error) {
+func (d *Deriver) deriveCommit(tx dbtx, c *gitstore.Commit, before, after *pool.Snapshot) ([]Event, error) {
 	hash := c.Hash
 	changes := pool.Diff(before, after)
 	if len(changes) == 0 {
@@ -478,7 +478,7 @@ func authorOf(c *gitstore.Commit) *Person {
 }
 
 // hold returns the claim commit and time of a held lock.
-func (d *Deriver) hold(tx *sql.Tx, poolPath, lock string) (commit string, since time.Time, ok bool, err error) {
+func (d *Deriver) hold(tx dbtx, poolPath, lock string) (commit string, since time.Time, ok bool, err error) {
 	var t int64
 	var data string
 	err = tx.QueryRow(`SELECT h.time, e.data FROM holds h JOIN events e ON e.id = h.event WHERE h.repo=? AND h.pool=? AND h.lock=?`,

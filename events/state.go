@@ -18,7 +18,7 @@ const cursorState = "state"
 
 // applyChanges records one commit's lock changes and the pools it created
 // or deleted.
-func (d *Deriver) applyChanges(tx *sql.Tx, before, after *pool.Snapshot, changes []pool.Change, when int64, commit string) error {
+func (d *Deriver) applyChanges(tx dbtx, before, after *pool.Snapshot, changes []pool.Change, when int64, commit string) error {
 	for _, ch := range changes {
 		if ch.After == pool.Absent {
 			if _, err := tx.Exec(`DELETE FROM lock_state WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, ch.Pool, ch.Name); err != nil {

@@ -202,7 +202,7 @@ func getCursor(q rowQuerier, repo, name string) (string, error) {
 	return v, err
 }
 
-func setCursor(tx *sql.Tx, repo, name, value string) error {
+func setCursor(tx dbtx, repo, name, value string) error {
 	_, err := tx.Exec(`INSERT INTO cursors(repo,name,value) VALUES(?,?,?)
 		ON CONFLICT(repo,name) DO UPDATE SET value=excluded.value`, repo, name, value)
 	return err
@@ -210,7 +210,7 @@ func setCursor(tx *sql.Tx, repo, name, value string) error {
 
 // insertEvent stores an event unless one with its id exists; it reports
 // whether it was new.
-func insertEvent(tx *sql.Tx, e *Event) (bool, error) {
+func insertEvent(tx dbtx, e *Event) (bool, error) {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return false, err
@@ -513,4 +513,58 @@ func (s *Store) FailingSince(ctx context.Context, webhook string, seq int64, now
 		return err
 	})
 	return time.Unix(0, since), err
+}
+
+// dbtx is what deriving a commit needs of a transaction: a *sql.Tx, or a
+// preparedTx in the hot path.
+type dbtx interface {
+	Exec(query string, args ...any) (sql.Result, error)
+	Query(query string, args ...any) (*sql.Rows, error)
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+// preparedTx prepares each statement once per transaction: the driver
+// would otherwise parse the SQL again for every row, a third of the CPU of
+// deriving a long history.
+type preparedTx struct {
+	*sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func prepared(tx *sql.Tx) *preparedTx { return &preparedTx{Tx: tx, stmts: map[string]*sql.Stmt{}} }
+
+func (p *preparedTx) stmt(q string) (*sql.Stmt, error) {
+	if s, ok := p.stmts[q]; ok {
+		return s, nil
+	}
+	s, err := p.Tx.Prepare(q) // closed with the transaction
+	if err != nil {
+		return nil, err
+	}
+	p.stmts[q] = s
+	return s, nil
+}
+
+func (p *preparedTx) Exec(q string, args ...any) (sql.Result, error) {
+	s, err := p.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.Exec(args...)
+}
+
+func (p *preparedTx) Query(q string, args ...any) (*sql.Rows, error) {
+	s, err := p.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.Query(args...)
+}
+
+func (p *preparedTx) QueryRow(q string, args ...any) *sql.Row {
+	s, err := p.stmt(q)
+	if err != nil {
+		return p.Tx.QueryRow(q, args...) // reports the same error
+	}
+	return s.QueryRow(args...)
 }
