@@ -58,6 +58,8 @@ type Deriver struct {
 	nextDue time.Time
 	// synced is the stamp taken as the last sync began.
 	synced atomic.Value
+	// syncs counts syncs (tests: an idle service runs none).
+	syncs atomic.Int64
 }
 
 // RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
@@ -106,6 +108,7 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 	}
 	d.repo.Refresh()
 	d.synced.Store(d.stamp())
+	d.syncs.Add(1)
 	// The tip first, the push records second: the hook writes a push's
 	// record before git moves the ref, so every commit reachable from this
 	// tip has its record on disk by now.
