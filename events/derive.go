@@ -70,10 +70,15 @@ func RepoDir(cfg *config.Config, name string) string {
 // NewDeriver prepares derivation for one configured repo at dir (a bare
 // repo, or a work tree whose .git is read).
 func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {
+	return &Deriver{store: store, cfg: repo, dir: gitDir(dir), Now: time.Now, branch: repo.Branch}
+}
+
+// gitDir is dir's .git when dir is a work tree, else dir.
+func gitDir(dir string) string {
 	if fi, err := os.Stat(filepath.Join(dir, ".git")); err == nil && fi.IsDir() {
-		dir = filepath.Join(dir, ".git")
+		return filepath.Join(dir, ".git")
 	}
-	return &Deriver{store: store, cfg: repo, dir: dir, Now: time.Now, branch: repo.Branch}
+	return dir
 }
 
 // Close releases the repo's open pack files.

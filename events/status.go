@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitread"
 )
 
 // LockStatus is one lock as it stands now (the status command and the
@@ -106,6 +107,24 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+// Behind reports whether the store has not derived the repo's branch tip
+// yet: a daemon still deriving a long history at its first start. It reads
+// the tip in-process.
+func Behind(st *Store, cfg *config.Config, repoName string) (bool, error) {
+	rc := cfg.Repo(repoName)
+	if rc == nil {
+		return false, fmt.Errorf("unknown repo %q", repoName)
+	}
+	r := gitread.Open(gitDir(RepoDir(cfg, repoName)))
+	defer r.Close()
+	tip, err := r.Tip(rc.Branch)
+	if err != nil {
+		return false, err
+	}
+	cur, err := getCursor(st.db, repoName, cursorCommit)
+	return tip != cur, err
 }
 
 // Status is every lock of a repo now, pool by pool (the status command).

@@ -68,7 +68,7 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, cfg, []string{q.Repo})
+	st, err := openStore(ctx, cfg, []string{q.Repo}, "history", stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
 		return exitFailed

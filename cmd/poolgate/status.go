@@ -47,7 +47,7 @@ func loadDataConfig(file string) (*config.Config, error) {
 // named repos up to date first, so the answer is current even then. Beside
 // a running daemon (it holds the derivation lock) it only reads what the
 // daemon has derived: the same history is never derived twice.
-func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd string, stderr io.Writer) (*events.Store, error) {
 	if !ownDataOf(cfg.DataDir) {
 		// Someone else's store (typically `sudo poolgate status` beside a
 		// daemon running as its own user): files SQLite would create
@@ -64,6 +64,11 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events
 	}
 	unlock, err := events.LockDerivation(ctx, cfg.DataDir, false)
 	if errors.Is(err, events.ErrDeriving) {
+		for _, name := range repos {
+			if behind, err := events.Behind(st, cfg, name); err == nil && behind {
+				fmt.Fprintf(stderr, "poolgate %s: note: the running daemon is still deriving %s's history; this is as far as it got\n", cmd, name)
+			}
+		}
 		return st, nil
 	}
 	if err != nil {
@@ -113,7 +118,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, cfg, repos)
+	st, err := openStore(ctx, cfg, repos, "status", stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate status: %v\n", oneLine(err))
 		return exitFailed
