@@ -488,18 +488,16 @@ func authorOf(c *gitstore.Commit) *Person {
 // hold returns the claim commit and time of a held lock.
 func (d *Deriver) hold(tx dbtx, poolPath, lock string) (commit string, since time.Time, ok bool, err error) {
 	var t int64
-	var data string
-	err = tx.QueryRow(`SELECT h.time, e.data FROM holds h JOIN events e ON e.id = h.event WHERE h.repo=? AND h.pool=? AND h.lock=?`,
-		d.cfg.Name, poolPath, lock).Scan(&t, &data)
+	var c sql.NullString
+	err = tx.QueryRow(`SELECT h.time, json_extract(e.data, '$.commit') FROM holds h JOIN events e ON e.id = h.event WHERE h.repo=? AND h.pool=? AND h.lock=?`,
+		d.cfg.Name, poolPath, lock).Scan(&t, &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", time.Time{}, false, nil
 	}
 	if err != nil {
 		return "", time.Time{}, false, err
 	}
-	var claim Event
-	json.Unmarshal([]byte(data), &claim)
-	return claim.Commit, time.Unix(0, t).UTC(), true, nil
+	return c.String, time.Unix(0, t).UTC(), true, nil
 }
 
 // readRejections turns new rejection records into `rejected` events. Every

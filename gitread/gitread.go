@@ -247,14 +247,13 @@ func (r *Repo) fromPacks(h plumbing.Hash) (plumbing.ObjectType, []byte, error) {
 		return 0, nil, err
 	}
 	for _, p := range r.packs {
-		off, err := p.idx.FindOffset(h)
-		if err != nil {
+		if ok, _ := p.idx.Contains(h); !ok {
 			continue
 		}
 		if p.reads++; p.reads > readsPerPackfile {
 			p.renew(r.cache)
 		}
-		obj, err := p.pf.GetByOffset(off)
+		obj, err := p.pf.Get(h) // by hash: no reverse lookup unless a delta needs one
 		if err != nil {
 			return 0, nil, fmt.Errorf("object %s: %w", h, err)
 		}
