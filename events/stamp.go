@@ -8,21 +8,19 @@ import (
 	"syscall"
 
 	"github.com/poolgate/poolgate/hooks"
-	"github.com/poolgate/poolgate/upstream"
 )
 
-// stamp is a stat-only fingerprint of what a sync reads: the branch's ref,
-// loose and packed (git replaces either file by a rename, so the inode
-// changes), and the record files (appended, so the size changes).
+// stamp is a stat-only fingerprint of what a change outside the daemon
+// touches: the branch's loose ref (git writes every ref update there, by a
+// rename, so the inode changes; packed-refs changes only when refs are
+// packed or deleted, never moving a tip) and the hook's record files
+// (appended, so the size changes). Watch mode tells the service itself.
 func (d *Deriver) stamp() string {
 	var b strings.Builder
 	for _, p := range []string{
 		filepath.Join(d.dir, "refs", "heads", filepath.FromSlash(d.branch)),
-		filepath.Join(d.dir, "packed-refs"),
 		d.recordPath(hooks.PushesFile),
 		d.recordPath(hooks.RejectionsFile),
-		d.recordPath(upstream.ViolationsFile),
-		d.recordPath(upstream.RewritesFile),
 	} {
 		fi, err := os.Stat(p)
 		if err != nil {
