@@ -238,7 +238,8 @@ func serve(b bin, cfg string) (*serving, error) {
 	}
 	s := &serving{cmd: cmd, http: httpAddr, runs: runs, done: make(chan struct{})}
 	go func() { cmd.Wait(); log.Close(); close(s.done) }()
-	deadline := time.Now().Add(60 * time.Second)
+	// Creating 100 repos at start takes over a minute on a loaded machine.
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		if resp, err := http.Get("http://" + httpAddr + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -252,7 +253,7 @@ func serve(b bin, cfg string) (*serving, error) {
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("%s serve did not answer within 60s", b.name)
+			return nil, fmt.Errorf("%s serve did not answer within 5 minutes", b.name)
 		}
 	}
 }
