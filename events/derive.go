@@ -121,10 +121,11 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 	if err != nil {
 		return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 	}
-	from, err := getCursor(d.store.db, d.cfg.Name, cursorCommit)
+	stored, err := getCursor(d.store.db, d.cfg.Name, cursorCommit)
 	if err != nil {
 		return err
 	}
+	from := stored
 	var w *walk
 	if tip != "" && tip != from {
 		if from != "" {
@@ -136,7 +137,7 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 			return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 		}
 	}
-	st := &syncState{tip: tip, cursor: from, walk: w}
+	st := &syncState{tip: tip, cursor: stored, walk: w}
 	for {
 		var seg []*gitstore.Commit
 		if w != nil {
