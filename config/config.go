@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -121,6 +122,21 @@ type Limits struct {
 	MaxObjectBytes int64 `yaml:"max_object_bytes"`
 	// MaxPushObjects caps the objects in one pushed pack (its header says).
 	MaxPushObjects int64 `yaml:"max_push_objects"`
+	// MaxTreePaths and MaxTreeDepth bound what a judged commit's whole tree
+	// may expand to (files and directories; path components), counted once
+	// per distinct tree: a few KB of trees can name billions of paths.
+	MaxTreePaths int64 `yaml:"max_tree_paths"`
+	MaxTreeDepth int   `yaml:"max_tree_depth"`
+	Line         int   `yaml:"-"`
+}
+
+func (l *Limits) UnmarshalYAML(n *yaml.Node) error {
+	type plain Limits
+	if err := n.Decode((*plain)(l)); err != nil {
+		return err
+	}
+	l.Line = n.Line
+	return nil
 }
 
 type LogOptions struct {
@@ -185,6 +201,8 @@ type Webhook struct {
 	Repos  []string `yaml:"repos"`
 	Pools  []string `yaml:"pools"`
 	Secret string   `yaml:"secret"`
+	// Signer signs with Secret (json only); built when the config loads.
+	Signer *standardwebhooks.Webhook `yaml:"-"`
 	// Coalesce (concourse only) is the quiet time that ends a burst of
 	// changes, sent as one check request (default 1.5s).
 	Coalesce Duration `yaml:"coalesce"`
@@ -233,6 +251,11 @@ func (w *Webhook) UnmarshalYAML(n *yaml.Node) error {
 // Defaults applied to whatever the file leaves out.
 const (
 	DefaultMaxLockBytes = 64 << 10
+	// A large pool repo (a few hundred pools of a few hundred locks) is tens
+	// of thousands of paths, a few levels deep; a checkout of 100,000 files
+	// still takes seconds. Git itself stops at 4096 levels.
+	DefaultMaxTreePaths = 100_000
+	DefaultMaxTreeDepth = 64
 	DefaultBranch       = "master"
 	DefaultSSHListen    = ":2222"
 	DefaultHTTPListen   = "127.0.0.1:8080"

@@ -1,12 +1,17 @@
 package config_test
 
 import (
+	"encoding/base64"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/poolgate/poolgate/config"
 )
@@ -159,6 +164,19 @@ func TestMalformedConfigNamesFileLineAndReason(t *testing.T) {
 			"    url: https://hooks.example.com/x",
 			"    secret: hunter2",
 		), 2, "whsec_"},
+		{"webhook secret not base64", yamlLines(
+			"webhooks:",
+			"  - name: ops",
+			"    url: https://hooks.example.com/x",
+			"    format: json",
+			"    secret: whsec_hunter2!!",
+		), 2, "not valid base64"},
+		{"webhook secret with an empty key", yamlLines(
+			"webhooks:",
+			"  - name: ops",
+			"    url: https://hooks.example.com/x",
+			"    secret: whsec_",
+		), 2, "empty key"},
 		{"webhook not http", yamlLines(
 			"webhooks:",
 			"  - name: ops",
@@ -460,6 +478,33 @@ func TestProtectionLimitsHaveDefaults(t *testing.T) {
 	}
 }
 
+// TestTreeBoundsHaveDefaultsAndRefuseNonsense: the bound on what a pushed
+// tree may expand to is always on; a value that would switch it off or pass
+// git's own depth limit is a config error with file and line.
+func TestTreeBoundsHaveDefaultsAndRefuseNonsense(t *testing.T) {
+	c, err := config.Parse("x.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxTreePaths != 100000 || c.Limits.MaxTreeDepth != 64 {
+		t.Errorf("defaults: %+v", c.Limits)
+	}
+	c, err = config.Parse("x.yaml", []byte(yamlLines("limits:", "  max_tree_paths: 500", "  max_tree_depth: 8")))
+	if err != nil || c.Limits.MaxTreePaths != 500 || c.Limits.MaxTreeDepth != 8 {
+		t.Errorf("set: %+v, %v", c.Limits, err)
+	}
+	for _, bad := range []struct{ line, want string }{
+		{"  max_tree_paths: -1", "x.yaml:2: limits.max_tree_paths must not be negative"},
+		{"  max_tree_depth: -1", "x.yaml:2: limits.max_tree_depth must be between 1 and 4096"},
+		{"  max_tree_depth: 5000", "x.yaml:2: limits.max_tree_depth must be between 1 and 4096"},
+	} {
+		_, err := config.Parse("x.yaml", []byte(yamlLines("limits:", bad.line)))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: got %v, want %q", bad.line, err, bad.want)
+		}
+	}
+}
+
 // TestEnvNamesListsTheVariablesTheFileUses: the daemon passes exactly these
 // to the hook, so the hook can read the same config.
 func TestEnvNamesListsTheVariablesTheFileUses(t *testing.T) {
@@ -481,5 +526,36 @@ func TestEnvNamesListsTheVariablesTheFileUses(t *testing.T) {
 	}
 	if strings.Join(c.EnvNames, ",") != "PG_TEST_TOKEN,PG_TEST_MAX" {
 		t.Errorf("EnvNames = %v", c.EnvNames)
+	}
+}
+
+// A secret that cannot sign fails at load, not at every delivery; the
+// error does not repeat it; a good one yields the signer deliveries use,
+// and what it signs verifies with the Standard Webhooks library.
+func TestWebhookSecretIsDecodedAtLoadIntoTheSigner(t *testing.T) {
+	bad := yamlLines("webhooks:", "  - name: ops", "    url: https://h.example.com/x", "    secret: whsec_s3cr3t-not-b64")
+	_, err := config.Parse("/etc/p.yaml", []byte(bad))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("bad secret: err %v (want an error without the secret)", err)
+	}
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a test key of some length"))
+	good := yamlLines("webhooks:", "  - name: ops", "    url: https://h.example.com/x", "    secret: "+secret)
+	cfg, err := config.Parse("/etc/p.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg := cfg.Webhooks[0].Signer
+	if sg == nil {
+		t.Fatal("no signer built at load")
+	}
+	ts := time.Now()
+	sig, err := sg.Sign("msg_1", ts, []byte(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, _ := standardwebhooks.NewWebhook(secret)
+	h := http.Header{"Webhook-Id": {"msg_1"}, "Webhook-Timestamp": {strconv.FormatInt(ts.Unix(), 10)}, "Webhook-Signature": {sig}}
+	if err := verifier.Verify([]byte(`{"a":1}`), h); err != nil {
+		t.Fatalf("signature does not verify: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/validator"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -52,9 +55,10 @@ func (c *Config) validate() error {
 		{&c.Limits.MaxPushBytes, "max_push_bytes", DefaultMaxPushBytes},
 		{&c.Limits.MaxObjectBytes, "max_object_bytes", DefaultMaxObjectBytes},
 		{&c.Limits.MaxPushObjects, "max_push_objects", DefaultMaxPushObjects},
+		{&c.Limits.MaxTreePaths, "max_tree_paths", DefaultMaxTreePaths},
 	} {
 		if *l.v < 0 {
-			return &posErr{msg: "limits." + l.key + " must not be negative"}
+			return &posErr{line: c.Limits.Line, msg: "limits." + l.key + " must not be negative"}
 		}
 		if *l.v == 0 {
 			*l.v = l.def
@@ -64,7 +68,13 @@ func (c *Config) validate() error {
 		c.SSH.HostKey = c.ResolvePath(c.SSH.HostKey)
 	}
 	if c.Limits.MaxLockBytes < 0 {
-		return &posErr{msg: "limits.max_lock_bytes must not be negative"}
+		return &posErr{line: c.Limits.Line, msg: "limits.max_lock_bytes must not be negative"}
+	}
+	switch d := c.Limits.MaxTreeDepth; {
+	case d < 0 || d > pool.MaxTreeDepth:
+		return &posErr{line: c.Limits.Line, msg: fmt.Sprintf("limits.max_tree_depth must be between 1 and %d", pool.MaxTreeDepth)}
+	case d == 0:
+		c.Limits.MaxTreeDepth = DefaultMaxTreeDepth
 	}
 
 	users := map[string]bool{}
@@ -148,7 +158,7 @@ func (c *Config) validate() error {
 		pools := map[string]bool{}
 		for j := range r.Pools {
 			p := &r.Pools[j]
-			if err := pool.CheckPoolPath(p.Name); err != nil {
+			if err := validator.CheckPoolPath(p.Name); err != nil {
 				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
 			}
 			if pools[p.Name] {
@@ -160,7 +170,7 @@ func (c *Config) validate() error {
 			}
 			names := map[string]bool{}
 			for _, l := range p.Locks {
-				if err := pool.CheckName(l); err != nil || pool.IsDot(l) {
+				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
 					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock name %q is invalid", p.Name, l)}
 				}
 				if names[l] {
@@ -209,12 +219,33 @@ func (c *Config) validate() error {
 			if w.Format != "json" {
 				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret is only used by format json", w.Name)}
 			}
-			if !strings.HasPrefix(w.Secret, "whsec_") {
-				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: secret must look like whsec_<base64>", w.Name)}
+			// Decoded here, once: a secret that cannot sign would
+			// otherwise fail every delivery, silently, for hours.
+			sg, err := WebhookSigner(w.Secret)
+			if err != nil {
+				return &posErr{line: w.Line, msg: fmt.Sprintf("webhook %q: %v", w.Name, err)}
 			}
+			w.Signer = sg
 		}
 	}
 	return nil
+}
+
+// WebhookSigner builds the Standard Webhooks signer of a "whsec_<base64>"
+// secret. Its errors never repeat the secret.
+func WebhookSigner(secret string) (*standardwebhooks.Webhook, error) {
+	b64, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New("secret must look like whsec_<base64>")
+	}
+	if b64 == "" {
+		return nil, errors.New("secret whsec_<base64> has an empty key")
+	}
+	sg, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return nil, fmt.Errorf("secret after whsec_ is not valid base64 (%v)", err)
+	}
+	return sg, nil
 }
 
 func checkBranch(b string) error {

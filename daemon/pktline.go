@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // A pkt-line as read off the wire: raw holds the 4-byte header and payload
@@ -181,7 +181,7 @@ func relayPush(dst io.Writer, src io.Reader, verdict func() string) (relayResult
 			isReport := (band == bandData && len(k.payload) > 1) || !sideband
 			if isReport {
 				decided = true
-				if verdict() == hooks.VerdictPermanent {
+				if verdict() == pushlog.VerdictPermanent {
 					res.refused = true
 					if sideband {
 						if _, err := dst.Write(encodePkt("\x03" + refusedMessage + "\n")); err != nil {

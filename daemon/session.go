@@ -16,7 +16,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/rs/zerolog"
 )
 
@@ -118,11 +118,11 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 	lc := s.conf()
 	env := append(s.baseEnv(),
-		hooks.EnvConfig+"="+lc.hookFile,
-		hooks.EnvRepo+"="+repo.Name,
-		hooks.EnvUser+"="+id.user.Name,
-		hooks.EnvRole+"="+role.String(),
-		hooks.EnvKey+"="+id.key,
+		pushlog.EnvConfig+"="+lc.hookFile,
+		pushlog.EnvRepo+"="+repo.Name,
+		pushlog.EnvUser+"="+id.user.Name,
+		pushlog.EnvRole+"="+role.String(),
+		pushlog.EnvKey+"="+id.key,
 	)
 	// The hook reads the same config, ${NAME}s included.
 	env = append(env, lc.env...)
@@ -165,7 +165,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		}
 		defer os.RemoveAll(tmp)
 		verdictFile = filepath.Join(tmp, "verdict")
-		env = append(env, hooks.EnvVerdictFile+"="+verdictFile)
+		env = append(env, pushlog.EnvVerdictFile+"="+verdictFile)
 	}
 
 	// "." with the repo as working directory: nothing the client sent is
@@ -231,9 +231,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	if svc == ReceivePack {
 		res, err = relayPush(sess, stdout, func() string {
 			if limitErr.Load() != nil {
-				return hooks.VerdictPermanent
+				return pushlog.VerdictPermanent
 			}
-			v, _ := hooks.ReadVerdict(verdictFile)
+			v, _ := pushlog.ReadVerdict(verdictFile)
 			return v
 		})
 	} else {
@@ -270,14 +270,14 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		e = e.Str("protocol", protocol)
 	}
 	if svc == ReceivePack {
-		v, rules := hooks.ReadVerdict(verdictFile)
+		v, rules := pushlog.ReadVerdict(verdictFile)
 		ok, ng := reportStatus(res.report)
 		switch {
 		case res.refused:
-			v = hooks.VerdictPermanent
+			v = pushlog.VerdictPermanent
 			code = 1
 		case len(ng) > 0:
-			if v != hooks.VerdictTransient && v != hooks.VerdictPermanent {
+			if v != pushlog.VerdictTransient && v != pushlog.VerdictPermanent {
 				v = "rejected" // by git itself, or a hook without a verdict
 			}
 		case len(ok) > 0:
@@ -302,7 +302,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		switch v {
 		case "accepted":
 			s.Metrics.Push(repo.Name, true, nil)
-		case hooks.VerdictTransient, hooks.VerdictPermanent:
+		case pushlog.VerdictTransient, pushlog.VerdictPermanent:
 			s.Metrics.Push(repo.Name, false, rules)
 		}
 		if s.Observer != nil && len(ups) > 0 {

@@ -1,13 +1,11 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,18 +16,18 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitread"
 	"github.com/poolgate/poolgate/gitstore"
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 const (
 	// CoalesceWindow is how long a transient rejection stays announced
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
-	maxRecordRead   = 16 << 20 // per sync; the rest is read at the next one
-	commitsPerTx    = 500      // about 25ms of derivation
+	commitsPerTx    = 500 // about 25ms of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
+	cursorPending   = "pending"
 	cursorRejection = "rejections"
 	cursorCreated   = "created" // repo "": the store's creation time
 )
@@ -114,9 +112,9 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 	d.repo.Refresh()
 	d.synced.Store(d.stamp())
 	d.syncs.Add(1)
-	// The tip first, the push records second: the hook writes a push's
-	// record before git moves the ref, so every commit reachable from this
-	// tip has its record on disk by now.
+	// The tip first, the push records second: the pre-receive hook writes
+	// who pushed (the pending record) before git moves the ref, so every
+	// commit reachable from this tip has its pusher on disk by now.
 	tip, err := d.repo.Tip(d.branch)
 	if err != nil {
 		return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
@@ -137,7 +135,9 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 			return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 		}
 	}
-	st := &syncState{tip: tip, cursor: stored, walk: w}
+	// An empty walk to a tip that is not the cursor: the branch was moved
+	// back to an ancestor (an admin's forced push).
+	st := &syncState{tip: tip, cursor: stored, walk: w, rewound: w != nil && w.total == 0}
 	for {
 		var seg []*gitstore.Commit
 		if w != nil {
@@ -168,8 +168,9 @@ func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 type syncState struct {
 	tip string
 	// cursor is the last derived commit as this sync left it.
-	cursor string
-	walk   *walk
+	cursor  string
+	rewound bool
+	walk    *walk
 	// prev is the last derived commit's snapshot: the next commit's
 	// "before" when it is that commit's child, as it nearly always is.
 	prev     *pool.Snapshot
@@ -185,7 +186,10 @@ func (d *Deriver) syncStep(tx *sql.Tx, st *syncState, seg []*gitstore.Commit, la
 		return nil, err
 	}
 	d.created = time.Unix(0, created)
-	if err := d.readPushes(tx); err != nil {
+	if err := d.readPushes(tx, pushlog.Pending, cursorPending); err != nil {
+		return nil, err
+	}
+	if err := d.readPushes(tx, pushlog.Pushes, cursorPushes); err != nil {
 		return nil, err
 	}
 	if cur, err := getCursor(tx, d.cfg.Name, cursorCommit); err != nil {
@@ -201,9 +205,11 @@ func (d *Deriver) syncStep(tx *sql.Tx, st *syncState, seg []*gitstore.Commit, la
 		out = append(out, evs...)
 	}
 	if last {
-		if err := d.settleState(tx, st); err != nil {
+		evs, err := d.settleState(tx, st)
+		if err != nil {
 			return nil, err
 		}
+		out = append(out, evs...)
 	}
 	evs, err := d.readRejections(tx)
 	if err != nil {
@@ -227,35 +233,43 @@ func (d *Deriver) syncStep(tx *sql.Tx, st *syncState, seg []*gitstore.Commit, la
 	return append(out, evs...), nil
 }
 
-// settleState ends a sync at the tip: after new commits the current state
-// is checked against the tip's snapshot (exact unless the history was
-// rewritten); a store from before the state was kept is filled once.
-func (d *Deriver) settleState(tx *sql.Tx, st *syncState) error {
+// settleState ends a sync at the tip. After new commits, or when the branch
+// was moved back to an older commit (rewound: nothing to derive, only the
+// state change), the current state and the holds are brought in line with
+// the tip's snapshot (exact along one history, so only a rewritten one
+// changes anything); a store from before the state was kept is filled once.
+func (d *Deriver) settleState(tx *sql.Tx, st *syncState) ([]Event, error) {
 	done, err := getCursor(tx, d.cfg.Name, cursorState)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if done != "" && st.prev == nil {
-		return nil // nothing new
+	if done != "" && st.prev == nil && !st.rewound {
+		return nil, nil // nothing new
 	}
-	snap := st.prev
-	if snap == nil && st.tip != "" {
-		if snap, err = d.snapshotAt(pool.NewLoader(d.repo), st.tip); err != nil {
-			return err
+	var evs []Event
+	if st.tip != "" {
+		snap := st.prev
+		if snap == nil {
+			if snap, err = d.snapshotAt(pool.NewLoader(d.repo), st.tip); err != nil {
+				return nil, err
+			}
+		}
+		if done == "" {
+			evs, err = d.backfillState(tx, st.tip, snap)
+		} else {
+			evs, err = d.reconcile(tx, st.tip, snap, st.rewound)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	if snap == nil {
-		snap = pool.Empty
+	if st.rewound {
+		st.cursor = st.tip
+		if err := setCursor(tx, d.cfg.Name, cursorCommit, st.tip); err != nil {
+			return nil, err
+		}
 	}
-	if done == "" {
-		err = d.backfillState(tx, snap)
-	} else {
-		err = d.reconcile(tx, snap)
-	}
-	if err != nil {
-		return err
-	}
-	return setCursor(tx, d.cfg.Name, cursorState, "1")
+	return evs, setCursor(tx, d.cfg.Name, cursorState, "1")
 }
 
 func (d *Deriver) snapshotAt(l *pool.Loader, commit string) (*pool.Snapshot, error) {
@@ -266,51 +280,7 @@ func (d *Deriver) snapshotAt(l *pool.Loader, commit string) (*pool.Snapshot, err
 	return l.Load(c.Tree)
 }
 
-// readLines returns the complete lines of a record file from offset on,
-// and the offset after them. A line still being written (no newline yet)
-// is left for the next read.
-func readLines(path string, offset int64) ([][]byte, int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, offset, nil
-	}
-	if err != nil {
-		return nil, offset, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, offset, err
-	}
-	if fi.Size() < offset {
-		// Truncated or replaced by an operator: start over; ids keep
-		// the events that were already stored from being duplicated.
-		offset = 0
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, offset, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxRecordRead))
-	if err != nil {
-		return nil, offset, err
-	}
-	end := bytes.LastIndexByte(data, '\n')
-	if end < 0 {
-		return nil, offset, nil
-	}
-	data = data[:end+1]
-	var lines [][]byte
-	for _, l := range bytes.Split(data[:end], []byte("\n")) {
-		if len(bytes.TrimSpace(l)) > 0 {
-			lines = append(lines, l)
-		}
-	}
-	return lines, offset + int64(len(data)), nil
-}
-
-func (d *Deriver) recordPath(name string) string {
-	return filepath.Join(d.dir, hooks.RecordDir, name)
-}
+func (d *Deriver) records() pushlog.Log { return pushlog.At(d.dir) }
 
 func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	v, err := getCursor(tx, repo, name)
@@ -320,20 +290,22 @@ func cursorInt(tx *sql.Tx, repo, name string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// readPushes indexes new push records by commit. A commit named by several
-// records (a push whose ref update failed, then retried) takes the latest.
-func (d *Deriver) readPushes(tx *sql.Tx) error {
-	off, err := cursorInt(tx, d.cfg.Name, cursorPushes)
+// readPushes indexes new push records (pending or accepted) by commit. A
+// commit named by several records (a push whose ref update failed, then
+// retried) takes the latest; the accepted record, read after the pending
+// ones, has the last word.
+func (d *Deriver) readPushes(tx *sql.Tx, kind pushlog.Kind, cursor string) error {
+	off, err := cursorInt(tx, d.cfg.Name, cursor)
 	if err != nil {
 		return err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.PushesFile), off)
+	lines, next, err := d.records().Read(kind, off)
 	if err != nil || next == off {
 		return err
 	}
 	for _, l := range lines {
-		var p hooks.PushRecord
-		if !decodeRecord(l, &p) {
+		var p pushlog.Push
+		if !pushlog.Decode(l, &p) {
 			continue // a damaged line must not stop the audit
 		}
 		for _, c := range p.Commits {
@@ -344,7 +316,7 @@ func (d *Deriver) readPushes(tx *sql.Tx) error {
 			}
 		}
 	}
-	return setCursor(tx, d.cfg.Name, cursorPushes, strconv.FormatInt(next, 10))
+	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
 }
 
 func (d *Deriver) pushOf(tx dbtx, commit string) (*Pusher, time.Time, error) {
@@ -425,6 +397,9 @@ func (d *Deriver) deriveCommit(tx dbtx, c *gitstore.Commit, before, after *pool.
 	var out []Event
 	for _, ch := range changes {
 		typ := TypeOf(ch.Op)
+		if typ == "" {
+			continue
+		}
 		maxClaimed, _ := d.poolCfg(ch.Pool)
 		e := Event{
 			ID:   ID(d.cfg.Name, hash, ch.Pool, ch.Name, typ),
@@ -511,14 +486,14 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines, next, err := readLines(d.recordPath(hooks.RejectionsFile), off)
+	lines, next, err := d.records().Read(pushlog.Rejections, off)
 	if err != nil || next == off {
 		return nil, err
 	}
 	var out []Event
 	for _, l := range lines {
-		var r hooks.RejectionRecord
-		if !decodeRecord(l, &r) {
+		var r pushlog.Rejection
+		if !pushlog.Decode(l, &r) {
 			continue
 		}
 		e := Event{
@@ -534,13 +509,20 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			if v.Commit != "" {
 				e.Commit = v.Commit
 			}
-			in := pool.ParseMessage(v.Subject)
-			e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = in.Team, in.Pipeline, in.Job, in.Build, in.BuildID
+			if v.BuildURL == "" && v.Team == "" && v.BuildID == "" {
+				// A record from before the hook kept the build: the subject
+				// holds it in pool-resource's old message format.
+				v.SetBuild(pool.ParseMessage(v.Subject))
+			}
+			e.BuildURL, e.Team, e.Pipeline, e.Job, e.Build, e.BuildID = v.BuildURL, v.Team, v.Pipeline, v.Job, v.Build, v.BuildID
+			switch {
+			case v.Claimed != nil: // the counts when the push was refused
+				e.Claimed, e.MaxClaimed = *v.Claimed, v.MaxClaimed
+			case e.Pool != "":
+				e.MaxClaimed, _ = d.poolCfg(e.Pool)
+			}
 		}
-		if mc, _ := d.poolCfg(e.Pool); e.Pool != "" {
-			e.MaxClaimed = mc
-		}
-		if r.Verdict != "permanent" && e.Announce {
+		if r.Verdict != pushlog.VerdictPermanent && e.Announce {
 			var last int64
 			err := tx.QueryRow(`SELECT time FROM announced WHERE repo=? AND user=? AND rule=? AND pool=?`,
 				d.cfg.Name, r.User, e.Rule, e.Pool).Scan(&last)
@@ -639,17 +621,4 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 	}
 	return out, nil
-}
-
-// decodeRecord parses one record line. A crash can leave a torn line that
-// the next push's record then continues on the same line; the intact
-// record at its end is still read.
-func decodeRecord(line []byte, v any) bool {
-	if json.Unmarshal(line, v) == nil {
-		return true
-	}
-	if i := bytes.LastIndex(line, []byte(`{"time"`)); i > 0 {
-		return json.Unmarshal(line[i:], v) == nil
-	}
-	return false
 }

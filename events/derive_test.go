@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // workRepo is a git work tree whose .git plays the served repo.
@@ -72,10 +72,10 @@ func (r *workRepo) move(when time.Time, poolPath, lock, from, to, msg string) st
 
 func (r *workRepo) gitDir() string { return filepath.Join(r.dir, ".git") }
 
-func (r *workRepo) record(file string, v any) {
+func (r *workRepo) record(file pushlog.Kind, v any) {
 	r.t.Helper()
 	b, _ := json.Marshal(v)
-	p := filepath.Join(r.gitDir(), hooks.RecordDir, file)
+	p := pushlog.At(r.gitDir()).Path(file)
 	os.MkdirAll(filepath.Dir(p), 0o755)
 	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -109,7 +109,7 @@ func TestClaimAndReleaseCarryPusherBuildCountsAndHeldTime(t *testing.T) {
 	claim := r.move(t0.Add(time.Minute), "staging", "env-a", "unclaimed", "claimed",
 		"claiming: env-a\nBuild URL: https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42")
 	pushT := t0.Add(61 * time.Second)
-	r.record(hooks.PushesFile, hooks.PushRecord{Time: pushT, User: "concourse", Key: "SHA256:abc", Role: "write", Ref: "refs/heads/master", Commits: []string{claim}})
+	r.record(pushlog.Pushes, pushlog.Push{Time: pushT, User: "concourse", Key: "SHA256:abc", Role: "write", Ref: "refs/heads/master", Commits: []string{claim}})
 
 	st, err := Open(t.TempDir(), false)
 	if err != nil {
@@ -178,20 +178,20 @@ func TestTransientRejectionsAreRecordedAllAndAnnouncedOncePerWindow(t *testing.T
 	st, _ := Open(t.TempDir(), false)
 	defer st.Close()
 	t0 := time.Now().UTC()
-	over := func(at time.Time, user string) hooks.RejectionRecord {
-		return hooks.RejectionRecord{Time: at, User: user, Key: "SHA256:k", Role: "write", Ref: "refs/heads/master", Old: "a", New: "b",
-			Verdict: "transient", Violations: []hooks.ViolationRecord{{Rule: "over-limit", Kind: "transient", Commit: "c1", Subject: "claiming: env-a",
+	over := func(at time.Time, user string) pushlog.Rejection {
+		return pushlog.Rejection{Time: at, User: user, Key: "SHA256:k", Role: "write", Ref: "refs/heads/master", Old: "a", New: "b",
+			Verdict: "transient", Violations: []pushlog.Violation{{Rule: "over-limit", Kind: "transient", Commit: "c1", Subject: "claiming: env-a",
 				Pool: "staging", Lock: "env-a", Reason: "2 claimed, max_claimed 1"}}}
 	}
-	r.record(hooks.RejectionsFile, over(t0, "ci"))
-	r.record(hooks.RejectionsFile, over(t0.Add(10*time.Second), "ci"))
-	r.record(hooks.RejectionsFile, over(t0.Add(20*time.Second), "other"))
-	r.record(hooks.RejectionsFile, over(t0.Add(11*time.Minute), "ci"))
+	r.record(pushlog.Rejections, over(t0, "ci"))
+	r.record(pushlog.Rejections, over(t0.Add(10*time.Second), "ci"))
+	r.record(pushlog.Rejections, over(t0.Add(20*time.Second), "other"))
+	r.record(pushlog.Rejections, over(t0.Add(11*time.Minute), "ci"))
 	perm := over(t0.Add(12*time.Minute), "ci")
 	perm.Verdict, perm.Violations[0].Rule, perm.Violations[0].Kind = "permanent", "claim-missing", "permanent"
-	r.record(hooks.RejectionsFile, perm)
+	r.record(pushlog.Rejections, perm)
 	// A line being written (no newline yet) waits for the next sync.
-	f, _ := os.OpenFile(filepath.Join(r.gitDir(), hooks.RecordDir, hooks.RejectionsFile), os.O_APPEND|os.O_WRONLY, 0)
+	f, _ := os.OpenFile(pushlog.At(r.gitDir()).Path(pushlog.Rejections), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"time":"`)
 	f.Close()
 
@@ -267,11 +267,13 @@ func TestForcedPushThatDropsAClaimDropsItsHoldAndPoolsShowTheTip(t *testing.T) {
 	if _, err := d.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// An admin rewinds the branch past the claim and claims env-b instead.
+	// An admin rewinds the branch past the claim and claims env-b instead:
+	// env-b's claim, and env-a's release that no commit made, marked so.
 	r.git(time.Time{}, "reset", "-q", "--hard", base)
 	r.move(time.Time{}, "staging", "env-b", "unclaimed", "claimed", "claiming: env-b")
 	evs, err := d.Sync(ctx)
-	if err != nil || len(evs) != 1 || evs[0].Lock != "env-b" {
+	if err != nil || len(evs) != 2 || evs[0].Lock != "env-b" || evs[0].Type != Claimed || evs[0].HistoryRewrite ||
+		evs[1].Lock != "env-a" || evs[1].Type != Released || !evs[1].HistoryRewrite || evs[1].HeldSeconds == nil {
 		t.Fatalf("after the forced push: %v %+v", err, evs)
 	}
 	holds, _ := st.Holds(ctx, "locks")

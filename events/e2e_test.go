@@ -201,7 +201,7 @@ func TestClaimAndReleaseOverSSHAreAnnouncedAsSignedJSONSlackAndOneConcourseCheck
 		} `json:"blocks"`
 	}
 	json.Unmarshal(rc.delivered("/slack", true)[0].body, &msg)
-	want := "🔒 *demo/lock-a* claimed by <" + buildURL + "|p/deploy #42>"
+	want := "🔒 *demo/lock-a* claimed by p/deploy #42 (<" + buildURL + "|build>)"
 	if msg.Text != want || len(msg.Blocks) == 0 || msg.Blocks[0].Type != "section" || msg.Blocks[0].Text.Type != "mrkdwn" || msg.Blocks[0].Text.Text != want {
 		t.Errorf("slack message: %s", rc.delivered("/slack", true)[0].body)
 	}

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // Event types (config.EventTypes).
@@ -42,7 +42,7 @@ type Pusher struct {
 }
 
 // Violation is one reason a push was refused, as the hook recorded it.
-type Violation = hooks.ViolationRecord
+type Violation = pushlog.Violation
 
 // Event is one thing that happened to a lock, or one refused push. Its JSON
 // form is the `data` object of the webhook payload (DESIGN.md §5).
@@ -78,6 +78,10 @@ type Event struct {
 	HeldSeconds *int64  `json:"held_seconds"`
 	// ClaimCommit is the commit that claimed the lock (released, removed, stale).
 	ClaimCommit string `json:"claim_commit,omitempty"`
+	// HistoryRewrite marks a claim or release that no commit made: a
+	// forced push (upstream, or an admin's) replaced the history, and the
+	// new tip has the lock in a state the old history left it out of.
+	HistoryRewrite bool `json:"history_rewrite,omitempty"`
 
 	// Rejections only.
 	Rule       string      `json:"rule,omitempty"`
@@ -101,10 +105,14 @@ func ID(parts ...string) string {
 // TypeOf maps a tree operation to its event type. An add-claimed is an
 // `added` event whose state is claimed (one event per lock per commit, as
 // DESIGN.md §5 says); it starts a hold like a claim does, so its release
-// reports how long it was held. A name in both directories (only possible
-// in histories from before poolgate) surfaces as `updated`.
+// reports how long it was held. Adding a name that already exists (in the
+// other directory) is no lock event at all but a broken rule: the hook
+// refuses it, and watch mode reports it as a `violation` ("" here). Undoing
+// such a duplicate surfaces as `updated`.
 func TypeOf(op pool.Op) string {
 	switch op {
+	case pool.OpDuplicate:
+		return ""
 	case pool.OpAdd, pool.OpAddClaimed:
 		return Added
 	case pool.OpClaim:

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // stamp is a stat-only fingerprint of what a change outside the daemon
@@ -19,8 +19,8 @@ func (d *Deriver) stamp() string {
 	var b strings.Builder
 	for _, p := range []string{
 		filepath.Join(d.dir, "refs", "heads", filepath.FromSlash(d.branch)),
-		d.recordPath(hooks.PushesFile),
-		d.recordPath(hooks.RejectionsFile),
+		d.records().Path(pushlog.Pushes),
+		d.records().Path(pushlog.Rejections),
 	} {
 		fi, err := os.Stat(p)
 		if err != nil {

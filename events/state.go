@@ -60,20 +60,21 @@ func (d *Deriver) applyChanges(tx dbtx, before, after *pool.Snapshot, changes []
 // an admin's forced push moves the branch to another, where a lock claimed
 // in a dropped commit would otherwise stay held (and go stale) forever.
 // A lock whose state changed here gets no time or commit: no commit on the
-// branch says when it entered that state.
-func (d *Deriver) reconcile(tx *sql.Tx, snap *pool.Snapshot) error {
+// branch says when it entered that state. The holds follow with events
+// (reconcileHolds).
+func (d *Deriver) reconcile(tx *sql.Tx, tip string, snap *pool.Snapshot, rewound bool) ([]Event, error) {
 	repo := d.cfg.Name
 	type row struct{ pool, lock, state string }
 	rows, err := tx.Query(`SELECT pool, lock, state FROM lock_state WHERE repo=?`, repo)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var have []row
 	for rows.Next() {
 		var r row
 		if err := rows.Scan(&r.pool, &r.lock, &r.state); err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
 		have = append(have, r)
 	}
@@ -90,15 +91,15 @@ func (d *Deriver) reconcile(tx *sql.Tx, snap *pool.Snapshot) error {
 				stateName(st), repo, r.pool, r.lock)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if _, err := tx.Exec(`DELETE FROM pool_state WHERE repo=?`, repo); err != nil {
-		return err
+		return nil, err
 	}
 	for _, p := range snap.PoolPaths() {
 		if _, err := tx.Exec(`INSERT INTO pool_state(repo,pool) VALUES(?,?)`, repo, p); err != nil {
-			return err
+			return nil, err
 		}
 		pl := snap.Pool(p)
 		for _, name := range pl.Names() {
@@ -107,54 +108,29 @@ func (d *Deriver) reconcile(tx *sql.Tx, snap *pool.Snapshot) error {
 			}
 			if _, err := tx.Exec(`INSERT INTO lock_state(repo,pool,lock,state,time,commit_hash) VALUES(?,?,?,?,0,'')`,
 				repo, p, name, stateName(pl.StateOf(name))); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return d.reconcileHolds(tx, snap)
-}
-
-// reconcileHolds drops holds of locks the tip does not have claimed.
-func (d *Deriver) reconcileHolds(tx *sql.Tx, snap *pool.Snapshot) error {
-	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
-	if err != nil {
-		return err
-	}
-	var gone [][2]string
-	for rows.Next() {
-		var p, l string
-		if err := rows.Scan(&p, &l); err != nil {
-			rows.Close()
-			return err
-		}
-		if st := snap.Pool(p).StateOf(l); st != pool.StateClaimed && st != pool.StateBoth {
-			gone = append(gone, [2]string{p, l})
-		}
-	}
-	rows.Close()
-	for _, g := range gone {
-		if _, err := tx.Exec(`DELETE FROM holds WHERE repo=? AND pool=? AND lock=?`, d.cfg.Name, g[0], g[1]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.reconcileHolds(tx, tip, snap, rewound)
 }
 
 // backfillState fills the current state of a store derived before it was
 // kept: the derived tip's snapshot, each lock's time and commit from its
 // latest event (one pass over the events, once).
-func (d *Deriver) backfillState(tx *sql.Tx, snap *pool.Snapshot) error {
-	if err := d.reconcile(tx, snap); err != nil {
-		return err
+func (d *Deriver) backfillState(tx *sql.Tx, tip string, snap *pool.Snapshot) ([]Event, error) {
+	evs, err := d.reconcile(tx, tip, snap, false)
+	if err != nil {
+		return nil, err
 	}
-	_, err := tx.Exec(`UPDATE lock_state SET (time, commit_hash) = (
+	_, err = tx.Exec(`UPDATE lock_state SET (time, commit_hash) = (
 		SELECT e.time, json_extract(e.data, '$.commit') FROM events e
 		WHERE e.repo=lock_state.repo AND e.pool=lock_state.pool AND e.lock=lock_state.lock
 		  AND e.type IN ('added','removed','claimed','released','updated')
 		ORDER BY e.seq DESC LIMIT 1)
 		WHERE repo=? AND EXISTS (SELECT 1 FROM events e WHERE e.repo=lock_state.repo AND e.pool=lock_state.pool AND e.lock=lock_state.lock)`,
 		d.cfg.Name)
-	return err
+	return evs, err
 }
 
 // stateRows reads a repo's current state: the pools and their locks.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/poolgate/poolgate/upstream"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // Violation is the event type of a rule broken by a commit that landed
@@ -22,9 +22,9 @@ const (
 // stat each.
 func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 	var out []Event
-	err := d.readRecordFile(tx, upstream.ViolationsFile, cursorViolations, func(l []byte) (*Event, error) {
-		var r upstream.ViolationRecord
-		if !decodeRecord(l, &r) {
+	err := d.readRecordFile(tx, pushlog.Violations, cursorViolations, func(l []byte) (*Event, error) {
+		var r pushlog.UpstreamViolation
+		if !pushlog.Decode(l, &r) {
 			return nil, nil
 		}
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
@@ -41,9 +41,9 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = d.readRecordFile(tx, upstream.RewritesFile, cursorRewrites, func(l []byte) (*Event, error) {
-		var r upstream.RewriteRecord
-		if !decodeRecord(l, &r) {
+	err = d.readRecordFile(tx, pushlog.Rewrites, cursorRewrites, func(l []byte) (*Event, error) {
+		var r pushlog.Rewrite
+		if !pushlog.Decode(l, &r) {
 			return nil, nil
 		}
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
@@ -58,12 +58,12 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 	return out, err
 }
 
-func (d *Deriver) readRecordFile(tx *sql.Tx, file, cursor string, conv func([]byte) (*Event, error), out *[]Event) error {
+func (d *Deriver) readRecordFile(tx *sql.Tx, file pushlog.Kind, cursor string, conv func([]byte) (*Event, error), out *[]Event) error {
 	off, err := cursorInt(tx, d.cfg.Name, cursor)
 	if err != nil {
 		return err
 	}
-	lines, next, err := readLines(d.recordPath(file), off)
+	lines, next, err := d.records().Read(file, off)
 	if err != nil || next == off {
 		return err
 	}

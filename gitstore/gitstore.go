@@ -254,13 +254,22 @@ func parseSig(s string) Signature {
 }
 
 // Git runs a git command in the repo and returns its trimmed stdout.
-func (r *Repo) Git(args ...string) (string, error) {
+func (r *Repo) Git(args ...string) (string, error) { return r.GitStatus(0, args...) }
+
+// GitStatus is Git for commands whose exit status quiet (besides 0) is an
+// answer, not a failure (merge-base exits 1 when there is no base): it
+// returns "" and no error then.
+func (r *Repo) GitStatus(quiet int, args ...string) (string, error) {
 	cmd := exec.Command("git", args...)
 	cmd.Dir = r.Dir
 	cmd.Env = r.Env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if quiet != 0 && errors.As(err, &ee) && ee.ExitCode() == quiet && stderr.Len() == 0 {
+		return "", nil
+	}
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if msg == "" {

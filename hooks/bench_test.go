@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // The benchmark repo: 1,000 locks in four pools (two of them nested) and a
@@ -225,8 +225,8 @@ func benchHook(tb testing.TB, repo string, commits int) hookRun {
 		tb.Fatal(err)
 	}
 	// The hook's push record would grow in the cached repo; start afresh.
-	os.RemoveAll(filepath.Join(repo, hooks.RecordDir))
-	env := append(gitEnv(tb.TempDir()), hooks.EnvConfig+"="+cfg, hooks.EnvUser+"=bench", hooks.EnvRole+"=write")
+	os.RemoveAll(filepath.Dir(pushlog.At(repo).Path(pushlog.Pushes)))
+	env := append(gitEnv(tb.TempDir()), pushlog.EnvConfig+"="+cfg, pushlog.EnvUser+"=bench", pushlog.EnvRole+"=write")
 
 	refused := hookRun{repo: repo, env: env, line: tip + " " + bad + " refs/heads/master\n"}
 	if out, err := refused.run(); err == nil || !strings.Contains(out, "[claim-missing]") {

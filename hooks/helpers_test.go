@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // binary is a poolgate built once for the package's tests: the hook is
@@ -129,7 +130,7 @@ func (r *poolRepo) push(role string, args ...string) (string, error) {
 	cmd := exec.Command("git", append([]string{"push"}, args...)...)
 	cmd.Dir = r.work
 	cmd.Env = append(append([]string{}, r.env...),
-		hooks.EnvConfig+"="+r.config, hooks.EnvUser+"=tester", hooks.EnvRole+"="+role)
+		pushlog.EnvConfig+"="+r.config, pushlog.EnvUser+"=tester", pushlog.EnvRole+"="+role)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

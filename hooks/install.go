@@ -8,38 +8,30 @@ import (
 	"strings"
 )
 
-// Environment variables the hook reads. The daemon sets them for every git
-// command it runs; other git servers can map their own (see README).
-const (
-	EnvConfig      = "POOLGATE_CONFIG"
-	EnvRepo        = "POOLGATE_REPO"
-	EnvUser        = "POOLGATE_USER"
-	EnvRole        = "POOLGATE_ROLE"
-	EnvKey         = "POOLGATE_KEY"
-	EnvVerdictFile = "POOLGATE_VERDICT_FILE"
-)
+// hookNames are the git hooks Install writes: pre-receive judges a push before
+// any ref moves; post-receive, which git runs only for refs it updated,
+// records the accepted push once its ref has moved.
+var hookNames = []string{"pre-receive", "post-receive"}
 
-// Verdicts written to POOLGATE_VERDICT_FILE before the hook exits, so the
-// daemon knows how to end the push before receive-pack writes its report.
-const (
-	VerdictPermanent = "permanent"
-	VerdictTransient = "transient"
-)
-
-// Install writes a pre-receive hook into dir that runs exe. The daemon points
-// core.hooksPath at such a directory it owns, so nothing inside a repo (which
-// a pusher's objects can never reach anyway) decides what runs.
+// Install writes poolgate's hooks into dir, each running exe. The daemon
+// points core.hooksPath at such a directory it owns, so nothing inside a
+// repo (which a pusher's objects can never reach anyway) decides what runs.
 func Install(dir, exe string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	script := fmt.Sprintf("#!/bin/sh\nexec %s hook pre-receive\n", shellQuote(exe))
-	tmp := filepath.Join(dir, ".pre-receive.tmp")
-	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-		return err
+	for _, name := range hookNames {
+		script := fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", shellQuote(exe), name)
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+			return err
+		}
+		// Rename so a push running during an upgrade never sees half a script.
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return err
+		}
 	}
-	// Rename so a push running during an upgrade never sees half a script.
-	return os.Rename(tmp, filepath.Join(dir, "pre-receive"))
+	return nil
 }
 
 func shellQuote(s string) string {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 // stockClient replays pool-resource's out step with exactly its git commands
@@ -72,7 +72,7 @@ func (c *stockClient) do(op func() bool) {
 		}
 		cmd := exec.Command("git", "push", "origin", "HEAD:master")
 		cmd.Dir = c.dir
-		cmd.Env = append(append([]string{}, c.r.env...), hooks.EnvConfig+"="+c.r.config, hooks.EnvRole+"=write")
+		cmd.Env = append(append([]string{}, c.r.env...), pushlog.EnvConfig+"="+c.r.config, pushlog.EnvRole+"=write")
 		out, err := cmd.CombinedOutput()
 		s := string(out)
 		if strings.Contains(s, "[rejected]") || strings.Contains(s, "[remote rejected]") || strings.Contains(s, "Everything up-to-date") {

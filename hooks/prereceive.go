@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 )
 
@@ -27,7 +27,7 @@ type PreReceive struct {
 // Result of a hook run.
 type Result struct {
 	Violations []validator.Violation
-	Verdict    string // "", VerdictTransient or VerdictPermanent
+	Verdict    string // "", pushlog.VerdictTransient or pushlog.VerdictPermanent
 	Updates    []Update
 }
 
@@ -51,11 +51,11 @@ func (h *PreReceive) Run() int {
 	if err != nil {
 		// Fail closed: a validator that cannot run must not wave pushes through.
 		fmt.Fprintf(h.Stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
-		h.writeVerdict(VerdictPermanent, nil)
+		h.writeVerdict(pushlog.VerdictPermanent, nil)
 		return 1
 	}
 	if len(res.Violations) == 0 {
-		h.writeVerdict("accepted", nil)
+		h.writeVerdict(pushlog.VerdictAccepted, nil)
 		return 0
 	}
 	var b strings.Builder
@@ -69,7 +69,7 @@ func (h *PreReceive) Run() int {
 			b.WriteString("poolgate: " + line + "\n")
 		}
 	}
-	if res.Verdict == VerdictTransient {
+	if res.Verdict == pushlog.VerdictTransient {
 		b.WriteString("poolgate: this is temporary; the push will land once the pool allows it.\n")
 	}
 	io.WriteString(h.Stderr, b.String())
@@ -78,29 +78,15 @@ func (h *PreReceive) Run() int {
 }
 
 func (h *PreReceive) writeVerdict(v string, vs []validator.Violation) {
-	if p := h.Getenv(EnvVerdictFile); p != "" {
+	if p := h.Getenv(pushlog.EnvVerdictFile); p != "" {
 		var rules []string
 		for _, x := range vs {
 			rules = append(rules, string(x.Rule))
 		}
 		// Best effort: the daemon treats a missing verdict as transient,
 		// the safe default for the stock client's retry loop.
-		_ = os.WriteFile(p, []byte(v+"\nrules: "+strings.Join(rules, ",")+"\n"), 0o600)
+		_ = pushlog.WriteVerdict(p, v, rules)
 	}
-}
-
-// ReadVerdict reads a verdict file: its first line is the verdict, its
-// second the rules that were broken. A missing file reads as "".
-func ReadVerdict(path string) (verdict string, rules []string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", nil
-	}
-	first, rest, _ := strings.Cut(string(b), "\n")
-	if r, ok := strings.CutPrefix(strings.TrimSpace(rest), "rules: "); ok && r != "" {
-		rules = strings.Split(r, ",")
-	}
-	return strings.TrimSpace(first), rules
 }
 
 // Settings is what a hook run needs from the config for one repo.
@@ -113,26 +99,23 @@ func (h *PreReceive) settings(repo *poolrepo.Repo) (Settings, error) {
 	var s Settings
 	path := h.ConfigPath
 	if path == "" {
-		path = h.Getenv(EnvConfig)
+		path = h.Getenv(pushlog.EnvConfig)
 	}
 	cfg, err := LoadConfig(path)
 	if err != nil {
 		return s, err
 	}
-	name := h.Getenv(EnvRepo)
+	name := h.Getenv(pushlog.EnvRepo)
 	if name == "" {
 		name = RepoNameFromDir(h.Dir)
 	}
 	if s.Policy, err = repo.Policy(cfg, name); err != nil {
 		return s, err
 	}
-	role := h.Getenv(EnvRole)
-	if role == "" {
-		role = "write"
-	}
+	_, _, role := h.pusher()
 	r, err := config.ParseRole(role)
 	if err != nil {
-		return s, fmt.Errorf("%s: %w", EnvRole, err)
+		return s, fmt.Errorf("%s: %w", pushlog.EnvRole, err)
 	}
 	if r < config.RoleWrite {
 		return s, fmt.Errorf("role %s may not push", r)
@@ -166,23 +149,28 @@ func (h *PreReceive) judge() (Result, error) {
 	sc := bufio.NewScanner(h.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
-			return res, fmt.Errorf("malformed hook input line %q", sc.Text())
+		u, err := parseUpdate(sc.Text())
+		if err != nil {
+			return res, err
 		}
-		u := validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}
 		branch := u.Ref == "refs/heads/"+set.Policy.Branch
-		var chain []string
+		var chain, unjudged []string
 		if !validator.IsZero(u.New) && branch {
 			chain, u.FastForward, err = repo.NewCommits(u.Old, u.New)
 			if err != nil {
 				return res, err
 			}
+			// Security: every commit the branch gains is judged, not only
+			// its first-parent chain; a merge's other parents would
+			// otherwise bring changes in unjudged (DESIGN.md §2).
+			if unjudged, err = repo.Unjudged(u.Old, u.New, chain); err != nil {
+				return res, err
+			}
 		}
 		res.Updates = append(res.Updates, Update{RefUpdate: u, Commits: chain})
 		res.Violations = append(res.Violations, validator.CheckRef(u, set.Policy, set.Pusher)...)
-		if len(chain) > 0 {
-			vs, err := validator.CheckCommits(repo, chain, set.Pusher, set.Policy)
+		if len(unjudged) > 0 {
+			vs, err := validator.CheckCommits(repo, unjudged, set.Pusher, set.Policy)
 			if err != nil {
 				return res, err
 			}
@@ -194,10 +182,10 @@ func (h *PreReceive) judge() (Result, error) {
 	}
 	for _, v := range res.Violations {
 		if v.Kind == validator.Permanent {
-			res.Verdict = VerdictPermanent
+			res.Verdict = pushlog.VerdictPermanent
 			break
 		}
-		res.Verdict = VerdictTransient
+		res.Verdict = pushlog.VerdictTransient
 	}
 	return res, nil
 }

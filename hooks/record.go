@@ -1,72 +1,26 @@
 package hooks
 
 import (
-	"encoding/json"
+	"bufio"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 )
 
-// Files the hook appends to inside the repository's git dir. They are the
-// durable record of who pushed what and of every refusal: written and
-// synced before the hook answers, so a daemon that dies right after a push
-// loses neither. The event deriver reads them.
-const (
-	RecordDir      = "poolgate"
-	PushesFile     = "pushes.jsonl"
-	RejectionsFile = "rejections.jsonl"
-)
-
-// PushRecord is one line of pushes.jsonl: an accepted ref update. The
-// update can still fail after the hook (a lost race on the ref lock), so
-// readers count only commits that are really on the branch.
-type PushRecord struct {
-	Time    time.Time `json:"time"`
-	User    string    `json:"user"`
-	Key     string    `json:"key,omitempty"`
-	Role    string    `json:"role"`
-	Ref     string    `json:"ref"`
-	Old     string    `json:"old"`
-	New     string    `json:"new"`
-	Commits []string  `json:"commits"`
-}
-
-// RejectionRecord is one line of rejections.jsonl: a refused push.
-type RejectionRecord struct {
-	Time       time.Time         `json:"time"`
-	User       string            `json:"user"`
-	Key        string            `json:"key,omitempty"`
-	Role       string            `json:"role"`
-	Ref        string            `json:"ref"`
-	Old        string            `json:"old"`
-	New        string            `json:"new"`
-	Verdict    string            `json:"verdict"`
-	Violations []ViolationRecord `json:"violations"`
-}
-
-// ViolationRecord is a validator.Violation as stored and announced.
-type ViolationRecord struct {
-	Rule    string `json:"rule"`
-	Kind    string `json:"kind"`
-	Commit  string `json:"commit,omitempty"`
-	Subject string `json:"subject,omitempty"`
-	Ref     string `json:"ref,omitempty"`
-	Pool    string `json:"pool,omitempty"`
-	Lock    string `json:"lock,omitempty"`
-	Reason  string `json:"reason"`
-	Hint    string `json:"hint,omitempty"`
-}
-
-func violationRecords(vs []validator.Violation) []ViolationRecord {
-	out := make([]ViolationRecord, len(vs))
-	for i, v := range vs {
-		out[i] = ViolationRecord{Rule: string(v.Rule), Kind: string(v.Kind), Commit: v.Commit, Subject: v.Subject,
-			Ref: v.Ref, Pool: v.Pool, Lock: v.Lock, Reason: v.Reason, Hint: v.Hint}
+// parseUpdate reads one "OLD NEW REF" line of a hook's input.
+func parseUpdate(line string) (validator.RefUpdate, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
+		return validator.RefUpdate{}, fmt.Errorf("malformed hook input line %q", line)
 	}
-	return out
+	return validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}, nil
 }
 
 func (h *PreReceive) gitDir() string {
@@ -79,58 +33,129 @@ func (h *PreReceive) gitDir() string {
 	return h.Dir
 }
 
-func (h *PreReceive) record(res Result) error {
-	now := time.Now().UTC()
-	user, key, role := h.Getenv(EnvUser), h.Getenv(EnvKey), h.Getenv(EnvRole)
+// pusher is who pushes, as the environment says.
+func (h *PreReceive) pusher() (user, key, role string) {
+	user, key, role = h.Getenv(pushlog.EnvUser), h.Getenv(pushlog.EnvKey), h.Getenv(pushlog.EnvRole)
 	if role == "" {
 		role = "write"
 	}
-	var lines []any
-	file := PushesFile
-	if len(res.Violations) > 0 {
-		file = RejectionsFile
-		for _, u := range res.Updates {
-			lines = append(lines, RejectionRecord{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
-				Old: u.Old, New: u.New, Verdict: res.Verdict, Violations: violationRecords(res.Violations)})
-			break // one line per refused push; the violations name their refs
-		}
-	} else {
-		for _, u := range res.Updates {
-			lines = append(lines, PushRecord{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
-				Old: u.Old, New: u.New, Commits: u.Commits})
-		}
-	}
-	if len(lines) == 0 {
-		return nil
-	}
-	return AppendJSONLines(filepath.Join(h.gitDir(), RecordDir, file), lines...)
+	return user, key, role
 }
 
-// AppendJSONLines appends and fsyncs. One write call per batch, so a crash
-// leaves at worst one torn last line, which readers skip.
-func AppendJSONLines(path string, lines ...any) error {
-	var buf []byte
-	for _, l := range lines {
-		b, err := json.Marshal(l)
-		if err != nil {
-			return err
+// record appends the verdict's record, fsynced, before the hook answers,
+// so a daemon that dies right after a push loses neither who pushed nor a
+// refusal. A push let through is recorded as pending only: its ref update
+// can still fail (a lost race, a full disk), so the acceptance is recorded
+// by post-receive once the ref has moved.
+func (h *PreReceive) record(res Result) error {
+	now := time.Now().UTC()
+	user, key, role := h.pusher()
+	log := pushlog.At(h.gitDir())
+	if len(res.Violations) > 0 {
+		vs := pushlog.ViolationsOf(res.Violations)
+		h.describe(vs, res.Updates)
+		for _, u := range res.Updates {
+			// One line per refused push; the violations name their refs.
+			return log.Append(pushlog.Rejections, pushlog.Rejection{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
+				Old: u.Old, New: u.New, Verdict: res.Verdict, Violations: vs})
 		}
-		buf = append(append(buf, b...), '\n')
+		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("recording the push: %w", err)
+	var lines []any
+	for _, u := range res.Updates {
+		lines = append(lines, pushlog.Push{Time: now, User: user, Key: key, Role: role, Ref: u.Ref,
+			Old: u.Old, New: u.New, Commits: u.Commits})
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	return log.Append(pushlog.Pending, lines...)
+}
+
+// describe adds to each refused commit's violations the build its message
+// names and its pool's counts on the branch at the time (what a waiting
+// build is waiting for). Best effort: a refusal is recorded without them
+// rather than not at all.
+func (h *PreReceive) describe(vs []pushlog.Violation, ups []Update) {
+	repo := poolrepo.Open(h.Dir)
+	defer repo.Close()
+	set, err := h.settings(repo)
 	if err != nil {
-		return fmt.Errorf("recording the push: %w", err)
+		return
 	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return fmt.Errorf("recording the push: %w", err)
+	var branch *pool.Snapshot // nil (no pools) for a new branch
+	for _, u := range ups {
+		if u.Ref == "refs/heads/"+set.Policy.Branch && !validator.IsZero(u.Old) {
+			branch, _ = repo.SnapshotAt(u.Old)
+		}
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("recording the push: %w", err)
+	for i := range vs {
+		v := &vs[i]
+		if v.Commit != "" {
+			if c, err := repo.RawCommit(v.Commit); err == nil {
+				v.SetBuild(pool.ParseMessage(c.Message))
+			}
+		}
+		if v.Pool != "" {
+			n := branch.Pool(v.Pool).ClaimedCount()
+			v.Claimed = &n
+			if m := set.Policy.MaxClaimed[v.Pool]; m > 0 {
+				v.MaxClaimed = &m
+			}
+		}
 	}
-	return f.Close()
+}
+
+// PostReceive is one run of the post-receive hook. git runs it after the
+// ref updates, with only the refs that did move, so what it records as
+// accepted has landed. Its exit status cannot undo a push.
+type PostReceive PreReceive
+
+// Run records the accepted push and returns the exit code.
+func (h *PostReceive) Run() int {
+	if err := h.record(); err != nil {
+		// The push has landed; who pushed it is still in the pending
+		// record the pre-receive hook wrote.
+		fmt.Fprintf(h.Stderr, "poolgate: warning: the push landed but could not be recorded: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func (h *PostReceive) record() error {
+	pre := (*PreReceive)(h)
+	lines, err := readUpdates(h.Stdin)
+	if err != nil || len(lines) == 0 {
+		return err
+	}
+	repo := poolrepo.Open(h.Dir)
+	defer repo.Close()
+	set, err := pre.settings(repo)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	user, key, role := pre.pusher()
+	var recs []any
+	for _, u := range lines {
+		var chain []string
+		if !validator.IsZero(u.New) && u.Ref == "refs/heads/"+set.Policy.Branch {
+			if chain, _, err = repo.NewCommits(u.Old, u.New); err != nil {
+				return err
+			}
+		}
+		recs = append(recs, pushlog.Push{Time: now, User: user, Key: key, Role: role, Ref: u.Ref, Old: u.Old, New: u.New, Commits: chain})
+	}
+	return pushlog.At(pre.gitDir()).Append(pushlog.Pushes, recs...)
+}
+
+func readUpdates(r io.Reader) ([]validator.RefUpdate, error) {
+	var out []validator.RefUpdate
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		u, err := parseUpdate(sc.Text())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, sc.Err()
 }

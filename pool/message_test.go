@@ -93,13 +93,13 @@ func TestLoaderFindsNestedPoolsAndStrays(t *testing.T) {
 	if team.StateOf("a") != StateClaimed || team.StateOf("b") != StateUnclaimed || team.StateOf(".gitkeep") != Absent {
 		t.Fatalf("team states wrong: %+v", team)
 	}
-	strays := map[string]bool{}
-	for _, st := range team.Strays {
-		strays[st.Path] = true
+	extras := map[string]bool{}
+	for _, x := range team.Extras {
+		extras[x.Path] = true
 	}
 	for _, p := range []string{"junk", "claimed/sub/", "unclaimed/ln"} {
-		if !strays[p] {
-			t.Errorf("stray %q not found in %v", p, team.Strays)
+		if !extras[p] {
+			t.Errorf("extra %q not found in %v", p, team.Extras)
 		}
 	}
 	if s.Pool("team/staging").StateOf("c") != StateUnclaimed {

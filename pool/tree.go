@@ -40,10 +40,12 @@ type Lock struct {
 	Hash string
 }
 
-// Stray is a file or directory inside a pool that is not a lock or a dot-file
-// at the pool's top, or a symlink/submodule anywhere in a pool.
-type Stray struct {
-	Path string // relative to the repo root
+// Extra is an entry in a pool that is not a lock: a dot-file, and whatever
+// else is there (a file at the pool's top, a directory, a symlink, a
+// submodule). Which of them a pool may hold is the validator's to say
+// (bad-path, bad-mode), not the model's.
+type Extra struct {
+	Path string // relative to the pool; a directory's ends in "/"
 	Mode uint32
 	Hash string
 }
@@ -56,8 +58,7 @@ type Pool struct {
 	Tree      string
 	Claimed   map[string]Lock
 	Unclaimed map[string]Lock
-	Dots      map[string]Lock // dot-files at the pool's top and in claimed/, unclaimed/
-	Strays    []Stray
+	Extras    []Extra
 }
 
 // State of one lock name in a pool.
@@ -165,6 +166,9 @@ type Loader struct {
 	// dirs caches the pools found under a directory, keyed by tree hash,
 	// with paths relative to that directory.
 	dirs map[string][]*Pool
+	// shapes memoises Shape per tree id, for the bound shapeMax.
+	shapes   map[string]Shape
+	shapeMax Shape
 }
 
 func NewLoader(r TreeReader) *Loader {
@@ -206,8 +210,13 @@ func (l *Loader) Load(rootTree string) (*Snapshot, error) {
 }
 
 // maxDepth bounds recursion on hostile deep trees; real pool repos are a few
-// levels deep.
-const maxDepth = 64
+// levels deep. Pushed trees are measured against limits.max_tree_depth
+// (at most this) before they are loaded.
+const maxDepth = MaxTreeDepth
+
+// MaxTreeDepth is the deepest tree the loader reads, and so the highest
+// limits.max_tree_depth may be set (git's own core.maxTreeDepth default).
+const MaxTreeDepth = 4096
 
 func (l *Loader) dir(hash string, depth int) ([]*Pool, error) {
 	if ps, ok := l.dirs[hash]; ok {
@@ -229,7 +238,7 @@ func (l *Loader) dir(hash string, depth int) ([]*Pool, error) {
 	}
 	var self *Pool
 	if isPool {
-		self = &Pool{Tree: hash, Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}, Dots: map[string]Lock{}}
+		self = &Pool{Tree: hash, Claimed: map[string]Lock{}, Unclaimed: map[string]Lock{}}
 		out = append(out, self)
 	}
 	for _, e := range entries {
@@ -244,20 +253,15 @@ func (l *Loader) dir(hash string, depth int) ([]*Pool, error) {
 				return nil, err
 			}
 			if isPool && len(sub) == 0 {
-				// A directory in a pool that holds no pool is stray content;
-				// only its existence is reported.
-				self.Strays = append(self.Strays, Stray{Path: e.Name + "/", Mode: e.Mode, Hash: e.Hash})
+				// A directory in a pool that holds no pool: only its
+				// existence is recorded.
+				self.Extras = append(self.Extras, Extra{Path: e.Name + "/", Mode: e.Mode, Hash: e.Hash})
 			}
 			for _, p := range sub {
 				out = append(out, p.withPrefix(e.Name))
 			}
 		case isPool:
-			switch {
-			case e.Mode == ModeSymlink || e.Mode == ModeSubmodule || !IsDot(e.Name):
-				self.Strays = append(self.Strays, Stray{Path: e.Name, Mode: e.Mode, Hash: e.Hash})
-			default:
-				self.Dots[e.Name] = Lock{Name: e.Name, Mode: e.Mode, Hash: e.Hash}
-			}
+			self.Extras = append(self.Extras, Extra{Path: e.Name, Mode: e.Mode, Hash: e.Hash})
 		}
 	}
 	if len(l.dirs) > 100000 {
@@ -277,18 +281,17 @@ func (l *Loader) lockDir(p *Pool, e TreeEntry, depth int) error {
 		dst = p.Claimed
 	}
 	for _, f := range entries {
-		rel := e.Name + "/" + f.Name
-		switch {
-		case f.IsTree() || f.Mode == ModeSymlink || f.Mode == ModeSubmodule || !f.IsRegular():
-			if f.IsTree() {
-				rel += "/"
-			}
-			p.Strays = append(p.Strays, Stray{Path: rel, Mode: f.Mode, Hash: f.Hash})
-		case IsDot(f.Name):
-			p.Dots[rel] = Lock{Name: rel, Mode: f.Mode, Hash: f.Hash}
-		default:
+		// A lock is a regular file that is not a dot-file; the rest is
+		// recorded as it is.
+		if f.IsRegular() && !IsDot(f.Name) {
 			dst[f.Name] = Lock{Name: f.Name, Mode: f.Mode, Hash: f.Hash}
+			continue
 		}
+		rel := e.Name + "/" + f.Name
+		if f.IsTree() {
+			rel += "/"
+		}
+		p.Extras = append(p.Extras, Extra{Path: rel, Mode: f.Mode, Hash: f.Hash})
 	}
 	return nil
 }
@@ -305,8 +308,8 @@ func (p *Pool) withPrefix(dir string) *Pool {
 	return &q
 }
 
-// StrayPath is a stray's path from the repo root.
-func (p *Pool) StrayPath(s Stray) string {
+// ExtraPath is an extra's path from the repo root.
+func (p *Pool) ExtraPath(s Extra) string {
 	if p.Path == "" {
 		return s.Path
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/validator"
 )
 
@@ -15,6 +16,7 @@ func (r *Repo) Policy(cfg *config.Config, name string) (validator.Policy, error)
 	p := validator.Policy{MaxClaimed: map[string]int{}}
 	rc := cfg.Repo(name)
 	p.MaxLockBytes = cfg.LockBytes(rc)
+	p.MaxTree = pool.Shape{Paths: cfg.Limits.MaxTreePaths, Depth: cfg.Limits.MaxTreeDepth}
 	if rc != nil {
 		p.Branch = rc.Branch
 		for _, pl := range rc.Pools {
@@ -32,9 +34,10 @@ func (r *Repo) Policy(cfg *config.Config, name string) (validator.Policy, error)
 	return p, nil
 }
 
-// CheckRange judges existing history offline: each commit on the
-// first-parent chain of revRange (default: the policy's branch) against its
-// parent. Who pushed is unknown, so pusher rules are not judged.
+// CheckRange judges existing history offline as the hook judges a push:
+// every commit of revRange (default: the policy's branch), parents first,
+// each against its parent and a merge against what its parents combine to.
+// Who pushed is unknown, so pusher rules are not judged.
 func (r *Repo) CheckRange(revRange string, p validator.Policy) (checked int, vs []validator.Violation, err error) {
 	if revRange == "" {
 		revRange = "refs/heads/" + p.Branch
@@ -42,7 +45,7 @@ func (r *Repo) CheckRange(revRange string, p validator.Policy) (checked int, vs 
 	if strings.HasPrefix(revRange, "-") {
 		return 0, nil, fmt.Errorf("revision range %q may not start with '-'", revRange)
 	}
-	out, err := r.Git.Git("rev-list", "--first-parent", "--reverse", revRange, "--")
+	out, err := r.Git.Git("rev-list", "--topo-order", "--reverse", revRange, "--")
 	if err != nil {
 		return 0, nil, err
 	}

@@ -59,6 +59,67 @@ func (r *Repo) Snapshot(tree string) (*pool.Snapshot, error) { return r.loader.L
 // BlobSize implements validator.Source.
 func (r *Repo) BlobSize(hash string) (int64, error) { return r.Git.BlobSize(hash) }
 
+// TreeShape implements validator.Source. The memo lives as long as the Repo:
+// a whole push, so a tree shared by its commits is read once.
+func (r *Repo) TreeShape(tree string, bound pool.Shape) (pool.Shape, bool, error) {
+	return r.loader.Shape(tree, bound)
+}
+
+// MergeBases implements validator.Source.
+func (r *Repo) MergeBases(commits []string) ([]string, error) {
+	for _, c := range commits {
+		if strings.HasPrefix(c, "-") {
+			return nil, fmt.Errorf("bad commit %q", c)
+		}
+	}
+	out, err := r.Git.GitStatus(1, append([]string{"merge-base", "--all", "--octopus"}, commits...)...)
+	if err != nil || out == "" {
+		// Exit 1 without output: unrelated histories, no base.
+		return nil, err
+	}
+	return strings.Split(out, "\n"), nil
+}
+
+// Unjudged returns every commit that moving a branch from old to new makes
+// reachable from it and that was not before, parents before children: what
+// a push must have judged (DESIGN.md §2). Reachable from the branch is what
+// counts, not whether the objects are new: a commit an admin pushed under
+// another ref is still unjudged for the branch. old may be zero (a new
+// branch: all of new's history). chain is NewCommits' first-parent chain;
+// when it reached old through commits of one parent each (a pool-resource
+// push), it is the whole answer and git is not asked.
+func (r *Repo) Unjudged(old, new string, chain []string) ([]string, error) {
+	if len(chain) > 0 && !validator.IsZero(old) {
+		linear := true
+		for i, h := range chain {
+			c, err := r.RawCommit(h)
+			if err != nil {
+				return nil, err
+			}
+			parent := old
+			if i > 0 {
+				parent = chain[i-1]
+			}
+			if len(c.Parents) != 1 || c.Parents[0] != parent {
+				linear = false
+				break
+			}
+		}
+		if linear {
+			return chain, nil
+		}
+	}
+	args := []string{"rev-list", "--topo-order", "--reverse", new}
+	if !validator.IsZero(old) {
+		args = append(args, "--not", old)
+	}
+	out, err := r.Git.Git(append(args, "--")...)
+	if err != nil || out == "" {
+		return nil, err
+	}
+	return strings.Split(out, "\n"), nil
+}
+
 // SnapshotAt loads the snapshot of a commit.
 func (r *Repo) SnapshotAt(commit string) (*pool.Snapshot, error) {
 	c, err := r.RawCommit(commit)

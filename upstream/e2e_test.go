@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,8 +16,6 @@ import (
 	"time"
 
 	"github.com/go-playground/webhooks/v6/github"
-
-	"github.com/poolgate/poolgate/internal/testserver"
 )
 
 const hookSecret = "upstream-e2e-secret"
@@ -63,11 +60,12 @@ func signedPush(t *testing.T, url, pusher string) int {
 
 type apiEvent struct {
 	Type, Pool, Lock, User, Rule, Reason string
+	Data                                 map[string]any // the event as webhooks send it
 }
 
 func events(t *testing.T, base string) []apiEvent {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v1/repos/gh/events")
+	resp, err := http.Get(base + "/api/v1/repos/gh/events?limit=1000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,24 +94,7 @@ func waitEvent(t *testing.T, base string, match func(apiEvent) bool) apiEvent {
 }
 
 func TestWatchedRepoTurnsUpstreamPushesIntoEventsAndViolations(t *testing.T) {
-	root := t.TempDir()
-	up, work := filepath.Join(root, "up.git"), filepath.Join(root, "work")
-	git(t, root, "init", "-q", "--bare", "-b", "master", up)
-	git(t, root, "clone", "-q", up, work)
-	for _, f := range []string{"staging/claimed/.gitkeep", "staging/unclaimed/env-a", "staging/unclaimed/env-b"} {
-		os.MkdirAll(filepath.Dir(filepath.Join(work, f)), 0o755)
-		os.WriteFile(filepath.Join(work, f), nil, 0o644)
-	}
-	commitPush(t, work, "init")
-
-	f := testserver.New(t, testserver.Options{Pools: "[{name: demo, locks: [a]}]", ExtraRepos: fmt.Sprintf(`  - name: gh
-    branch: master
-    upstream: {url: %q, provider: github, secret: %q, poll_interval: 1h}
-    pools: [{name: staging, max_claimed: 1}]`, up, hookSecret)})
-	s := f.Start()
-	base := "http://" + s.HTTPAddr
-	// The mirror's first fetch at start takes the pool as it is.
-	waitEvent(t, base, func(e apiEvent) bool { return e.Type == "added" && e.Lock == "env-b" })
+	work, s, base := watched(t, "{name: staging, max_claimed: 1}")
 
 	git(t, work, "mv", "staging/unclaimed/env-a", "staging/claimed/env-a")
 	commitPush(t, work, "claiming: env-a\nBuild URL: https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/7")
@@ -137,7 +118,7 @@ func TestWatchedRepoTurnsUpstreamPushesIntoEventsAndViolations(t *testing.T) {
 	}
 
 	// The mirror is read-only over SSH: pushes belong upstream.
-	clone := filepath.Join(root, "mirror-clone")
+	clone := filepath.Join(t.TempDir(), "mirror-clone")
 	cmd := exec.Command("git", "clone", "-q", "ssh://git@127.0.0.1:"+s.SSHPort+"/gh.git", clone)
 	cmd.Env = append(os.Environ(), "GIT_SSH_COMMAND="+s.SSHCommand())
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -23,7 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 const secret = "s3cret-for-tests"
@@ -201,9 +201,9 @@ func TestGitHubPushWebhookFetchesAndRecordsThePusher(t *testing.T) {
 		t.Fatalf("webhook answered %d", resp.StatusCode)
 	}
 	w.waitMirror(w.upstreamTip())
-	var last hooks.PushRecord
+	var last pushlog.Push
 	eventually(t, "the push record", func() bool {
-		pushes := readJSONL[hooks.PushRecord](t, filepath.Join(w.mirror, hooks.RecordDir, hooks.PushesFile))
+		pushes := readJSONL[pushlog.Push](t, pushlog.At(w.mirror).Path(pushlog.Pushes))
 		last = pushes[len(pushes)-1]
 		return last.New == w.upstreamTip()
 	})
@@ -299,9 +299,9 @@ func TestDuplicateNameCommitUpstreamIsRecordedAsAViolation(t *testing.T) {
 	w.commitPush("adding claimed: a")
 	w.post("github", githubPush("alice"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
-	var vs []ViolationRecord
+	var vs []pushlog.UpstreamViolation
 	eventually(t, "a violation record", func() bool {
-		vs = readJSONL[ViolationRecord](t, filepath.Join(w.mirror, hooks.RecordDir, ViolationsFile))
+		vs = readJSONL[pushlog.UpstreamViolation](t, pushlog.At(w.mirror).Path(pushlog.Violations))
 		return len(vs) > 0
 	})
 	if len(vs) != 1 || vs[0].Rule != "duplicate-name" || vs[0].Lock != "a" || vs[0].Pool != "staging" || vs[0].Commit != w.upstreamTip() {
@@ -331,12 +331,43 @@ func TestForcePushUpstreamIsReportedAndTheMirrorFollows(t *testing.T) {
 	w.commitPush("re-init the pool", "--force")
 	w.post("github", githubPush("mallory"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
-	var rw []RewriteRecord
+	var rw []pushlog.Rewrite
 	eventually(t, "a rewrite record", func() bool {
-		rw = readJSONL[RewriteRecord](t, filepath.Join(w.mirror, hooks.RecordDir, RewritesFile))
+		rw = readJSONL[pushlog.Rewrite](t, pushlog.At(w.mirror).Path(pushlog.Rewrites))
 		return len(rw) > 0
 	})
 	if len(rw) != 1 || rw[0].Old != lost || rw[0].New != w.upstreamTip() || rw[0].Dropped != 1 || rw[0].User != "github:mallory" {
 		t.Fatalf("rewrites %+v", rw)
+	}
+}
+
+// A merge upstream whose side branch claims a lock that never existed is
+// reported: watch mode judges every commit the branch gains, as the hook
+// does, not only the first-parent chain.
+func TestUpstreamMergeSmugglingAClaimOfAMissingLockIsAViolation(t *testing.T) {
+	w := newWorld(t, "github", time.Hour)
+	w.run(w.work, "git", "checkout", "-q", "-b", "side")
+	w.write("staging/claimed/ghost")
+	w.run(w.work, "git", "add", "-A")
+	w.run(w.work, "git", "commit", "-q", "-m", "free-form side commit")
+	side := w.run(w.work, "git", "rev-parse", "HEAD")
+	w.run(w.work, "git", "checkout", "-q", "master")
+	w.run(w.work, "git", "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	w.run(w.work, "git", "push", "-q", "origin", "HEAD:master")
+	w.post("github", githubPush("alice"), githubSigned(secret))
+	w.waitMirror(w.upstreamTip())
+	var vs []pushlog.UpstreamViolation
+	eventually(t, "a violation record", func() bool {
+		vs = readJSONL[pushlog.UpstreamViolation](t, pushlog.At(w.mirror).Path(pushlog.Violations))
+		return len(vs) > 0
+	})
+	found := false
+	for _, v := range vs {
+		if v.Rule == "claim-missing" && v.Lock == "ghost" && v.Pool == "staging" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no claim-missing for the side branch's ghost (side commit %s): %+v", side, vs)
 	}
 }

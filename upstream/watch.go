@@ -18,33 +18,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 )
-
-// Files beside the hook's records in the mirror's git dir.
-const (
-	ViolationsFile = "violations.jsonl"
-	RewritesFile   = "rewrites.jsonl"
-)
-
-// ViolationRecord is a rule broken by a commit that already landed upstream.
-type ViolationRecord struct {
-	Time time.Time `json:"time"`
-	User string    `json:"user,omitempty"`
-	hooks.ViolationRecord
-}
-
-// RewriteRecord is a history rewrite (force push) seen upstream.
-type RewriteRecord struct {
-	Time time.Time `json:"time"`
-	User string    `json:"user,omitempty"`
-	Old  string    `json:"old"`
-	New  string    `json:"new"`
-	// Dropped counts the first-parent commits of old that new lost.
-	Dropped int `json:"dropped"`
-}
 
 // Watcher keeps one mirror in step with its upstream.
 type Watcher struct {
@@ -118,19 +95,16 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := w.fetch(ctx); err != nil {
-		return res, err
-	}
-	newTip, err := repo.Git.ResolveBranch(branch)
+	newTip, err := w.fetch(ctx, repo)
 	if err != nil {
 		return res, err
 	}
 	res.Old, res.New = old, newTip
-	if newTip == "" || newTip == old {
+	if newTip == old {
 		return res, nil
 	}
-	zero := old == ""
-	if zero {
+	expect := old // for update-ref: "" means the branch must not exist yet
+	if old == "" {
 		old = validator.ZeroSHA
 	}
 	chain, ff, err := repo.NewCommits(old, newTip)
@@ -138,25 +112,25 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 		return res, err
 	}
 	now := time.Now().UTC()
-	dir := filepath.Join(w.Dir, hooks.RecordDir)
+	log := pushlog.At(w.Dir)
 	if !ff {
 		res.Rewritten = true
 		dropped := 0
 		if out, err := repo.Git.Git("rev-list", "--first-parent", "--count", old, "--not", newTip, "--"); err == nil {
 			fmt.Sscan(out, &dropped)
 		}
-		if err := hooks.AppendJSONLines(filepath.Join(dir, RewritesFile), RewriteRecord{Time: now, User: pusher, Old: old, New: newTip, Dropped: dropped}); err != nil {
+		if err := log.Append(pushlog.Rewrites, pushlog.Rewrite{Time: now, User: pusher, Old: old, New: newTip, Dropped: dropped}); err != nil {
 			return res, err
 		}
 		w.Log.Warn().Str("old", old).Str("new", newTip).Int("dropped", dropped).Msg("upstream history was rewritten (force push)")
 	}
-	// Who pushed, for the events: the same record the hook writes for
-	// served repos, so the deriver needs no second code path.
+	// Who pushed, for the events: the same record as for served repos,
+	// so the deriver needs no second code path.
 	user := pusher
 	if user == "" {
 		user = "upstream"
 	}
-	if err := hooks.AppendJSONLines(filepath.Join(dir, hooks.PushesFile), hooks.PushRecord{Time: now, User: user, Role: "write",
+	if err := log.Append(pushlog.Pushes, pushlog.Push{Time: now, User: user, Role: "write",
 		Ref: "refs/heads/" + branch, Old: old, New: newTip, Commits: chain}); err != nil {
 		return res, err
 	}
@@ -166,19 +140,30 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	}
 	// The pusher's role upstream is unknown: pusher-dependent rules are not
 	// judged, as in `poolgate check`.
-	vs, err := validator.CheckCommits(repo, chain, validator.Pusher{}, policy)
+	// Every commit the branch gains is judged, as the hook does: a merge's
+	// other parents would otherwise bring changes in unreported.
+	unjudged, err := repo.Unjudged(old, newTip, chain)
 	if err != nil {
 		return res, err
 	}
-	for _, v := range vs {
-		rec := ViolationRecord{Time: now, User: pusher, ViolationRecord: hooks.ViolationRecord{Rule: string(v.Rule), Kind: string(v.Kind),
-			Commit: v.Commit, Subject: v.Subject, Pool: v.Pool, Lock: v.Lock, Reason: v.Reason, Hint: v.Hint}}
-		if err := hooks.AppendJSONLines(filepath.Join(dir, ViolationsFile), rec); err != nil {
-			return res, err
-		}
-		w.Log.Warn().Str("rule", string(v.Rule)).Str("commit", v.Commit).Str("pool", v.Pool).Str("lock", v.Lock).Msg("upstream commit breaks a pool rule")
+	vs, err := validator.CheckCommits(repo, unjudged, validator.Pusher{}, policy)
+	if err != nil {
+		return res, err
+	}
+	var recs []any
+	for _, v := range pushlog.ViolationsOf(vs) {
+		recs = append(recs, pushlog.UpstreamViolation{Time: now, User: pusher, Violation: v})
+		w.Log.Warn().Str("rule", v.Rule).Str("commit", v.Commit).Str("pool", v.Pool).Str("lock", v.Lock).Msg("upstream commit breaks a pool rule")
+	}
+	if err := log.Append(pushlog.Violations, recs...); err != nil {
+		return res, err
 	}
 	res.Violations = len(vs)
+	// The branch moves only now, after its records: a deriver that sees
+	// the new tip finds who pushed it, as with a served repo's hook.
+	if err := w.git(ctx, w.Dir, "update-ref", "-m", "poolgate: upstream", "refs/heads/"+branch, newTip, expect); err != nil {
+		return res, err
+	}
 	w.Log.Info().Str("old", old).Str("new", newTip).Int("commits", len(chain)).Int("violations", len(vs)).Msg("upstream fetched")
 	if w.Changed != nil {
 		w.Changed(w.Repo.Name)
@@ -196,14 +181,19 @@ func (w *Watcher) ensureMirror(ctx context.Context) error {
 	return w.git(ctx, filepath.Dir(w.Dir), "init", "-q", "--bare", "-b", w.Repo.Branch, "--", w.Dir)
 }
 
-// fetch follows the upstream branch, forced: the mirror shows what upstream
-// has, rewrites included (they are recorded, not refused).
-func (w *Watcher) fetch(ctx context.Context) error {
+// fetch brings the upstream branch's objects into the mirror and returns
+// its tip, without moving the mirror's branch: Sync records the push first.
+// The mirror follows upstream rewrites included (they are recorded, not
+// refused).
+func (w *Watcher) fetch(ctx context.Context, repo *poolrepo.Repo) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	b := w.Repo.Branch
-	return w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
-		"+refs/heads/"+b+":refs/heads/"+b)
+	// FETCH_HEAD, not a ref: nothing half-done is ever advertised to clones.
+	if err := w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
+		"refs/heads/"+w.Repo.Branch); err != nil {
+		return "", err
+	}
+	return repo.Git.Git("rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}")
 }
 
 func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {

@@ -4,7 +4,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
-	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -23,11 +22,15 @@ import (
 // free-form msg, 1 "VERB: NAME" + Build URL, 2 "TEAM/P/J build N VERB: NAME",
 // 3 bare "VERB: NAME"; verb = (b/4)%6), byte 1 the message's lock name; then
 // 3-byte ops [action, pool, name]. The action's top two bits say which trees
-// it changes: 00 all (the state both parents share), 10 the judged commit's
-// only, 01 a second parent's only, 11 the second parent's and the commit's
-// (a change the merge takes over). Any op with bit 6 set makes the commit a
-// merge of the first parent and that second parent, as a human's `git pull`
-// does. Actions (low 6 bits % 12): 0 absent, 1 unclaimed, 2 claimed, 3 in both,
+// it changes: 00 all (the merge base's state, which every tree shares), 10
+// the judged commit's only, 01 a second parent's only, 11 the second parent's
+// and the commit's (a change the merge takes over). With 00, the pool byte's
+// bit 7 makes it a change of the first parent that the commit keeps, bit 6
+// one of the first parent only (which a merge drops). Any op with action bit
+// 6 set makes the commit a merge of the first parent and that second parent,
+// as a human's `git pull` does; bit 7 of byte 1 makes it a merge with the
+// merge base itself, an old commit of the branch (then 01 and 11 change the
+// commit's tree only). Actions (low 6 bits % 12): 0 absent, 1 unclaimed, 2 claimed, 3 in both,
 // 4 unclaimed with other bytes, 5 claimed with other bytes and mode 100755,
 // 6 delete the pool, 7 a .pending-triggers dot-file, 8 a directory inside
 // claimed/, 9 a symlink in unclaimed/, 10 a stray file at the pool's top,
@@ -155,7 +158,7 @@ var ruleSeeds = []ruleSeed{
 	{seed(msgBuildURL, vUnclaiming, envC, [3]int{opUnclaimed, 0, envC}, [3]int{afterOnly | opClaimed, 0, envC}), "", 0, false},
 	// Merges from a human's git pull: the other parent's claims, new pool and
 	// legacy duplicate are taken over; an add-claimed the merge itself does
-	// is judged.
+	// is judged; a claim of a lock the other parent added is a claim.
 	{seed(msgFree, 0, 0, [3]int{opUnclaimed, 0, envA}, [3]int{opUnclaimed, 0, envB}, [3]int{afterOnly | opClaimed, 0, envA},
 		[3]int{merged | opClaimed, 0, envB}, [3]int{merged | opUnclaimed, 1, envC}, [3]int{merged | opBoth, 1, envD}),
 		"Merge branch 'master' of ssh://git@host:2222/locks", 0x2, false},
@@ -163,7 +166,29 @@ var ruleSeeds = []ruleSeed{
 		"Merge branch 'master' of ssh://git@host:2222/locks", 0, false},
 	// Empty input: no pools at all.
 	{nil, "", 0, false},
+	// A merge with an old commit of the branch (the merge base itself) that
+	// brings back as unclaimed a lock claimed since (duplicate-name), claims
+	// released since (over-limit), a lock removed since (claim-missing).
+	{seed(msgFree, 0, oldCommit, [3]int{opUnclaimed, 0, envA}, [3]int{opClaimed, mineKept, envA}, [3]int{afterOnly | opBoth, 0, envA}),
+		"Merge old", 0, false},
+	{seed(msgFree, 0, oldCommit, [3]int{opClaimed, 0, envA}, [3]int{opClaimed, 0, envB}, [3]int{opUnclaimed, mineOnly, envA},
+		[3]int{opUnclaimed, mineOnly, envB}), "Merge old", 1, false},
+	{seed(msgFree, 0, oldCommit, [3]int{opClaimed, 0, envA}, [3]int{opAbsent, mineOnly, envA}), "Merge old", 0, false},
+	// An honest pull: a local claim and origin's claim, within the limit.
+	{seed(msgFree, 0, 0, [3]int{opUnclaimed, 0, envA}, [3]int{opUnclaimed, 0, envB}, [3]int{opClaimed, mineKept, envA},
+		[3]int{merged | opClaimed, 0, envB}), "Merge branch 'master'", 2, false},
+	// A conflict: claimed on one side, removed on the other, kept claimed.
+	{seed(msgFree, 0, 0, [3]int{opUnclaimed, 0, envA}, [3]int{opClaimed, mineKept, envA}, [3]int{otherOnly | opAbsent, 0, envA}),
+		"Merge branch 'master'", 0, false},
 }
+
+// Seed flags: the first parent's own changes (kept by the commit, or
+// dropped by a merge), and a merge with the merge base itself.
+const (
+	mineKept  = 0x80
+	mineOnly  = 0x40
+	oldCommit = 0x80
+)
 
 // fuzzState is the generator's model of one tree.
 type fuzzState map[string]*fuzzPool
@@ -343,9 +368,18 @@ func (s fuzzState) tree(m memTrees) string {
 	return root.write(m)
 }
 
-// decode turns fuzz bytes into the two states and the commit message.
-func decode(data []byte, free string) (before, after, other fuzzState, msg string) {
-	before, after, other = fuzzState{}, fuzzState{}, fuzzState{}
+// model is the generator's view of one judged commit: its merge base, first
+// parent, second parent (nil unless a merge) and tree.
+type model struct {
+	base, before, after, other fuzzState
+	// oldOther: the second parent is the merge base itself.
+	oldOther bool
+	msg      string
+}
+
+// decode turns fuzz bytes into the states and the commit message.
+func decode(data []byte, free string) model {
+	m := model{base: fuzzState{}, before: fuzzState{}, after: fuzzState{}, other: fuzzState{}}
 	isMerge := false
 	next := func() byte {
 		if len(data) == 0 {
@@ -356,41 +390,92 @@ func decode(data []byte, free string) (before, after, other fuzzState, msg strin
 		return b
 	}
 	sel, nameIdx := next(), next()
-	verb, name := fuzzVerbs[int(sel/4)%len(fuzzVerbs)], fuzzNames[int(nameIdx)%len(fuzzNames)]
+	m.oldOther = nameIdx&0x80 != 0
+	verb, name := fuzzVerbs[int(sel/4)%len(fuzzVerbs)], fuzzNames[int(nameIdx&0x7f)%len(fuzzNames)]
 	switch int(sel) % 4 {
 	case msgFree:
-		msg = free
+		m.msg = free
 	case msgBuildURL:
-		msg = verb + ": " + name + "\nBuild URL: https://ci.example.com/teams/main/pipelines/p/jobs/j/builds/1\n"
+		m.msg = verb + ": " + name + "\nBuild URL: https://ci.example.com/teams/main/pipelines/p/jobs/j/builds/1\n"
 	case msgPrefix:
-		msg = "main/p/j build 1 " + verb + ": " + name + "\n"
+		m.msg = "main/p/j build 1 " + verb + ": " + name + "\n"
 	case msgBare:
-		msg = verb + ": " + name + "\n"
+		m.msg = verb + ": " + name + "\n"
 	}
 	for len(data) > 0 {
 		action, p, n := next(), next(), next()
-		path, name := fuzzPools[int(p)%len(fuzzPools)], fuzzNames[int(n)%len(fuzzNames)]
+		path, name := fuzzPools[int(p&0x3f)%len(fuzzPools)], fuzzNames[int(n)%len(fuzzNames)]
 		op := action & opMask
 		switch action &^ opMask {
 		case 0:
-			before.apply(op, path, name)
-			after.apply(op, path, name)
-			other.apply(op, path, name)
+			switch {
+			case p&0x80 != 0:
+				m.before.apply(op, path, name)
+				m.after.apply(op, path, name)
+			case p&0x40 != 0:
+				m.before.apply(op, path, name)
+			default:
+				m.base.apply(op, path, name)
+				m.before.apply(op, path, name)
+				m.after.apply(op, path, name)
+				m.other.apply(op, path, name)
+			}
 		case afterOnly:
-			after.apply(op, path, name)
+			m.after.apply(op, path, name)
 		case otherOnly:
-			other.apply(op, path, name)
+			if !m.oldOther {
+				m.other.apply(op, path, name)
+			}
 			isMerge = true
 		case merged:
-			other.apply(op, path, name)
-			after.apply(op, path, name)
+			if !m.oldOther {
+				m.other.apply(op, path, name)
+			}
+			m.after.apply(op, path, name)
 			isMerge = true
 		}
 	}
-	if !isMerge {
-		other = nil
+	if m.oldOther {
+		isMerge = true
+		m.other = m.base
 	}
-	return before, after, other, msg
+	if !isMerge {
+		m.other = nil
+	}
+	return m
+}
+
+// judge builds the commits of m (base, first parent on it, second parent on
+// it or the base itself, the judged commit) and judges the commit as the
+// hook does.
+func (m model) judge(t *testing.T, limit uint8, admin bool) (validator.Commit, validator.Policy, []validator.Violation) {
+	t.Helper()
+	trees := memTrees{}
+	policy := validator.Policy{Branch: "master", MaxClaimed: map[string]int{}, MaxLockBytes: 50, MaxTree: pool.Shape{Paths: 1000, Depth: 10}}
+	for i, p := range fuzzPools {
+		if n := int(limit>>(2*i)) & 3; n > 0 {
+			policy.MaxClaimed[p] = n
+		}
+	}
+	base := validator.Commit{Hash: fakeHash("commit", "base"), Tree: m.base.tree(trees), Message: "base\n"}
+	parent := validator.Commit{Hash: fakeHash("commit", "parent"), Tree: m.before.tree(trees), Parents: []string{base.Hash}, Message: "parent\n"}
+	commit := validator.Commit{Tree: m.after.tree(trees), Parents: []string{parent.Hash}, Message: m.msg}
+	src := memSource{commits: map[string]validator.Commit{base.Hash: base, parent.Hash: parent}, loader: pool.NewLoader(trees), base: base.Hash}
+	switch {
+	case m.oldOther:
+		commit.Parents = append(commit.Parents, base.Hash)
+	case m.other != nil:
+		second := validator.Commit{Hash: fakeHash("commit", "second parent"), Tree: m.other.tree(trees), Parents: []string{base.Hash}, Message: "theirs\n"}
+		src.commits[second.Hash] = second
+		commit.Parents = append(commit.Parents, second.Hash)
+	}
+	commit.Hash = fakeHash("commit", commit.Tree, m.msg, strings.Join(commit.Parents, " "))
+	src.commits[commit.Hash] = commit
+	vs, err := validator.CheckCommits(src, []string{commit.Hash}, validator.Pusher{Known: true, Admin: admin}, policy)
+	if err != nil {
+		t.Fatalf("CheckCommits: %v", err)
+	}
+	return commit, policy, vs
 }
 
 // memSource is a validator.Source over the fake trees: a parent commit
@@ -398,6 +483,12 @@ func decode(data []byte, free string) (before, after, other fuzzState, msg strin
 type memSource struct {
 	commits map[string]validator.Commit
 	loader  *pool.Loader
+	base    string // every merge's merge base
+}
+
+func (s memSource) MergeBases([]string) ([]string, error) { return []string{s.base}, nil }
+func (s memSource) TreeShape(tree string, bound pool.Shape) (pool.Shape, bool, error) {
+	return s.loader.Shape(tree, bound)
 }
 
 func (s memSource) Commit(h string) (validator.Commit, error) {
@@ -416,59 +507,15 @@ func (s memSource) BlobSize(h string) (int64, error) {
 }
 
 func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool) {
-	before, after, other, msg := decode(data, free)
-	trees := memTrees{}
-	beforeTree, afterTree := before.tree(trees), after.tree(trees)
-
-	policy := validator.Policy{Branch: "master", MaxClaimed: map[string]int{}, MaxLockBytes: 50}
-	for i, p := range fuzzPools {
-		if m := int(limit>>(2*i)) & 3; m > 0 {
-			policy.MaxClaimed[p] = m
-		}
-	}
-	who := validator.Pusher{Known: true, Admin: admin}
-	parent := validator.Commit{Hash: fakeHash("commit", "parent"), Tree: beforeTree, Message: "parent\n"}
-	commit := validator.Commit{Hash: fakeHash("commit", afterTree, msg), Tree: afterTree, Parents: []string{parent.Hash}, Message: msg}
-	src := memSource{commits: map[string]validator.Commit{parent.Hash: parent}, loader: pool.NewLoader(trees)}
-	var others []*pool.Snapshot
-	if other != nil {
-		second := validator.Commit{Hash: fakeHash("commit", "second parent"), Tree: other.tree(trees), Message: "theirs\n"}
-		src.commits[second.Hash] = second
-		commit.Parents = append(commit.Parents, second.Hash)
-		secondSnap, err := src.Snapshot(second.Tree)
-		if err != nil {
-			t.Fatal(err)
-		}
-		others = append(others, secondSnap)
-	}
-	src.commits[commit.Hash] = commit
-
-	bs, err := src.Snapshot(beforeTree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := src.Snapshot(afterTree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vs, err := validator.CheckCommit(validator.Input{Commit: commit, Before: bs, After: as, Others: others, Pusher: who, Policy: policy, BlobSize: src.BlobSize})
-	if err != nil {
-		t.Fatalf("CheckCommit: %v", err)
-	}
-	// The chain entry point judges the same commit the same way.
-	chained, err := validator.CheckCommits(src, []string{commit.Hash}, who, policy)
-	if err != nil {
-		t.Fatalf("CheckCommits: %v", err)
-	}
-	if !reflect.DeepEqual(chained, vs) {
-		t.Fatalf("CheckCommits = %v\nCheckCommit = %v", chained, vs)
-	}
+	m := decode(data, free)
+	before, after, other, msg := m.before, m.after, m.other, m.msg
+	commit, policy, vs := m.judge(t, limit, admin)
 
 	report := func() string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "message %q, admin %v, limits %v\nbefore:\n%safter:\n%s", msg, admin, policy.MaxClaimed, before, after)
+		fmt.Fprintf(&b, "message %q, admin %v, limits %v\nbase:\n%sbefore:\n%safter:\n%s", msg, admin, policy.MaxClaimed, m.base, before, after)
 		if other != nil {
-			fmt.Fprintf(&b, "second parent:\n%s", other)
+			fmt.Fprintf(&b, "second parent (old commit %v):\n%s", m.oldOther, other)
 		}
 		b.WriteString("violations:\n")
 		for _, v := range vs {
@@ -487,56 +534,72 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 	// A bad name is reported as bad-name alone: the other rules are not
 	// judged for a lock that cannot exist at all.
 	reportedOrBadName := func(rule validator.Rule, p, name string) bool {
-		return reported(rule, p, name) || (pool.CheckName(name) != nil && reported(validator.BadName, p, name))
+		return reported(rule, p, name) || (validator.CheckName(name) != nil && reported(validator.BadName, p, name))
 	}
 	intent := pool.ParseMessage(msg)
 
 	for _, path := range fuzzPools {
-		ap, bp := after[path], before[path]
+		ap := after[path]
 		if ap == nil {
 			continue
 		}
-		if bp == nil {
-			bp = &fuzzPool{}
-		}
-		var op *fuzzPool
+		// What the commit starts from, lock by lock: its parent, or for a
+		// merge the three-way result of its parents over the merge base;
+		// where the two sides changed a lock differently, each side.
+		sides := []*fuzzPool{before.poolOrEmpty(path)}
 		if other != nil {
-			if op = other[path]; op == nil {
-				op = &fuzzPool{}
-			}
+			sides = append(sides, other.poolOrEmpty(path))
 		}
+		baseP := m.base.poolOrEmpty(path)
+		conflicted := false
 		for _, name := range fuzzNames {
-			// A lock state a merge takes over unchanged from its second
-			// parent was judged when that parent landed.
-			if op != nil && op.lockState(name) == ap.lockState(name) {
-				continue
+			starts := []*fuzzPool{sides[0]}
+			if other != nil {
+				starts = threeWay(baseP, sides, name)
+				conflicted = conflicted || len(starts) > 1
 			}
-			_, ac := ap.claimed[name]
-			_, au := ap.unclaimed[name]
-			_, bc := bp.claimed[name]
-			_, bu := bp.unclaimed[name]
-			// (a) a name newly in both directories of a pool.
-			if ac && au && !(bc && bu) && !reportedOrBadName(validator.DuplicateName, path, name) {
-				t.Fatalf("%q is newly in both claimed/ and unclaimed/ of %s, no duplicate-name:\n%s", name, path, report())
-			}
-			// (c) a lock entering claimed/ from nowhere, for a non-admin
-			// without "adding claimed: NAME".
-			if ac && !bc && !bu && !admin && !(intent.Verb == "adding claimed" && intent.Name == name) &&
-				!reportedOrBadName(validator.ClaimMissing, path, name) && !reported(validator.DuplicateName, path, name) {
-				t.Fatalf("%q entered %s/claimed/ from nowhere, no claim-missing:\n%s", name, path, report())
-			}
-			// (d) a new bad name.
-			if (ac || au) && !bc && !bu && pool.CheckName(name) != nil && !reported(validator.BadName, path, name) {
-				t.Fatalf("new bad name %q in %s, no bad-name:\n%s", name, path, report())
+			for _, bp := range starts {
+				if bp.lockState(name) == ap.lockState(name) {
+					continue
+				}
+				_, ac := ap.claimed[name]
+				_, au := ap.unclaimed[name]
+				_, bc := bp.claimed[name]
+				_, bu := bp.unclaimed[name]
+				// (a) a name newly in both directories of a pool.
+				if ac && au && !(bc && bu) && !reportedOrBadName(validator.DuplicateName, path, name) {
+					t.Fatalf("%q is newly in both claimed/ and unclaimed/ of %s, no duplicate-name:\n%s", name, path, report())
+				}
+				// (c) a lock entering claimed/ from nowhere, for a non-admin
+				// without "adding claimed: NAME".
+				if ac && !bc && !bu && !admin && !(intent.Verb == "adding claimed" && intent.Name == name) &&
+					!reportedOrBadName(validator.ClaimMissing, path, name) && !reported(validator.DuplicateName, path, name) {
+					t.Fatalf("%q entered %s/claimed/ from nowhere, no claim-missing:\n%s", name, path, report())
+				}
+				// (d) a new bad name.
+				if (ac || au) && !bc && !bu && validator.CheckName(name) != nil && !reported(validator.BadName, path, name) {
+					t.Fatalf("new bad name %q in %s, no bad-name:\n%s", name, path, report())
+				}
 			}
 		}
-		// (b) over max_claimed, and more claimed than before (than in
-		// either parent, for a merge: a merge may bring in a pool already
-		// over a lowered limit, not combine two lines into one over it).
-		if max := policy.MaxClaimed[path]; max > 0 && len(ap.claimed) > max && len(ap.claimed) > len(bp.claimed) &&
-			(op == nil || len(ap.claimed) > len(op.claimed)) && !reported(validator.OverLimit, path, "") {
-			t.Fatalf("%s has %d claimed (was %d), over max_claimed %d, no over-limit:\n%s",
-				path, len(ap.claimed), len(bp.claimed), max, report())
+		// (b) over max_claimed, and more claimed than the commit started
+		// from. A merge starts from the lower of what its parents combine to
+		// and the most either parent held: two lines may not sum over the
+		// limit, and an old commit may not bring its claims back.
+		from := len(sides[0].claimed)
+		if other != nil && !conflicted {
+			combined := 0
+			for _, name := range fuzzNames {
+				if _, c := threeWay(baseP, sides, name)[0].claimed[name]; c {
+					combined++
+				}
+			}
+			from = min(combined, max(len(sides[0].claimed), len(sides[1].claimed)))
+		}
+		if limit := policy.MaxClaimed[path]; limit > 0 && len(ap.claimed) > limit && len(ap.claimed) > from &&
+			(other == nil || !conflicted) && !reported(validator.OverLimit, path, "") {
+			t.Fatalf("%s has %d claimed (started from %d), over max_claimed %d, no over-limit:\n%s",
+				path, len(ap.claimed), from, limit, report())
 		}
 	}
 
@@ -562,16 +625,19 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 				t.Fatalf("duplicate-name for %q in %s, which is not in both directories:\n%s", v.Lock, v.Pool, report())
 			}
 		case validator.ClaimMissing:
+			if other != nil && ap != nil && has(ap.claimed, v.Lock) && !admin {
+				break // judged against the merged state or a side, not only the first parent
+			}
 			if admin || ap == nil || !has(ap.claimed, v.Lock) || has(bp.claimed, v.Lock) || has(bp.unclaimed, v.Lock) {
 				t.Fatalf("claim-missing for %q in %s, which did not enter claimed/ from nowhere:\n%s", v.Lock, v.Pool, report())
 			}
 		case validator.OverLimit:
 			max := policy.MaxClaimed[v.Pool]
-			if ap == nil || max == 0 || len(ap.claimed) <= max || len(ap.claimed) <= len(bp.claimed) {
+			if ap == nil || max == 0 || len(ap.claimed) <= max || (other == nil && len(ap.claimed) <= len(bp.claimed)) {
 				t.Fatalf("over-limit for %s without going over its limit:\n%s", v.Pool, report())
 			}
 		case validator.BadName:
-			if pool.CheckName(v.Lock) == nil {
+			if validator.CheckName(v.Lock) == nil {
 				t.Fatalf("bad-name for the good name %q:\n%s", v.Lock, report())
 			}
 		}
@@ -584,6 +650,32 @@ func checkRules(t *testing.T, data []byte, free string, limit uint8, admin bool)
 }
 
 func has(m map[string]fuzzFile, k string) bool { _, ok := m[k]; return ok }
+
+func (s fuzzState) poolOrEmpty(path string) *fuzzPool {
+	if p := s[path]; p != nil {
+		return p
+	}
+	return &fuzzPool{}
+}
+
+// threeWay is the model's own merge of one lock: the sides that changed it
+// from the base must agree and then the result is as they have it, else
+// each side is a starting point of its own.
+func threeWay(base *fuzzPool, sides []*fuzzPool, name string) []*fuzzPool {
+	var changed []*fuzzPool
+	for _, s := range sides {
+		if s.lockState(name) != base.lockState(name) {
+			changed = append(changed, s)
+		}
+	}
+	switch {
+	case len(changed) == 0:
+		return []*fuzzPool{base}
+	case len(changed) == 1 || changed[0].lockState(name) == changed[1].lockState(name):
+		return changed[:1]
+	}
+	return sides
+}
 
 // lockState is a name's state and its file as the validator compares them
 // (the claimed copy when there are two).
@@ -637,32 +729,18 @@ func TestFuzzRulesSeedsReportTheirRule(t *testing.T) {
 		9:  validator.BadName,
 		12: validator.BadMode,
 		13: validator.PoolChange,
+		16: validator.TooLarge,
 		18: validator.IntentMismatch,
-		20: validator.ClaimMissing,
+		22: validator.DuplicateName,
+		23: validator.OverLimit,
+		24: validator.ClaimMissing,
+		26: validator.ClaimMissing,
 	}
-	clean := []int{0, 1, 3, 4, 8, 14, 15, 16, 17, 19}
+	clean := []int{0, 1, 3, 4, 8, 14, 15, 17, 19, 20, 21, 25}
 	for i, s := range ruleSeeds {
-		before, after, other, msg := decode(s.data, s.msg)
-		trees := memTrees{}
-		l := pool.NewLoader(trees)
-		bs, _ := l.Load(before.tree(trees))
-		as, _ := l.Load(after.tree(trees))
-		var others []*pool.Snapshot
-		if other != nil {
-			secondSnap, _ := l.Load(other.tree(trees))
-			others = append(others, secondSnap)
-		}
-		policy := validator.Policy{MaxClaimed: map[string]int{}}
-		for j, p := range fuzzPools {
-			if m := int(s.limit>>(2*j)) & 3; m > 0 {
-				policy.MaxClaimed[p] = m
-			}
-		}
-		vs, err := validator.CheckCommit(validator.Input{Commit: validator.Commit{Hash: "c0ffee", Message: msg},
-			Before: bs, After: as, Others: others, Pusher: validator.Pusher{Known: true, Admin: s.admin}, Policy: policy})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := decode(s.data, s.msg)
+		msg := m.msg
+		_, _, vs := m.judge(t, s.limit, s.admin)
 		if r, ok := want[i]; ok {
 			found := false
 			for _, v := range vs {
@@ -701,13 +779,15 @@ func TestMergeCannotTakeAPoolOverMaxClaimed(t *testing.T) {
 
 	trees := memTrees{}
 	l := pool.NewLoader(trees)
+	bs, _ := l.Load(base.tree(trees))
 	ls, _ := l.Load(local.tree(trees))
 	ors, _ := l.Load(origin.tree(trees))
 	ms, _ := l.Load(merge.tree(trees))
 	policy := validator.Policy{Branch: "master", MaxClaimed: map[string]int{"staging": 2}}
+	combined, _ := pool.Merged([]*pool.Snapshot{bs}, []*pool.Snapshot{ls, ors}, 0)
 	vs, err := validator.CheckCommit(validator.Input{
 		Commit: validator.Commit{Hash: "4d3e1f", Message: "Merge branch 'master' of ssh://git@host:2222/locks\n"},
-		Before: ls, After: ms, Others: []*pool.Snapshot{ors}, Pusher: validator.Pusher{Known: true}, Policy: policy})
+		Before: combined, After: ms, Parents: []*pool.Snapshot{ls, ors}, Pusher: validator.Pusher{Known: true}, Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}

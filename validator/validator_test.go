@@ -9,7 +9,7 @@ import (
 
 // snap builds a one-pool snapshot from "c:name" / "u:name" entries.
 func snap(entries ...string) *pool.Snapshot {
-	p := &pool.Pool{Path: "staging", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}, Dots: map[string]pool.Lock{}}
+	p := &pool.Pool{Path: "staging", Claimed: map[string]pool.Lock{}, Unclaimed: map[string]pool.Lock{}}
 	for _, e := range entries {
 		dir, name, _ := strings.Cut(e, ":")
 		l := pool.Lock{Name: name, Mode: pool.ModeFile, Hash: "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"}
@@ -78,16 +78,25 @@ func TestOfflineCheckDoesNotJudgePusherRules(t *testing.T) {
 }
 
 func TestMergeDoesNotReJudgeWhatItsOtherParentBrought(t *testing.T) {
+	base := snap("u:a", "u:b")
 	mine := snap("u:a", "u:b", "u:d")     // first parent: added d
 	theirs := snap("c:new", "u:a", "u:b") // other parent: an admin's add-claimed
 	merged := snap("c:new", "u:a", "u:b", "u:d")
-	in := Input{Commit: Commit{Message: "Merge branch 'master'"}, Before: mine, After: merged, Others: []*pool.Snapshot{theirs}, Pusher: Pusher{Known: true}}
+	combined, conflicts := pool.Merged([]*pool.Snapshot{base}, []*pool.Snapshot{mine, theirs}, 0)
+	if conflicts {
+		t.Fatal("disjoint changes reported as a conflict")
+	}
+	in := Input{Commit: Commit{Message: "Merge branch 'master'"}, Before: combined, After: merged,
+		Parents: []*pool.Snapshot{mine, theirs}, Pusher: Pusher{Known: true}}
 	if got := check(t, in); got != "" {
 		t.Fatalf("got %q, want nothing", got)
 	}
-	in.Others = nil
+	// Against the base as "theirs" (an old commit of the branch that did
+	// not add it), the same claim is the merge's own.
+	combined, _ = pool.Merged([]*pool.Snapshot{base}, []*pool.Snapshot{mine, base}, 0)
+	in.Before, in.Parents = combined, []*pool.Snapshot{mine, base}
 	if got := check(t, in); got != "claim-missing" {
-		t.Fatalf("without the other parent: got %q, want claim-missing", got)
+		t.Fatalf("without the other parent's change: got %q, want claim-missing", got)
 	}
 }
 

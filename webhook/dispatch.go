@@ -241,8 +241,11 @@ func (t *target) step(ctx context.Context) (more bool, err error) {
 	if err != nil || len(evs) == 0 {
 		return false, err
 	}
-	if t.cfg.Format == "concourse" {
+	switch t.cfg.Format {
+	case "concourse":
 		return t.stepConcourse(ctx, evs)
+	case "slack":
+		return t.stepSlack(ctx, evs)
 	}
 	for i := range evs {
 		e := &evs[i]
@@ -307,6 +310,75 @@ func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, e
 	return false, t.advance(ctx, seen)
 }
 
+// slackBurst is the most events of one push that a Slack target gets one
+// message each for; more become one summary message, so that one push
+// adding 5,000 locks cannot queue 5,000 messages (at Slack's 1/s) ahead of
+// the claims pushed after it.
+const slackBurst = 5
+
+// maxSummary bounds the events read for one summary message.
+const maxSummary = 100000
+
+// samePush reports whether two events came from one push: the deriver
+// gives every event of a push the push's time and pusher.
+func samePush(a, b *events.Event) bool {
+	if !a.Time.Equal(b.Time) || (a.Pusher == nil) != (b.Pusher == nil) {
+		return false
+	}
+	return a.Pusher == nil || *a.Pusher == *b.Pusher
+}
+
+// stepSlack delivers evs push by push: a push with up to slackBurst
+// matching events as one message each, a bigger one as one summary.
+func (t *target) stepSlack(ctx context.Context, evs []events.Event) (bool, error) {
+	for i := 0; i < len(evs); {
+		j := i + 1
+		for j < len(evs) && samePush(&evs[i], &evs[j]) {
+			j++
+		}
+		run := evs[i:j:j]
+		extended := false
+		if j == len(evs) && len(evs) == batchSize {
+			// The push may go on past this batch: read the rest of it.
+			more, err := t.d.store.After(ctx, evs[j-1].Seq, maxSummary)
+			if err != nil {
+				return false, err
+			}
+			for k := 0; k < len(more) && samePush(&evs[i], &more[k]); k++ {
+				run, extended = append(run, more[k]), true
+			}
+		}
+		var match []*events.Event
+		for k := range run {
+			if t.matches(&run[k]) {
+				match = append(match, &run[k])
+			}
+		}
+		if len(match) > slackBurst {
+			if err := t.deliver(ctx, match); err != nil {
+				return false, err
+			}
+		} else {
+			for _, e := range match {
+				if err := t.deliver(ctx, []*events.Event{e}); err != nil {
+					return false, err
+				}
+				if err := t.advance(ctx, e.Seq); err != nil {
+					return false, err
+				}
+			}
+		}
+		if err := t.advance(ctx, run[len(run)-1].Seq); err != nil {
+			return false, err
+		}
+		if extended {
+			return true, nil
+		}
+		i = j
+	}
+	return len(evs) == batchSize, nil
+}
+
 func (t *target) advance(ctx context.Context, seq int64) error {
 	if seq <= t.seq {
 		return nil
@@ -326,6 +398,9 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 	for i, e := range batch {
 		ids[i] = e.ID
 	}
+	// A summary or a Concourse batch can stand for thousands of events:
+	// the log names the first few and counts them all.
+	logged := ids[:min(len(ids), 10)]
 	first := time.Now()
 	for attempt := 1; ; attempt++ {
 		if t.cfg.Format == "slack" {
@@ -352,7 +427,7 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 		}
 		lg := t.logger()
 		if err == nil {
-			lg.Debug().Strs("events", ids).Int("status", status).Int("attempt", attempt).Dur("duration", d.Duration).Msg("delivered")
+			lg.Debug().Strs("events", logged).Int("count", len(ids)).Int("status", status).Int("attempt", attempt).Dur("duration", d.Duration).Msg("delivered")
 			return nil
 		}
 		if status == http.StatusGone {
@@ -377,14 +452,14 @@ func (t *target) deliver(ctx context.Context, batch []*events.Event) error {
 			delay = min(wait, max(t.d.opt.MaxBackoff, time.Hour))
 		}
 		if time.Since(first)+delay > t.d.opt.GiveUpAfter {
-			lg.Error().Strs("events", ids).Int("attempts", attempt).Err(err).Dur("since", time.Since(first)).
+			lg.Error().Strs("events", logged).Int("count", len(ids)).Int("attempts", attempt).Err(err).Dur("since", time.Since(first)).
 				Msg("giving up on delivery; moving on")
 			gave := events.Delivery{Webhook: t.cfg.Name, Time: time.Now(), Events: ids, Attempt: attempt,
 				Error: fmt.Sprintf("gave up after %d attempts over %s", attempt, Human(time.Since(first)))}
 			t.d.store.LogDelivery(ctx, gave)
 			return nil
 		}
-		lg.Warn().Strs("events", ids).Int("status", status).Int("attempt", attempt).Err(err).Dur("retry_in", delay).Msg("delivery failed")
+		lg.Warn().Strs("events", logged).Int("count", len(ids)).Int("status", status).Int("attempt", attempt).Err(err).Dur("retry_in", delay).Msg("delivery failed")
 		if !sleep(ctx, delay) {
 			return ctx.Err()
 		}
@@ -423,7 +498,7 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 	hdr := http.Header{}
 	switch t.cfg.Format {
 	case "slack":
-		body, err = SlackBody(batch[0])
+		body, err = SlackBody(batch...)
 		hdr.Set("Content-Type", "application/json")
 	case "concourse":
 		// A bare POST: the URL (with its webhook_token) is all Concourse needs.
@@ -434,9 +509,10 @@ func (t *target) send(ctx context.Context, batch []*events.Event) (int, time.Dur
 		ts := time.Now()
 		hdr.Set("webhook-id", e.ID)
 		hdr.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
-		if t.cfg.Secret != "" && err == nil {
+		if t.cfg.Signer != nil && err == nil {
+			// Built from the secret when the config loaded.
 			var sig string
-			sig, err = Sign(t.cfg.Secret, e.ID, ts, body)
+			sig, err = t.cfg.Signer.Sign(e.ID, ts, body)
 			hdr.Set("webhook-signature", sig)
 		}
 	}

@@ -119,7 +119,11 @@ func claimEvent(lock string) *events.Event {
 func TestJSONSignatureVerifiesWithTheStandardWebhooksLibrary(t *testing.T) {
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a 24-byte-or-so test key"))
 	rc := newReceiver(t, nil)
-	st, d := start(t, fast, config.Webhook{Name: "ops", URL: rc.URL, Format: "json", Secret: secret})
+	signer, err := config.WebhookSigner(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, d := start(t, fast, config.Webhook{Name: "ops", URL: rc.URL, Format: "json", Secret: secret, Signer: signer})
 	e := claimEvent("env-a")
 	st.Append(context.Background(), e)
 	d.Notify()
@@ -247,7 +251,7 @@ func TestSlackBodyEscapesAndOneMessagePerIntervalAndHonours429(t *testing.T) {
 	if err := json.Unmarshal(g[1].body, &msg); err != nil {
 		t.Fatal(err)
 	}
-	wantLine := "🔒 *staging/db&lt;1&gt;&amp;co* claimed by <https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42|p&amp;&lt;q&gt;/deploy #42>"
+	wantLine := "🔒 *staging/db&lt;1&gt;&amp;co* claimed by p&amp;&lt;q&gt;/deploy #42 (<https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42|build>)"
 	if msg.Text != wantLine {
 		t.Errorf("text:\n got %s\nwant %s", msg.Text, wantLine)
 	}

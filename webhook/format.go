@@ -5,17 +5,16 @@
 package webhook
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/events"
 )
 
@@ -31,43 +30,30 @@ func JSONBody(e *events.Event) ([]byte, error) {
 	return json.Marshal(Payload{Type: e.WebhookType(), Timestamp: e.Time.UTC().Format(time.RFC3339), Data: e})
 }
 
-// Sign returns the webhook-signature header value for a message:
-// "v1," + base64(HMAC-SHA256(key, id.timestamp.body)) where the key is the
-// base64 part of a "whsec_" secret.
-func Sign(secret, id string, ts time.Time, body []byte) (string, error) {
-	key, err := secretKey(secret)
-	if err != nil {
-		return "", err
-	}
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s.%d.", id, ts.Unix())
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
-}
-
-func secretKey(secret string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok {
-		return nil, errors.New(`webhook secret must start with "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("webhook secret: %w", err)
-	}
-	return key, nil
-}
-
 // slackEscape escapes the three characters Slack's mrkdwn reserves.
 func slackEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
-// slackLink is <URL|label>; a label cannot hold '|'.
-func slackLink(url, label string) string {
-	if url == "" {
-		return slackEscape(label)
+// slackURL is raw as it may stand inside a Slack link, or "" when raw is
+// not an absolute http(s) URL. Commit text chooses it: re-encoded and
+// escaped, nothing in it can end the link or start its label.
+func slackURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
 	}
-	return "<" + slackEscape(url) + "|" + strings.ReplaceAll(slackEscape(label), "|", "¦") + ">"
+	// String() percent-encodes the path but keeps the query as given.
+	return slackEscape(strings.NewReplacer("|", "%7C", " ", "%20").Replace(u.String()))
+}
+
+// slackBuildLink is " (<URL|build>)" for an event's build, or "". Security:
+// the label is fixed text, never taken from a commit.
+func slackBuildLink(e *events.Event) string {
+	if u := slackURL(e.BuildURL); u != "" {
+		return " (<" + u + "|build>)"
+	}
+	return ""
 }
 
 // Human formats a duration the way the status table and Slack show it:
@@ -104,7 +90,7 @@ func buildLabel(e *events.Event) string {
 	case e.BuildID != "":
 		return "one-off build " + e.BuildID
 	case e.BuildURL != "":
-		return e.BuildURL
+		return "a build"
 	case e.Pusher != nil && e.Pusher.User != "":
 		return e.Pusher.User
 	}
@@ -121,7 +107,7 @@ func held(e *events.Event) string {
 // SlackLine is the one-line summary of an event, in Slack mrkdwn.
 func SlackLine(e *events.Event) string {
 	lock := "*" + slackEscape(e.Pool+"/"+e.Lock) + "*"
-	by := slackLink(e.BuildURL, buildLabel(e))
+	by := slackEscape(buildLabel(e)) + slackBuildLink(e)
 	switch e.Type {
 	case events.Claimed:
 		return "🔒 " + lock + " claimed by " + by
@@ -152,7 +138,7 @@ func SlackLine(e *events.Event) string {
 		if e.Pusher != nil {
 			who = e.Pusher.User
 		}
-		s := "⛔ push by " + slackEscape(who) + " to *" + slackEscape(e.Repo) + "* refused (`" + slackEscape(e.Rule) + "`"
+		s := "⛔ push by " + slackEscape(who) + slackBuildLink(e) + " to *" + slackEscape(e.Repo) + "* refused (`" + slackEscape(e.Rule) + "`"
 		if e.Kind == "transient" {
 			s += ", waiting"
 		}
@@ -175,10 +161,45 @@ func SlackLine(e *events.Event) string {
 	return slackEscape(e.Type) + " " + lock
 }
 
+// SlackSummary is the one line for a burst of events from one push:
+// counts by type and the pools touched.
+func SlackSummary(evs []*events.Event) string {
+	counts := map[string]int{}
+	var pools []string
+	for _, e := range evs {
+		counts[e.Type]++
+		if e.Pool != "" && !slices.Contains(pools, e.Pool) {
+			pools = append(pools, e.Pool)
+		}
+	}
+	var parts []string
+	for _, typ := range config.EventTypes {
+		if n := counts[typ]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, typ))
+		}
+	}
+	first := evs[0]
+	s := fmt.Sprintf("📦 %d lock events from one push to *%s* by %s%s: %s", len(evs), slackEscape(first.Repo),
+		slackEscape(buildLabel(first)), slackBuildLink(first), strings.Join(parts, ", "))
+	if len(pools) > 0 {
+		more := ""
+		if len(pools) > 5 {
+			pools, more = pools[:5], ", …"
+		}
+		s += " — pools " + slackEscape(strings.Join(pools, ", ")) + more
+	}
+	return s
+}
+
 // SlackBody is an incoming-webhook message: the line as fallback text and
-// as a mrkdwn section, with the repo and commit as context.
-func SlackBody(e *events.Event) ([]byte, error) {
+// as a mrkdwn section, with the repo and commit as context. Several events
+// (a burst from one push) make one summary message.
+func SlackBody(evs ...*events.Event) ([]byte, error) {
+	e := evs[0]
 	line := SlackLine(e)
+	if len(evs) > 1 {
+		line = SlackSummary(evs)
+	}
 	ctx := "repo " + slackEscape(e.Repo)
 	if e.Commit != "" {
 		c := e.Commit

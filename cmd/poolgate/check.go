@@ -7,22 +7,27 @@ import (
 
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/pushlog"
 )
 
 func init() {
-	register("hook", "run a git hook: 'hook pre-receive' validates a push", runHook)
+	register("hook", "run a git hook: 'hook pre-receive' validates a push, 'hook post-receive' records it", runHook)
 	register("check", "validate existing history offline", runCheck)
 }
 
 func runHook(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("hook", "hook pre-receive [--config FILE]  (reads OLD NEW REF lines on stdin)", stdout, stderr)
+	fs := newFlags("hook", "hook pre-receive|post-receive [--config FILE]  (reads OLD NEW REF lines on stdin)", stdout, stderr)
 	cfg := fs.String("config", "", "config file (default $POOLGATE_CONFIG; none: no limits)")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
 	}
+	if len(pos) == 1 && pos[0] == "post-receive" {
+		h := &hooks.PostReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
+		return h.Run()
+	}
 	if len(pos) != 1 || pos[0] != "pre-receive" {
-		fmt.Fprintln(stderr, "poolgate hook: want 'poolgate hook pre-receive'")
+		fmt.Fprintln(stderr, "poolgate hook: want 'poolgate hook pre-receive' or 'poolgate hook post-receive'")
 		return exitUsage
 	}
 	h := &hooks.PreReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
@@ -31,7 +36,7 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "check [--config FILE] [--repo DIR] [REV-RANGE]", stdout, stderr)
-	cfgPath := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (limits, branch); optional")
+	cfgPath := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (limits, branch); optional")
 	dir := fs.String("repo", ".", "repository: a clone or a bare repo")
 	name := fs.String("name", "", "repo name in the config (default: the directory's name without .git)")
 	pos, code := parseFlags(fs, args, stderr)

@@ -14,7 +14,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -24,7 +24,7 @@ func init() {
 
 func runHistory(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("history", "history [--config FILE] REPO [--pool P] [--lock L] [--type T[,T]] [--since T] [--limit N] [--json]", stdout, stderr)
-	cfgFile := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
+	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
 	poolName := fs.String("pool", "", "only this pool")
 	lock := fs.String("lock", "", "only this lock")
 	types := fs.String("type", "", "only these event types, comma-separated: "+strings.Join(config.EventTypes, ", "))

@@ -16,7 +16,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
-	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -90,7 +90,7 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd stri
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", "status [--config FILE] [REPO] [--json]", stdout, stderr)
-	cfgFile := fs.String("config", os.Getenv(hooks.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
+	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
