@@ -81,6 +81,13 @@ type Config struct {
 	File string `yaml:"-"`
 	// EnvNames are the environment variables the file names as ${NAME}.
 	EnvNames []string `yaml:"-"`
+	// Warnings are settings that are allowed but probably not meant
+	// ("file:line: ..."); the daemon logs them at start.
+	Warnings []string `yaml:"-"`
+	// lines are the lines of settings checked after decoding that have
+	// no line of their own ("ssh.listen").
+	lines    map[string]int
+	warnings []*posErr
 
 	DataDir  string     `yaml:"data_dir"`
 	SSH      SSH        `yaml:"ssh"`
@@ -104,6 +111,15 @@ type SSH struct {
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 	// MaxSessionsPerKey caps the git commands one client key runs at once.
 	MaxSessionsPerKey int `yaml:"max_sessions_per_key"`
+	// MaxConnectionsPerKey caps the authenticated connections of one client
+	// key; more wait their turn (up to QueueTimeout).
+	MaxConnectionsPerKey int `yaml:"max_connections_per_key"`
+	// QueueTimeout bounds how long a connection waits for a slot (over
+	// max_sessions, or over its key's max_connections_per_key).
+	QueueTimeout Duration `yaml:"queue_timeout"`
+	// SessionStartTimeout closes an authenticated connection that has not
+	// opened a session by then, keepalives or not.
+	SessionStartTimeout Duration `yaml:"session_start_timeout"`
 }
 
 type HTTP struct {
@@ -190,6 +206,10 @@ type Pool struct {
 	StaleAfter Duration `yaml:"stale_after"`
 	Locks      []string `yaml:"locks"`
 
+	// ReleaseAfter, if set, releases a claim held longer, as an operator
+	// action of poolgate's own (operator.AutoRelease). Never the default.
+	ReleaseAfter Duration `yaml:"release_after"`
+
 	Line int `yaml:"-"`
 }
 
@@ -248,6 +268,10 @@ func (w *Webhook) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// MinReleaseAfter is the shortest release_after: below it, a claim would
+// be taken from a build that is still starting.
+const MinReleaseAfter = time.Second
+
 // Defaults applied to whatever the file leaves out.
 const (
 	DefaultMaxLockBytes = 64 << 10
@@ -265,6 +289,8 @@ const (
 
 	DefaultHandshakeTimeout  = 15 * time.Second
 	DefaultMaxSessionsPerKey = 128
+	DefaultQueueTimeout      = time.Minute
+	DefaultSessionStart      = 10 * time.Second
 	DefaultMaxPushBytes      = 32 << 20
 	DefaultMaxObjectBytes    = 1 << 20
 	DefaultMaxPushObjects    = 10000
@@ -300,12 +326,30 @@ func lineErr(n *yaml.Node, format string, args ...any) error {
 }
 
 // Load reads and validates the config file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return load(path, false) }
+
+func load(path string, reading bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: errMsg(err)}
 	}
-	return Parse(path, data)
+	if err := checkNotEmpty(path, data); err != nil {
+		return nil, err
+	}
+	return parse(path, data, reading)
+}
+
+// checkNotEmpty refuses a config file with no settings: an empty file is
+// a mistake (a failed copy, the wrong path), never a wish for defaults.
+func checkNotEmpty(path string, data []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil // Parse reports it with its line
+	}
+	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && (len(root.Content) == 0 || root.Content[0].Tag == "!!null")) {
+		return &Error{File: path, Msg: "the file is empty (or only comments): a config needs at least its repos: (see the README's Configuration)"}
+	}
+	return nil
 }
 
 func errMsg(err error) string {
@@ -319,30 +363,122 @@ func errMsg(err error) string {
 var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Parse decodes and validates a config held in memory; file names it in errors.
-func Parse(file string, data []byte) (*Config, error) {
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, false) }
+
+// LoadForReading loads a config for commands that only read what the
+// daemon recorded (status, history): they deliver nothing and serve
+// nothing, so the webhooks, the HTTP token and the upstream credentials
+// are left out and their ${VAR}s need not be set. The result must not be
+// used to serve.
+func LoadForReading(path string) (*Config, error) { return load(path, true) }
+
+// dropSecrets removes, before ${VAR} expansion, what a reading command
+// never uses and what typically names a secret.
+func dropSecrets(root *yaml.Node) {
+	doc := root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return
+	}
+	del := func(m *yaml.Node, keys ...string) {
+		for i := 0; i+1 < len(m.Content); {
+			if contains(keys, m.Content[i].Value) {
+				m.Content = append(m.Content[:i], m.Content[i+2:]...)
+				continue
+			}
+			i += 2
+		}
+	}
+	del(doc, "webhooks")
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		k, v := doc.Content[i], doc.Content[i+1]
+		switch {
+		case k.Value == "http" && v.Kind == yaml.MappingNode:
+			del(v, "token")
+		case k.Value == "repos" && v.Kind == yaml.SequenceNode:
+			for _, r := range v.Content {
+				for j := 0; r.Kind == yaml.MappingNode && j+1 < len(r.Content); j += 2 {
+					if u := r.Content[j+1]; r.Content[j].Value == "upstream" && u.Kind == yaml.MappingNode {
+						// Kept valid for validate(), never used to fetch.
+						for n := 0; n+1 < len(u.Content); n += 2 {
+							switch u.Content[n].Value {
+							case "url", "secret":
+								u.Content[n+1].Value, u.Content[n+1].Tag, u.Content[n+1].Style = "unused", "!!str", 0
+							case "key_file":
+								u.Content[n+1].Value = ""
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func parse(file string, data []byte, reading bool) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		if err.Error() == "EOF" {
 			root = yaml.Node{}
 		} else {
-			return nil, yamlError(file, err)
+			return nil, yamlError(file, data, err)
 		}
 	}
 	c := &Config{File: file}
 	if root.Kind != 0 {
+		if reading {
+			dropSecrets(&root)
+		}
 		if err := expandEnv(&root, &c.EnvNames); err != nil {
-			return nil, posToError(file, err)
+			return nil, posToError(file, data, err)
 		}
 		if err := decodeStrict(&root, c); err != nil {
-			return nil, posToError(file, err)
+			return nil, posToError(file, data, err)
+		}
+		c.lines = map[string]int{}
+		for _, k := range [][2]string{{"ssh", "listen"}, {"http", "listen"}, {"ssh", "host_key"}} {
+			if n := keyNode(&root, k[0], k[1]); n != nil {
+				c.lines[k[0]+"."+k[1]] = n.Line
+			}
 		}
 	}
 	c.File = file
 	if err := c.validate(); err != nil {
-		return nil, posToError(file, err)
+		return nil, posToError(file, data, err)
+	}
+	for _, w := range c.warnings {
+		c.Warnings = append(c.Warnings, posToError(file, data, w).Error())
 	}
 	return c, nil
+}
+
+// keyNode is the key node at path in a mapping tree, or nil.
+func keyNode(n *yaml.Node, path ...string) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for i, p := range path {
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			if n.Content[j].Value == p {
+				if i == len(path)-1 {
+					return n.Content[j]
+				}
+				next = n.Content[j+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return nil
 }
 
 // decodeStrict decodes with unknown keys refused: a misspelt max_claimed
@@ -405,27 +541,35 @@ func checkKeys(n *yaml.Node, t reflect.Type) error {
 	return nil
 }
 
-func posToError(file string, err error) error {
+func posToError(file string, data []byte, err error) error {
 	var pe *posErr
 	if errors.As(err, &pe) {
 		return &Error{File: file, Line: pe.line, Msg: pe.msg}
 	}
-	return yamlError(file, err)
+	return yamlError(file, data, err)
 }
 
-func yamlError(file string, err error) error {
+// yamlError turns the parser's error into one line with its position, in
+// words (yamlWords).
+func yamlError(file string, data []byte, err error) error {
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		msg = te.Errors[0]
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
-		var line int
 		fmt.Sscanf(m[1], "%d", &line)
-		return &Error{File: file, Line: line, Msg: m[2]}
+		msg = m[2]
 	}
-	return &Error{File: file, Msg: msg}
+	if strings.Contains(msg, "already defined at line") {
+		return &Error{File: file, Line: line, Msg: msg} // already in words
+	}
+	if line == 0 && strings.Contains(msg, "mapping values are not allowed") {
+		line = lineOfDoubleColon(data)
+	}
+	return &Error{File: file, Line: line, Msg: yamlWords(msg, keyAtLine(data, line))}
 }
 
 var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -132,11 +133,11 @@ func TestMalformedConfigNamesFileLineAndReason(t *testing.T) {
 			"  - name: locks",
 			"    branch: master: x",
 			"    pools: []",
-		), 3, "mapping values are not allowed"},
+		), 3, "a second ':' on one line"},
 		{"tab indentation", yamlLines(
 			"ssh:",
 			"\tlisten: :2222",
-		), 2, "cannot start any token"},
+		), 2, "a tab used for indentation"},
 		{"key given twice", yamlLines(
 			"data_dir: /srv/a",
 			"ssh:",
@@ -149,7 +150,33 @@ func TestMalformedConfigNamesFileLineAndReason(t *testing.T) {
 			"    pools:",
 			"      - name: a",
 			"        max_claimed: lots",
-		), 5, "lots"},
+		), 5, `max_claimed must be a number, not text "lots"`},
+		{"a list where text belongs", yamlLines(
+			"repos:",
+			"  - name: [locks]",
+		), 2, "name must be text, not a list"},
+		{"text where a list belongs", yamlLines(
+			"repos:",
+			"  - name: locks",
+			"    pools:",
+			"      - name: a",
+			"        locks: env-a",
+		), 5, `locks must be a list (- item lines, or [a, b]), not text "env-a"`},
+		{"unclosed quote", yamlLines(
+			"data_dir: /srv/x",
+			"ssh:",
+			"  listen: ':2222",
+		), 3, "a quote is not closed"},
+		{"ssh listen without a port", yamlLines(
+			"data_dir: /srv/x",
+			"ssh:",
+			"  idle_timeout: 5m",
+			"  listen: 2222",
+		), 4, `ssh.listen: "2222" is not HOST:PORT`},
+		{"http listen with a bad port", yamlLines(
+			"http:",
+			"  listen: 127.0.0.1:http-alt",
+		), 2, `http.listen: "127.0.0.1:http-alt": port "http-alt" is not a number`},
 		{"webhook with bad format", yamlLines(
 			"repos:",
 			"  - name: locks",
@@ -557,5 +584,127 @@ func TestWebhookSecretIsDecodedAtLoadIntoTheSigner(t *testing.T) {
 	h := http.Header{"Webhook-Id": {"msg_1"}, "Webhook-Timestamp": {strconv.FormatInt(ts.Unix(), 10)}, "Webhook-Signature": {sig}}
 	if err := verifier.Verify([]byte(`{"a":1}`), h); err != nil {
 		t.Fatalf("signature does not verify: %v", err)
+	}
+}
+
+// Parser internals (tags, Go types) never reach the person editing the file.
+func TestYAMLErrorsAreInWordsNotParserInternals(t *testing.T) {
+	for _, y := range []string{
+		"repos:\n  - name: locks\n    pools:\n      - name: a\n        max_claimed: two\n",
+		"ssh:\n  max_sessions: [1]\n",
+		"repos: locks\n",
+		"users:\n  - name: a\n    keys: {x: y}\n",
+		"repos:\n  - name: locks\n   branch: x\n",
+		"repos:\n  - name: locks\n    branch: master: x\n",
+	} {
+		_, err := config.Parse("c.yaml", []byte(y))
+		if err == nil {
+			t.Errorf("accepted:\n%s", y)
+			continue
+		}
+		for _, bad := range []string{"!!", "unmarshal", "[]string", "config.", "map[", "yaml: "} {
+			if strings.Contains(err.Error(), bad) {
+				t.Errorf("%q: error speaks the parser's language (%q): %v", y, bad, err)
+			}
+		}
+		if !regexp.MustCompile(`^c\.yaml:\d+: `).MatchString(err.Error()) {
+			t.Errorf("%q: error has no line: %v", y, err)
+		}
+	}
+}
+
+func TestAnEmptyConfigFileIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"empty.yaml": "", "comments.yaml": "# nothing yet\n\n", "null.yaml": "---\n"} {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(content), 0o644)
+		for _, load := range []func(string) (*config.Config, error){config.Load, config.LoadForReading} {
+			_, err := load(path)
+			if err == nil || !strings.HasPrefix(err.Error(), path+": ") || !strings.Contains(err.Error(), "empty") {
+				t.Errorf("%s: %v, want an error saying the file is empty", name, err)
+			}
+		}
+	}
+}
+
+func TestMissingKeyFilesNameTheLineAndThePath(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "keys", "alice.pub")
+	c, err := config.Parse(filepath.Join(dir, "c.yaml"), []byte(yamlLines(
+		"users:",
+		"  - name: concourse",
+		"    keys_file: "+filepath.Join(dir, "ok.pub"),
+		"  - name: alice",
+		"    keys_file: "+missing,
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ok.pub"), nil, 0o644)
+	_, err = c.LoadKeys()
+	want := filepath.Join(dir, "c.yaml") + ":4: "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("LoadKeys: %v, want %s... naming %s", err, want, missing)
+	}
+
+	upKey := filepath.Join(dir, "deploy_key")
+	c, err = config.Parse(filepath.Join(dir, "c.yaml"), []byte(yamlLines(
+		"repos:",
+		"  - name: gh",
+		"    upstream: {url: git@github.com:o/r.git, provider: github, secret: s, key_file: "+upKey+"}",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = c.LoadKeys(); err == nil || !strings.Contains(err.Error(), "c.yaml:2: ") || !strings.Contains(err.Error(), upKey) {
+		t.Fatalf("missing upstream key: %v", err)
+	}
+}
+
+func TestMaxClaimedNotBelowTheLockCountIsAWarning(t *testing.T) {
+	c, err := config.Parse("c.yaml", []byte(yamlLines(
+		"repos:",
+		"  - name: locks",
+		"    pools:",
+		"      - name: staging",
+		"        max_claimed: 2",
+		"        locks: [env-a, env-b]",
+		"      - name: prod",
+		"        max_claimed: 1",
+		"        locks: [p1, p2]",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], "c.yaml:4: ") || !strings.Contains(c.Warnings[0], `pool "staging"`) {
+		t.Fatalf("warnings %q, want one for staging at line 4", c.Warnings)
+	}
+}
+
+// The reading commands (status, history) need none of the config's
+// secrets; serving still does.
+func TestLoadForReadingNeedsNoSecret(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte(yamlLines(
+		"http:",
+		"  token: ${PG_TEST_UNSET_TOKEN}",
+		"repos:",
+		"  - name: locks",
+		"  - name: gh",
+		"    upstream: {url: \"${PG_TEST_UNSET_URL}\", provider: github, secret: \"${PG_TEST_UNSET_SECRET}\"}",
+		"webhooks:",
+		"  - name: ops",
+		"    url: ${PG_TEST_UNSET_HOOK}",
+		"    secret: ${PG_TEST_UNSET_WHSEC}",
+	)), 0o644)
+	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "is not set") {
+		t.Fatalf("Load: %v, want an unset variable refused", err)
+	}
+	c, err := config.LoadForReading(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Webhooks) != 0 || c.HTTP.Token != "" || c.Repo("gh") == nil || c.Repo("locks") == nil {
+		t.Fatalf("read config: webhooks %v, token %q, repos %v", c.Webhooks, c.HTTP.Token, c.Repos)
 	}
 }

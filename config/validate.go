@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/poolgate/poolgate/pool"
@@ -32,6 +34,14 @@ func (c *Config) validate() error {
 	if c.SSH.Listen == "" {
 		c.SSH.Listen = DefaultSSHListen
 	}
+	if err := checkListen(c.SSH.Listen); err != nil {
+		return &posErr{line: c.lines["ssh.listen"], msg: "ssh.listen: " + err.Error()}
+	}
+	if l := c.HTTPListen(); l != "" {
+		if err := checkListen(l); err != nil {
+			return &posErr{line: c.lines["http.listen"], msg: "http.listen: " + err.Error()}
+		}
+	}
 	if c.SSH.MaxSessions <= 0 {
 		c.SSH.MaxSessions = DefaultMaxSessions
 	}
@@ -46,6 +56,19 @@ func (c *Config) validate() error {
 	}
 	if c.SSH.MaxSessionsPerKey <= 0 {
 		c.SSH.MaxSessionsPerKey = min(DefaultMaxSessionsPerKey, c.SSH.MaxSessions)
+	}
+	if c.SSH.MaxConnectionsPerKey <= 0 {
+		// Half: one key (a runaway pipeline, or a hostile read key) never
+		// holds the slots every other key needs.
+		c.SSH.MaxConnectionsPerKey = max(1, c.SSH.MaxSessions/2)
+	} else if c.SSH.MaxConnectionsPerKey >= c.SSH.MaxSessions && c.SSH.MaxSessions > 1 {
+		return &posErr{msg: "ssh.max_connections_per_key must be below ssh.max_sessions"}
+	}
+	if c.SSH.QueueTimeout <= 0 {
+		c.SSH.QueueTimeout = Duration(DefaultQueueTimeout)
+	}
+	if c.SSH.SessionStartTimeout <= 0 {
+		c.SSH.SessionStartTimeout = Duration(DefaultSessionStart)
 	}
 	for _, l := range []struct {
 		v   *int64
@@ -168,6 +191,16 @@ func (c *Config) validate() error {
 			if p.MaxClaimed < 0 {
 				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: max_claimed must not be negative", p.Name)}
 			}
+			if p.ReleaseAfter > 0 && p.ReleaseAfter.D() < MinReleaseAfter {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after %s is under the minimum %s", p.Name, p.ReleaseAfter.D(), MinReleaseAfter)}
+			}
+			if p.ReleaseAfter > 0 && r.Upstream != nil {
+				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after needs a served repo; %q is a mirror of its upstream", p.Name, r.Name)}
+			}
+			if p.MaxClaimed > 0 && len(p.Locks) > 0 && p.MaxClaimed >= len(p.Locks) {
+				c.warnings = append(c.warnings, &posErr{line: p.Line, msg: fmt.Sprintf(
+					"pool %q: max_claimed %d is not below its %d declared lock(s), so it never holds a build back", p.Name, p.MaxClaimed, len(p.Locks))})
+			}
 			names := map[string]bool{}
 			for _, l := range p.Locks {
 				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
@@ -248,6 +281,23 @@ func WebhookSigner(secret string) (*standardwebhooks.Webhook, error) {
 	return sg, nil
 }
 
+// checkListen refuses what net.Listen would refuse only at start, where
+// the error could not name the file and line: HOST:PORT, HOST optional.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. \":2222\" or \"127.0.0.1:8080\")", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
+	}
+	return nil
+}
+
 func checkBranch(b string) error {
 	if strings.HasPrefix(b, "-") || strings.HasPrefix(b, "refs/") || strings.Contains(b, "..") ||
 		strings.ContainsAny(b, " ~^:?*[\\\x7f") || strings.HasSuffix(b, ".lock") || strings.HasSuffix(b, "/") {
@@ -294,7 +344,7 @@ func (c *Config) LoadKeys() ([]AuthorizedKey, error) {
 		if u.KeysFile != "" {
 			data, err := os.ReadFile(u.KeysFile)
 			if err != nil {
-				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: keys_file: %s", u.Name, errMsg(err))}
+				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: keys_file %s: %s", u.Name, u.KeysFile, errMsg(err))}
 			}
 			for _, l := range strings.Split(string(data), "\n") {
 				l = strings.TrimSpace(l)
@@ -309,6 +359,15 @@ func (c *Config) LoadKeys() ([]AuthorizedKey, error) {
 				return nil, &Error{File: c.File, Line: u.Line, Msg: fmt.Sprintf("user %q: key %q is not an SSH public key", u.Name, abbrev(l))}
 			}
 			out = append(out, AuthorizedKey{User: u, Key: k})
+		}
+	}
+	// Not a login key, but read at each fetch: a missing one is better
+	// said at start, with its line, than at the first fetch.
+	for _, r := range c.Repos {
+		if u := r.Upstream; u != nil && u.KeyFile != "" {
+			if _, err := os.Stat(u.KeyFile); err != nil {
+				return nil, &Error{File: c.File, Line: r.Line, Msg: fmt.Sprintf("repo %q: upstream.key_file %s: %s", r.Name, u.KeyFile, errMsg(err))}
+			}
 		}
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitproto"
 )
 
 func testConfig(t *testing.T) *config.Config {
@@ -28,7 +29,7 @@ func TestEveryPathFormNamesTheRepo(t *testing.T) {
 		"git upload-pack 'locks.git'",
 		"git-upload-archive '/locks'",
 	} {
-		_, path, err := parseCommand(raw)
+		_, path, err := gitproto.ParseCommand(raw)
 		if err != nil {
 			t.Errorf("%q: %v", raw, err)
 			continue
@@ -37,7 +38,7 @@ func TestEveryPathFormNamesTheRepo(t *testing.T) {
 			t.Errorf("%q: repo %q, %v", raw, name, err)
 		}
 	}
-	if _, path, _ := parseCommand(`git-upload-pack 'a.b-c.git'`); path != "a.b-c.git" {
+	if _, path, _ := gitproto.ParseCommand(`git-upload-pack 'a.b-c.git'`); path != "a.b-c.git" {
 		t.Errorf("dotted name: %q", path)
 	}
 }
@@ -70,31 +71,13 @@ func TestHostilePathsNeverBecomeARepoOrAnOption(t *testing.T) {
 		"git-upload-pack 'other'",
 		"git-upload-pack '~root/locks.git'",
 	} {
-		_, path, err := parseCommand(raw)
+		_, path, err := gitproto.ParseCommand(raw)
 		if err == nil {
 			var name string
 			name, err = repoName(cfg, path)
 			if err == nil {
 				t.Errorf("%q was served as repo %q", raw, name)
 			}
-		}
-	}
-}
-
-func TestUnquoteFollowsGitsSingleQuoting(t *testing.T) {
-	for in, want := range map[string]string{
-		`'locks.git'`:        "locks.git",
-		`'it'\''s'`:          "it's",
-		`'wow'\!''`:          "wow!",
-		`'a b'`:              "a b",
-		`plain-word_1.git`:   "plain-word_1.git",
-		`'~/x'`:              "~/x",
-		`'a''b'`:             "ab",
-		`'/srv/x/locks.git'`: "/srv/x/locks.git",
-	} {
-		got, err := unquoteArg(in)
-		if err != nil || got != want {
-			t.Errorf("unquote(%s) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 }

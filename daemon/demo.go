@@ -19,6 +19,41 @@ type Demo struct {
 	// user's own ~/.ssh keys are authorized instead.
 	ClientKey string
 	OwnKeys   []string // the ~/.ssh/*.pub files authorized
+	// PipelineKey is the private key of the demo's `write` user, the one
+	// the printed pool-resource source uses: a pipeline is not an admin,
+	// so a newcomer sees the rules enforced.
+	PipelineKey string
+}
+
+// demoDoc is the demo config in the order a person reads a config: where
+// data lives, how to reach it, who may, what it serves.
+type demoDoc struct {
+	DataDir string       `yaml:"data_dir"`
+	SSH     demoListen   `yaml:"ssh"`
+	HTTP    demoListen   `yaml:"http"`
+	Users   []demoUser   `yaml:"users"`
+	Repos   []demoRepoIn `yaml:"repos"`
+}
+
+type demoListen struct {
+	Listen string `yaml:"listen"`
+}
+
+type demoUser struct {
+	Name string   `yaml:"name"`
+	Role string   `yaml:"role"`
+	Keys []string `yaml:"keys"`
+}
+
+type demoRepoIn struct {
+	Name   string     `yaml:"name"`
+	Branch string     `yaml:"branch"`
+	Pools  []demoPool `yaml:"pools"`
+}
+
+type demoPool struct {
+	Name  string   `yaml:"name"`
+	Locks []string `yaml:"locks,flow"`
 }
 
 // Demo defaults.
@@ -56,34 +91,38 @@ func DemoConfig(dataDir, home string) (*config.Config, *Demo, error) {
 	}
 	if len(keys) == 0 {
 		d.ClientKey = filepath.Join(dataDir, "client_ed25519")
-		if _, err := os.Stat(d.ClientKey); os.IsNotExist(err) {
-			if err := generateKey(d.ClientKey); err != nil {
-				return nil, nil, fmt.Errorf("generate client key: %w", err)
-			}
-		}
-		b, err := os.ReadFile(d.ClientKey + ".pub")
+		pub, err := demoKey(d.ClientKey)
 		if err != nil {
 			return nil, nil, err
 		}
-		keys = append(keys, strings.TrimSpace(string(b)))
+		keys = append(keys, pub)
 	}
-	doc := map[string]any{
-		"data_dir": dataDir,
-		"ssh":      map[string]any{"listen": DemoSSH},
-		"http":     map[string]any{"listen": DemoHTTP},
-		"users":    []any{map[string]any{"name": "admin", "role": "admin", "keys": keys}},
-		"repos": []any{map[string]any{
-			"name": "locks", "branch": "master",
-			"pools": []any{map[string]any{"name": "demo", "locks": []string{"lock-a", "lock-b", "lock-c"}}},
-		}},
+	d.PipelineKey = filepath.Join(dataDir, "pipeline_ed25519")
+	pipelinePub, err := demoKey(d.PipelineKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	doc := demoDoc{
+		DataDir: dataDir,
+		SSH:     demoListen{DemoSSH},
+		HTTP:    demoListen{DemoHTTP},
+		Users: []demoUser{
+			{Name: "admin", Role: "admin", Keys: keys},
+			{Name: "pipeline", Role: "write", Keys: []string{pipelinePub}},
+		},
+		Repos: []demoRepoIn{{Name: "locks", Branch: "master",
+			Pools: []demoPool{{Name: "demo", Locks: []string{"lock-a", "lock-b", "lock-c"}}}}},
 	}
 	body, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, nil, err
 	}
 	file := filepath.Join(dataDir, "demo-config.yaml")
-	header := "# Written by `poolgate serve` without --config at every start; edits are lost.\n" +
-		"# Copy it elsewhere and run `poolgate serve --config FILE` to change it.\n"
+	// True wherever the file is copied to; serve without --config
+	// writes this one afresh at each start.
+	header := "# poolgate config (the demo's): run it with `poolgate serve --config FILE`.\n" +
+		"# admin may do anything (force pushes, new pools); pipeline (role write) is what\n" +
+		"# a Concourse pipeline should use: the pool rules apply to it.\n"
 	if err := os.WriteFile(file, append([]byte(header), body...), 0o644); err != nil {
 		return nil, nil, err
 	}
@@ -92,6 +131,21 @@ func DemoConfig(dataDir, home string) (*config.Config, *Demo, error) {
 		return nil, nil, err
 	}
 	return cfg, d, nil
+}
+
+// demoKey generates a demo key pair at path once and returns its public
+// half in authorized_keys form.
+func demoKey(path string) (string, error) {
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		if err := generateKey(path); err != nil {
+			return "", fmt.Errorf("generate demo key: %w", err)
+		}
+	}
+	b, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // PrintDemo tells the user how to use the running demo: commands that work
@@ -109,18 +163,17 @@ func PrintDemo(w io.Writer, s *Server, d *Demo, sshAddr, httpAddr string) error 
 	}
 	sshCmd := "ssh -o UserKnownHostsFile=" + shq(known)
 	keyRef := "your private key (one of " + strings.Join(d.OwnKeys, ", ") + ")"
-	keyFile := "~/.ssh/id_ed25519"
 	if d.ClientKey != "" {
 		sshCmd = "ssh -i " + shq(d.ClientKey) + " -o IdentitiesOnly=yes -o UserKnownHostsFile=" + shq(known)
 		keyRef = "the generated key " + d.ClientKey
-		keyFile = d.ClientKey
 	}
 	url := fmt.Sprintf("ssh://git@%s/locks.git", net.JoinHostPort(host, port))
 	fmt.Fprintf(w, `
 poolgate demo is running (data in %s).
   repo locks, branch master, pool demo with locks lock-a, lock-b, lock-c
   authorized as admin: %s
-`, s.cfg.DataDir, keyRef)
+  authorized as pipeline (role write, for pool-resource): %s
+`, s.cfg.DataDir, keyRef, d.PipelineKey)
 	if httpAddr != "" {
 		fmt.Fprintf(w, "  status page: http://%s/   (API: /api/v1/repos, metrics: /metrics)\n", httpAddr)
 	}
@@ -129,8 +182,10 @@ Clone the lock repo (the ssh settings stay in the clone for fetch and push):
 
   git clone -c %s %s
 
-Point pool-resource at it (Concourse workers must reach this address: for
-anything beyond this machine, copy %s, set ssh.listen and use --config):
+Point pool-resource at it with the pipeline key, a write user, so the pool
+rules apply to it as to any pipeline (Concourse workers must reach this
+address: for anything beyond this machine, copy %s, set ssh.listen and
+use --config):
 
   resources:
   - name: demo-lock
@@ -143,7 +198,7 @@ anything beyond this machine, copy %s, set ssh.listen and use --config):
 
   fly -t TARGET set-pipeline -p PIPELINE -c pipeline.yml -v poolgate_private_key="$(cat %s)"
 
-`, shq("core.sshCommand="+sshCmd), url, s.cfg.File, url, keyFile)
+`, shq("core.sshCommand="+sshCmd), url, s.cfg.File, url, shq(d.PipelineKey))
 	return nil
 }
 

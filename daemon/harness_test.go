@@ -84,6 +84,7 @@ type fixture struct {
 	keys    map[string]key // writer, reader, admin, stranger (not configured)
 	pools   string         // YAML of the locks repo's pools
 	ssh     string         // extra YAML lines under ssh:
+	http    string         // http.listen; "" turns HTTP off
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -106,7 +107,7 @@ func (f *fixture) writeConfig() {
 ssh:
   listen: "127.0.0.1:0"
 %shttp:
-  listen: ""
+  listen: %q
 log:
   format: json
   level: debug
@@ -124,7 +125,7 @@ repos:
   - name: locks
     branch: master
     pools:%s
-`, f.data, f.ssh, f.keys["writer"].public, f.keys["reader"].public, f.keys["admin"].public, f.pools)
+`, f.data, f.ssh, f.http, f.keys["writer"].public, f.keys["reader"].public, f.keys["admin"].public, f.pools)
 	if err := os.WriteFile(f.cfgFile, []byte(cfg), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -136,6 +137,7 @@ type server struct {
 	f    *fixture
 	cmd  *exec.Cmd
 	addr string // host:port of SSH
+	http string // host:port of HTTP, if on
 	port string
 	logs *syncBuffer
 	done chan error
@@ -173,7 +175,7 @@ func (f *fixture) start() *server {
 		t.Fatal(err)
 	}
 	s := &server{t: t, f: f, cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
-	addrc := make(chan string, 1)
+	addrc := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -182,7 +184,8 @@ func (f *fixture) start() *server {
 			s.logs.Write([]byte(line + "\n"))
 			var m map[string]any
 			if json.Unmarshal([]byte(line), &m) == nil && m["message"] == "listening" {
-				addrc <- m["ssh"].(string)
+				h, _ := m["http"].(string)
+				addrc <- [2]string{m["ssh"].(string), h}
 			}
 		}
 		close(addrc)
@@ -194,8 +197,8 @@ func (f *fixture) start() *server {
 			<-s.done
 			t.Fatalf("poolgate serve exited before listening:\n%s", s.logs.String())
 		}
-		s.addr = a
-		s.port = a[strings.LastIndexByte(a, ':')+1:]
+		s.addr, s.http = a[0], a[1]
+		s.port = s.addr[strings.LastIndexByte(s.addr, ':')+1:]
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("poolgate serve did not start:\n%s", s.logs.String())
@@ -429,4 +432,17 @@ func (s *server) run(signer gossh.Signer, cmd string, pty bool) (string, string,
 		return stdout.String(), stderr.String(), ee.ExitStatus(), nil
 	}
 	return stdout.String(), stderr.String(), -1, err
+}
+
+// logged waits (up to 30 s) for a log line containing substr: the log of a
+// daemon in its own process arrives through a pipe, after the client has
+// seen the effect.
+func (s *server) logged(substr string) bool {
+	for i := 0; i < 300; i++ {
+		if strings.Contains(s.logs.String(), substr) {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }

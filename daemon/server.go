@@ -17,6 +17,7 @@ import (
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/internal/logtext"
 	"github.com/poolgate/poolgate/metrics"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
@@ -38,7 +39,9 @@ type Server struct {
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
 	perKey   keySessions
+	keyConns keyConns
 	accepted openConns // every accepted SSH connection until it closes
+	disk     diskHealth
 
 	mu       sync.Mutex
 	stopping bool
@@ -83,6 +86,11 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if p := s.disk.problem(cfg.DataDir); p != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, p)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	return s, nil
@@ -192,7 +200,8 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 		Handler:     s.handleSession,
 		HostSigners: []ssh.Signer{signer},
 		Version:     "poolgate",
-		IdleTimeout: s.cfg.SSH.IdleTimeout.D(),
+		// No IdleTimeout: gliderlabs would count keepalives as activity;
+		// connState.watch counts channel traffic only (conns.go).
 		// Public-key auth is set up in ServerConfigCallback, not through
 		// gliderlabs' PublicKeyHandler: see publicKeyCallback.
 		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
@@ -204,10 +213,17 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 					return nil, errors.New("public key required")
 				},
 				MaxAuthTries: 6,
+				// Called with a nil error exactly once, when a key's
+				// signature verified (queries are not logged).
+				AuthLogCallback: func(_ gossh.ConnMetadata, method string, err error) {
+					if st := connStateOf(ctx); err == nil && st != nil {
+						st.authenticated(ctx)
+					}
+				},
 			}
 		},
-		// Counts the connection against max_sessions and cuts it if the
-		// handshake does not finish in time (limits.go).
+		// Waits for a max_sessions slot and cuts the connection if the
+		// handshake does not finish in time (conns.go).
 		ConnCallback: s.admitConn,
 		PtyCallback:  func(ssh.Context, ssh.Pty) bool { return true }, // refused with a message in handleSession
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{
@@ -216,17 +232,18 @@ func (s *Server) newSSHServer(signer gossh.Signer) *ssh.Server {
 				if id, ok := s.identityOf(sess.Context()); ok {
 					who = &id
 				}
-				s.refuse(sess, who, "subsystem "+sess.Subsystem(), "subsystems are not served here; use git")
+				s.refuse(sess, who, "subsystem "+sess.Subsystem(), errSubsystem)
 			},
 		},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
-			"session": ssh.DefaultSessionHandler,
+			"session": s.sessionChannel,
 			"default": func(_ *ssh.Server, _ *gossh.ServerConn, ch gossh.NewChannel, _ ssh.Context) {
-				ch.Reject(gossh.Prohibited, "poolgate: only git commands are served here")
+				ch.Reject(gossh.Prohibited, channelRefused)
 			},
 		},
 		ConnectionFailedCallback: func(c net.Conn, err error) {
-			s.log.Debug().Str("remote", c.RemoteAddr().String()).Err(err).Msg("handshake failed")
+			// x/crypto's errors quote the client (its algorithm lists).
+			s.log.Debug().Str("remote", c.RemoteAddr().String()).Str("error", logtext.Clip(err.Error())).Msg("handshake failed")
 		},
 	}
 	return srv
@@ -242,28 +259,4 @@ func (s *Server) begin() bool {
 	}
 	s.inflight.Add(1)
 	return true
-}
-
-// admitConn caps concurrent connections at ssh.max_sessions; the slot is
-// given back when the connection closes.
-func (s *Server) admitConn(ctx ssh.Context, c net.Conn) net.Conn {
-	select {
-	case s.sessions <- struct{}{}:
-		s.handshakeDeadline(ctx, c)
-		return &slotConn{Conn: c, release: func() { <-s.sessions }}
-	default:
-		s.log.Warn().Str("remote", c.RemoteAddr().String()).Int("max_sessions", s.cfg.SSH.MaxSessions).Msg("connection refused: too many sessions")
-		return nil
-	}
-}
-
-type slotConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *slotConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitproto"
+	"github.com/poolgate/poolgate/internal/logtext"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/rs/zerolog"
 )
@@ -23,13 +24,16 @@ import (
 // handleSession serves one exec request. Everything that is not one of the
 // three git services gets one line on stderr and exit status 1.
 func (s *Server) handleSession(sess ssh.Session) {
+	if st := connStateOf(sess.Context()); st != nil {
+		sess = activeSession{Session: sess, st: st}
+	}
 	s.Metrics.SessionOpened()
 	defer s.Metrics.SessionClosed()
 	id, ok := s.identityOf(sess.Context())
 	if !ok {
 		// Unreachable with public-key auth on; kept so that a change in
 		// the auth set-up can never serve an anonymous session.
-		s.refuse(sess, nil, sess.RawCommand(), "authentication required")
+		s.refuse(sess, nil, sess.RawCommand(), errAuthRequired)
 		return
 	}
 	if ssh.AgentRequested(sess) {
@@ -38,46 +42,42 @@ func (s *Server) handleSession(sess ssh.Session) {
 		s.log.Debug().Str("user", id.user.Name).Msg("agent forwarding requested, ignored")
 	}
 	if _, _, isPty := sess.Pty(); isPty {
-		s.refuse(sess, &id, sess.RawCommand(), "interactive sessions are not served here; use git")
+		s.refuse(sess, &id, sess.RawCommand(), errInteractive)
 		return
 	}
 	raw := sess.RawCommand()
 	if raw == "" {
-		s.refuse(sess, &id, "shell", fmt.Sprintf("hi %s, there is no shell here; use git clone ssh://HOST/REPO.git", id.user.Name))
+		s.refuse(sess, &id, "shell", errNoShell(id.user.Name))
 		return
 	}
-	svc, path, err := parseCommand(raw)
+	svc, path, err := gitproto.ParseCommand(raw)
 	if err != nil {
-		s.refuse(sess, &id, raw, err.Error())
+		s.refuse(sess, &id, raw, err)
 		return
 	}
 	cfg := s.conf().Config
 	name, err := repoName(cfg, path)
 	if err != nil {
-		s.refuse(sess, &id, raw, fmt.Sprintf("%v: %q", err, path))
+		s.refuse(sess, &id, raw, errNoRepo(err, path))
 		return
 	}
 	repo := cfg.Repo(name)
-	if repo.Upstream != nil && svc.writes() {
-		s.refuse(sess, &id, raw, fmt.Sprintf("%s is a read-only mirror; push to its upstream", name))
+	if repo.Upstream != nil && svc.Writes() {
+		s.refuse(sess, &id, raw, errMirror(name))
 		return
 	}
 	role := cfg.RoleFor(id.user.Name, repo)
 	need := config.RoleRead
-	if svc.writes() {
+	if svc.Writes() {
 		need = config.RoleWrite
 	}
 	if role < need {
-		verb := "read"
-		if svc.writes() {
-			verb = "push to"
-		}
-		s.refuse(sess, &id, raw, fmt.Sprintf("%s (role %s) may not %s %s", id.user.Name, role, verb, name))
+		s.refuse(sess, &id, raw, errRole(id.user.Name, role, svc.Writes(), name))
 		return
 	}
 	release, ok := s.perKey.acquire(id.key, cfg.SSH.MaxSessionsPerKey)
 	if !ok {
-		s.refuse(sess, &id, raw, fmt.Sprintf("too many sessions for this key (ssh.max_sessions_per_key %d), try again", cfg.SSH.MaxSessionsPerKey))
+		s.refuse(sess, &id, raw, errKeySessions(cfg.SSH.MaxSessionsPerKey))
 		return
 	}
 	defer release()
@@ -86,17 +86,15 @@ func (s *Server) handleSession(sess ssh.Session) {
 }
 
 // refuse ends a session with a one-line message; the detail goes to the log.
-func (s *Server) refuse(sess ssh.Session, id *identity, what, msg string) {
-	if len(what) > 200 {
-		// The client chose it: logged, but not at any length.
-		what = what[:200] + "…"
-	}
-	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", what)
+func (s *Server) refuse(sess ssh.Session, id *identity, what string, err error) {
+	// Security: the client chose the command and most of msg (a path it
+	// sent): logged, but never at any length.
+	ev := s.log.Warn().Str("remote", sess.RemoteAddr().String()).Str("command", logtext.Clip(what))
 	if id != nil {
 		ev = ev.Str("user", id.user.Name).Str("key", id.key)
 	}
-	ev.Str("reason", msg).Msg("refused")
-	fmt.Fprintf(sess.Stderr(), "poolgate: %s\n", msg)
+	ev.Str("reason", logtext.Clip(err.Error())).Msg("refused")
+	tell(sess.Stderr(), err)
 	sess.Exit(1)
 }
 
@@ -105,7 +103,7 @@ var gitProtocolRe = regexp.MustCompile(`^[A-Za-z0-9=:.,_-]{1,64}$`)
 // serveGit runs the system git for one service and returns its exit status.
 func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc Service, repo *config.Repo) int {
 	if !s.begin() {
-		fmt.Fprintln(sess.Stderr(), "poolgate: server is stopping, try again")
+		tell(sess.Stderr(), errStopping)
 		return 1
 	}
 	defer s.inflight.Done()
@@ -154,13 +152,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			defer func() { <-lock }()
 		case <-ctx.Done():
 			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
-			fmt.Fprintln(sess.Stderr(), "poolgate: repository busy, try again")
+			tell(sess.Stderr(), errRepoBusy)
 			return 1
 		}
 		tmp, err := os.MkdirTemp("", "poolgate-push-")
 		if err != nil {
 			ev(zerolog.ErrorLevel).Err(err).Msg("temp dir")
-			fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+			tell(sess.Stderr(), errInternal)
 			return 1
 		}
 		defer os.RemoveAll(tmp)
@@ -170,10 +168,16 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 	// "." with the repo as working directory: nothing the client sent is
 	// ever an argument to git.
-	cmd := exec.Command("git", svc.subcommand(), ".")
-	cmd.Dir = repoDir(s.cfg, repo.Name)
+	dir := repoDir(s.cfg, repo.Name)
+	cmd := exec.Command("git", svc.Subcommand(), ".")
+	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stderr = sess.Stderr()
+	// What git printed, for telling why a push was not stored.
+	printed := &gitTail{}
+	if svc == ReceivePack {
+		cmd.Stderr = io.MultiWriter(sess.Stderr(), printed)
+	}
 	// Own process group: a Ctrl-C on the daemon's terminal must not kill a
 	// push half-way, and killing the group also ends the hook.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -194,13 +198,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		close(killed)
 	})
 
-	var cmds *commandReader
+	var cmds *gitproto.CommandReader
 	var in io.Reader = sess
 	if svc == ReceivePack {
-		cmds = &commandReader{r: sess}
+		cmds = gitproto.NewCommandReader(sess)
 		in = cmds
 	}
-	var limitErr atomic.Pointer[LimitError]
+	var limitErr atomic.Pointer[gitproto.LimitError]
 	go func() {
 		// Not waited for: a client that keeps its side open must not hold
 		// up the end of the session. It ends when the session closes.
@@ -209,33 +213,42 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			stdin.Close()
 			return
 		}
-		err := guardPush(stdin, in, packLimits{
-			maxBytes:   lc.Limits.MaxPushBytes,
-			maxObject:  lc.Limits.MaxObjectBytes,
-			maxObjects: lc.Limits.MaxPushObjects,
+		err := gitproto.GuardPush(stdin, in, gitproto.PackLimits{
+			MaxBytes:   lc.Limits.MaxPushBytes,
+			MaxObject:  lc.Limits.MaxObjectBytes,
+			MaxObjects: lc.Limits.MaxPushObjects,
 		})
-		var le *LimitError
+		var le *gitproto.LimitError
 		if errors.As(err, &le) {
 			// Permanent: the relay withholds git's report (an "unpacker
 			// error" the stock client would retry forever) and the client
 			// sees this line and an error exit.
 			limitErr.Store(le)
-			fmt.Fprintf(sess.Stderr(), "poolgate: push refused: %v\n", le)
+			tell(sess.Stderr(), errPushLimit(le))
 		}
 		// Closing stdin early makes git stop at a truncated pack: it
 		// removes its quarantine and moves no ref.
 		stdin.Close()
 	}()
 
-	var res relayResult
+	var res gitproto.RelayResult
+	var failure *storeFailure
 	if svc == ReceivePack {
-		res, err = relayPush(sess, stdout, func() string {
+		res, err = gitproto.RelayPush(sess, stdout, printed, func(report []byte) string {
 			if limitErr.Load() != nil {
-				return pushlog.VerdictPermanent
+				return line(errPushRefused)
 			}
-			v, _ := pushlog.ReadVerdict(verdictFile)
-			return v
+			if v, _ := pushlog.ReadVerdict(verdictFile); v == pushlog.VerdictPermanent {
+				return line(errPushRefused)
+			}
+			if failure = classifyStore(dir, report, printed.Bytes()); failure != nil {
+				return line(failure)
+			}
+			return ""
 		})
+		if res.Refused && !res.Sideband && failure != nil {
+			tell(sess.Stderr(), failure)
+		}
 	} else {
 		_, err = io.Copy(sess, stdout)
 	}
@@ -259,7 +272,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	select {
 	case <-killed:
 		if ctx.Err() == context.DeadlineExceeded {
-			fmt.Fprintln(sess.Stderr(), "poolgate: push took too long and was stopped")
+			tell(sess.Stderr(), errPushTooLong)
 		}
 		code = 1
 	default:
@@ -271,17 +284,21 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 	}
 	if svc == ReceivePack {
 		v, rules := pushlog.ReadVerdict(verdictFile)
-		ok, ng := reportStatus(res.report)
+		_, ok, ng := gitproto.ReportStatus(res.Report)
 		switch {
-		case res.refused:
+		case res.Refused:
 			v = pushlog.VerdictPermanent
 			code = 1
+			if failure != nil {
+				rules = []string{failure.rule}
+			}
 		case len(ng) > 0:
 			if v != pushlog.VerdictTransient && v != pushlog.VerdictPermanent {
 				v = "rejected" // by git itself, or a hook without a verdict
 			}
 		case len(ok) > 0:
 			v = "accepted"
+			s.disk.stored()
 			s.maint.touched(repo.Name)
 		case code != 0:
 			v = "failed"
@@ -289,20 +306,28 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			v = "nothing-pushed" // no ref update reached the server (up to date, or refused by the client itself)
 		}
 		var ups []string
-		for _, u := range cmds.parsed() {
+		for _, u := range cmds.Parsed() {
 			ups = append(ups, u.String())
 		}
-		e = e.Strs("refs", ups).Str("verdict", v)
+		e = e.Strs("refs", logtext.List(ups)).Str("verdict", v)
 		if le := limitErr.Load(); le != nil {
 			e = e.Str("limit", le.Key).Str("reason", le.Msg)
 		}
 		if len(rules) > 0 {
-			e = e.Strs("rules", rules)
+			e = e.Strs("rules", logtext.List(rules))
 		}
-		switch v {
-		case "accepted":
+		if failure != nil {
+			e = e.Str("reason", failure.detail)
+		}
+		switch {
+		case failure != nil && failure.rule == "disk-full":
+			// Not the pusher's fault: the operator's alarm.
+			s.disk.failed(repo.Name)
+			s.Metrics.DiskFull(repo.Name)
+			s.log.Error().Str("repo", repo.Name).Str("data_dir", s.cfg.DataDir).Msg("disk full: a push could not be stored")
+		case v == "accepted":
 			s.Metrics.Push(repo.Name, true, nil)
-		case pushlog.VerdictTransient, pushlog.VerdictPermanent:
+		case v == pushlog.VerdictTransient, v == pushlog.VerdictPermanent:
 			s.Metrics.Push(repo.Name, false, rules)
 		}
 		if s.Observer != nil && len(ups) > 0 {
@@ -311,7 +336,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 			s.Observer.Pushed(repo.Name)
 		}
 		if len(ng) > 0 {
-			e = e.Strs("ng", ng)
+			e = e.Strs("ng", logtext.List(ng))
 		}
 	}
 	if err != nil {
@@ -324,6 +349,6 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 func (s *Server) internal(sess ssh.Session, ev func(zerolog.Level) *zerolog.Event, err error) int {
 	ev(zerolog.ErrorLevel).Err(err).Msg("cannot run git")
-	fmt.Fprintln(sess.Stderr(), "poolgate: internal error")
+	tell(sess.Stderr(), errInternal)
 	return 1
 }

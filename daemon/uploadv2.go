@@ -16,6 +16,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitproto"
 	"github.com/rs/zerolog"
 )
 
@@ -142,30 +143,30 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 		return 1, st, err
 	}
 	r := bufio.NewReaderSize(sess, 64<<10)
-	// Request lines are short: one small buffer serves them all (readPkt
+	// Request lines are short: one small buffer serves them all (gitproto.ReadPkt
 	// allocates a whole maximum-size packet whenever the buffer is short).
 	line := make([]byte, 0, 1024)
 	for {
-		first, err := readPkt(r, line)
+		first, err := gitproto.ReadPkt(r, line)
 		if errors.Is(err, io.EOF) {
 			return 0, st, nil // the client hung up between requests
 		}
 		if err != nil {
 			return s.v2ProtocolError(sess, st, err)
 		}
-		if first.flush {
+		if first.Flush {
 			return 0, st, nil // a flush instead of a request ends the session
 		}
-		if first.control {
+		if first.Control {
 			return s.v2ProtocolError(sess, st, errors.New("expected a command"))
 		}
-		if string(first.payload) == "command=ls-refs\n" || string(first.payload) == "command=ls-refs" {
-			req, err := readRequest(r, first.raw, maxLsRefsRequest)
+		if string(first.Payload) == "command=ls-refs\n" || string(first.Payload) == "command=ls-refs" {
+			req, err := gitproto.ReadRequest(r, first.Raw, maxLsRefsRequest)
 			if err != nil {
 				return s.v2ProtocolError(sess, st, err)
 			}
 			if caps.plain {
-				if resp, ok := lsRefs(dir, req); ok {
+				if resp, ok := gitproto.LsRefs(dir, req); ok {
 					if _, err := sess.Write(resp); err != nil {
 						return 1, st, err
 					}
@@ -181,16 +182,16 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 		}
 		// Anything else streams to a stateless upload-pack up to the
 		// request's flush; git judges it.
-		req := &requestReader{r: r, pending: first.raw, buf: make([]byte, 0, 1024)}
+		req := gitproto.NewRequestReader(r, first.Raw)
 		st.forwarded++
 		code, err := s.statelessUploadPack(ctx, sess, env, dir, req)
 		if code != 0 || err != nil {
 			return code, st, err
 		}
-		if req.err != nil {
-			return s.v2ProtocolError(sess, st, req.err)
+		if req.Err() != nil {
+			return s.v2ProtocolError(sess, st, req.Err())
 		}
-		if !req.done {
+		if !req.Done() {
 			// git answered without reading the whole request: the stream
 			// is out of step, end the session.
 			return s.v2ProtocolError(sess, st, errors.New("request not consumed"))
@@ -199,7 +200,7 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 }
 
 func (s *Server) v2ProtocolError(sess ssh.Session, st v2Stats, err error) (int, v2Stats, error) {
-	fmt.Fprintf(sess.Stderr(), "poolgate: protocol error: %v\n", err)
+	tell(sess.Stderr(), errProtocol(err))
 	return 128, st, err
 }
 
@@ -227,66 +228,6 @@ func (s *Server) statelessUploadPack(ctx context.Context, sess ssh.Session, env 
 		return 1, err
 	}
 	return 0, nil
-}
-
-// readRequest reads pkt-lines up to and including the flush that ends a
-// v2 request, first being the command line already read.
-func readRequest(r io.Reader, first []byte, limit int) ([]byte, error) {
-	req := append([]byte(nil), first...)
-	buf := make([]byte, 0, 1024)
-	for {
-		k, err := readPkt(r, buf)
-		if err != nil {
-			return nil, noEOF(err)
-		}
-		buf = k.raw[:0]
-		req = append(req, k.raw...)
-		if len(req) > limit {
-			return nil, errors.New("request too large")
-		}
-		if k.flush {
-			return req, nil
-		}
-	}
-}
-
-func noEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-// requestReader yields one v2 request, pkt-line by pkt-line, and then EOF;
-// nothing after the request's flush is read from r.
-type requestReader struct {
-	r       io.Reader
-	pending []byte
-	buf     []byte
-	done    bool
-	err     error
-}
-
-func (q *requestReader) Read(p []byte) (int, error) {
-	for len(q.pending) == 0 {
-		if q.done || q.err != nil {
-			return 0, io.EOF
-		}
-		k, err := readPkt(q.r, q.buf)
-		if err != nil {
-			// git sees the request end early and fails on its own.
-			q.err = noEOF(err)
-			return 0, io.EOF
-		}
-		q.buf = k.raw[:0]
-		q.pending = k.raw
-		if k.flush {
-			q.done = true
-		}
-	}
-	n := copy(p, q.pending)
-	q.pending = q.pending[n:]
-	return n, nil
 }
 
 // tryUploadV2 serves an upload-pack session in protocol v2 when the client

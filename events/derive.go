@@ -58,6 +58,8 @@ type Deriver struct {
 	synced atomic.Value
 	// syncs counts syncs (tests: an idle service runs none).
 	syncs atomic.Int64
+	// contents remembers lock file texts by blob (Deriver.content).
+	contents map[string]lockText
 }
 
 // RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
@@ -68,7 +70,7 @@ func RepoDir(cfg *config.Config, name string) string {
 // NewDeriver prepares derivation for one configured repo at dir (a bare
 // repo, or a work tree whose .git is read).
 func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {
-	return &Deriver{store: store, cfg: repo, dir: gitDir(dir), Now: time.Now, branch: repo.Branch}
+	return &Deriver{store: store, cfg: repo, dir: gitDir(dir), Now: time.Now, branch: repo.Branch, contents: map[string]lockText{}}
 }
 
 // gitDir is dir's .git when dir is a work tree, else dir.
@@ -410,6 +412,7 @@ func (d *Deriver) deriveCommit(tx dbtx, c *gitstore.Commit, before, after *pool.
 			Build: intent.Build, BuildID: intent.BuildID,
 			Pusher:     pusher,
 			Author:     authorOf(c),
+			Operator:   pool.ParseOperator(c.Message),
 			Claimed:    after.Pool(ch.Pool).ClaimedCount(),
 			MaxClaimed: maxClaimed,
 		}
@@ -436,6 +439,9 @@ func (d *Deriver) deriveCommit(tx dbtx, c *gitstore.Commit, before, after *pool.
 			if _, err := tx.Exec(`INSERT INTO holds(repo,pool,lock,event,time,stale_sent) VALUES(?,?,?,?,?,0)
 				ON CONFLICT(repo,pool,lock) DO UPDATE SET event=excluded.event, time=excluded.time, stale_sent=0`,
 				d.cfg.Name, ch.Pool, ch.Name, e.ID, when.UnixNano()); err != nil {
+				return nil, err
+			}
+			if err := d.waiterGotIn(tx, &e); err != nil {
 				return nil, err
 			}
 		case wasClaimed && !isClaimed:
@@ -542,6 +548,9 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 			return nil, err
 		}
 		if isNew {
+			if err := d.noteWaiter(tx, &e); err != nil {
+				return nil, err
+			}
 			out = append(out, e)
 		}
 	}

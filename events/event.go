@@ -82,6 +82,10 @@ type Event struct {
 	// forced push (upstream, or an admin's) replaced the history, and the
 	// new tip has the lock in a state the old history left it out of.
 	HistoryRewrite bool `json:"history_rewrite,omitempty"`
+	// Operator is set on an operator's action (poolgate release, the API,
+	// the page, release_after): who, and why. A `released` event with it
+	// is a lock "released by operator".
+	Operator *pool.Operator `json:"operator,omitempty"`
 
 	// Rejections only.
 	Rule       string      `json:"rule,omitempty"`

@@ -26,9 +26,14 @@ func (d *Deriver) applyChanges(tx dbtx, before, after *pool.Snapshot, changes []
 			}
 			continue
 		}
-		if _, err := tx.Exec(`INSERT INTO lock_state(repo,pool,lock,state,time,commit_hash) VALUES(?,?,?,?,?,?)
-			ON CONFLICT(repo,pool,lock) DO UPDATE SET state=excluded.state, time=excluded.time, commit_hash=excluded.commit_hash`,
-			d.cfg.Name, ch.Pool, ch.Name, stateName(ch.After), when, commit); err != nil {
+		content, cut, err := d.content(ch.New.Hash)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO lock_state(repo,pool,lock,state,time,commit_hash,content,truncated) VALUES(?,?,?,?,?,?,?,?)
+			ON CONFLICT(repo,pool,lock) DO UPDATE SET state=excluded.state, time=excluded.time, commit_hash=excluded.commit_hash,
+				content=excluded.content, truncated=excluded.truncated`,
+			d.cfg.Name, ch.Pool, ch.Name, stateName(ch.After), when, commit, content, cut); err != nil {
 			return err
 		}
 	}
@@ -87,8 +92,13 @@ func (d *Deriver) reconcile(tx *sql.Tx, tip string, snap *pool.Snapshot, rewound
 		case st == pool.Absent:
 			_, err = tx.Exec(`DELETE FROM lock_state WHERE repo=? AND pool=? AND lock=?`, repo, r.pool, r.lock)
 		case stateName(st) != r.state:
-			_, err = tx.Exec(`UPDATE lock_state SET state=?, time=0, commit_hash='' WHERE repo=? AND pool=? AND lock=?`,
-				stateName(st), repo, r.pool, r.lock)
+			l, _ := snap.Pool(r.pool).Lock(r.lock)
+			content, cut, cerr := d.content(l.Hash)
+			if cerr != nil {
+				return nil, cerr
+			}
+			_, err = tx.Exec(`UPDATE lock_state SET state=?, time=0, commit_hash='', content=?, truncated=? WHERE repo=? AND pool=? AND lock=?`,
+				stateName(st), content, cut, repo, r.pool, r.lock)
 		}
 		if err != nil {
 			return nil, err
@@ -106,8 +116,13 @@ func (d *Deriver) reconcile(tx *sql.Tx, tip string, snap *pool.Snapshot, rewound
 			if known[[2]string{p, name}] {
 				continue
 			}
-			if _, err := tx.Exec(`INSERT INTO lock_state(repo,pool,lock,state,time,commit_hash) VALUES(?,?,?,?,0,'')`,
-				repo, p, name, stateName(pl.StateOf(name))); err != nil {
+			l, _ := pl.Lock(name)
+			content, cut, err := d.content(l.Hash)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(`INSERT INTO lock_state(repo,pool,lock,state,time,commit_hash,content,truncated) VALUES(?,?,?,?,0,'',?,?)`,
+				repo, p, name, stateName(pl.StateOf(name)), content, cut); err != nil {
 				return nil, err
 			}
 		}
@@ -151,7 +166,7 @@ func (s *Store) stateRows(ctx context.Context, repo string) (pools []string, loc
 	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
-	rows, err = s.db.QueryContext(ctx, `SELECT pool, lock, state, time, commit_hash FROM lock_state WHERE repo=? ORDER BY pool, lock`, repo)
+	rows, err = s.db.QueryContext(ctx, `SELECT pool, lock, state, time, commit_hash, content, truncated FROM lock_state WHERE repo=? ORDER BY pool, lock`, repo)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -159,7 +174,7 @@ func (s *Store) stateRows(ctx context.Context, repo string) (pools []string, loc
 	locks = map[string][]lockRow{}
 	for rows.Next() {
 		var r lockRow
-		if err := rows.Scan(&r.pool, &r.lock, &r.state, &r.time, &r.commit); err != nil {
+		if err := rows.Scan(&r.pool, &r.lock, &r.state, &r.time, &r.commit, &r.content, &r.truncated); err != nil {
 			return nil, nil, err
 		}
 		locks[r.pool] = append(locks[r.pool], r)
@@ -168,6 +183,29 @@ func (s *Store) stateRows(ctx context.Context, repo string) (pools []string, loc
 }
 
 type lockRow struct {
-	pool, lock, state, commit string
-	time                      int64
+	pool, lock, state, commit, content string
+	time                               int64
+	truncated                          bool
+}
+
+// content is a lock file's text for the current state (lockContent),
+// remembered by blob: a history moves the same few files back and forth.
+func (d *Deriver) content(hash string) (string, bool, error) {
+	if c, ok := d.contents[hash]; ok {
+		return c.text, c.cut, nil
+	}
+	text, cut, err := lockContent(d.repo, hash)
+	if err != nil {
+		return "", false, err
+	}
+	if len(d.contents) > 1024 {
+		clear(d.contents)
+	}
+	d.contents[hash] = lockText{text, cut}
+	return text, cut, nil
+}
+
+type lockText struct {
+	text string
+	cut  bool
 }

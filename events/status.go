@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -31,7 +32,14 @@ type LockStatus struct {
 	Commit      string  `json:"commit,omitempty"` // the commit of its last event
 	Stale       bool    `json:"stale,omitempty"`
 	MaxClaimed  *int    `json:"max_claimed"`
+	// Content is the lock file's bytes as text, cut at MaxContent;
+	// ContentTruncated says it was cut.
+	Content          string `json:"content"`
+	ContentTruncated bool   `json:"content_truncated,omitempty"`
 }
+
+// MaxContent is how much of a lock file status answers carry.
+const MaxContent = 1024
 
 // PoolState is one pool now: its limits, counts and every lock.
 type PoolState struct {
@@ -43,6 +51,8 @@ type PoolState struct {
 	Claimed           int          `json:"claimed"`
 	Total             int          `json:"total"`
 	Locks             []LockStatus `json:"locks"`
+	// Waiting are the builds refused over max_claimed that still retry.
+	Waiting []Waiter `json:"waiting"`
 }
 
 // Pools is every pool of the repo as derived so far (configured pools that
@@ -63,6 +73,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	if err != nil {
 		return nil, err
 	}
+	waiting, err := st.Waiters(ctx, repoName, now)
+	if err != nil {
+		return nil, err
+	}
 	held := map[[2]string]Hold{}
 	for _, h := range holds {
 		held[[2]string{h.Pool, h.Lock}] = h
@@ -76,7 +90,10 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	sort.Strings(paths)
 	var out []PoolState
 	for _, p := range paths {
-		ps := PoolState{Repo: repoName, Pool: p, Locks: []LockStatus{}}
+		ps := PoolState{Repo: repoName, Pool: p, Locks: []LockStatus{}, Waiting: waiting[p]}
+		if ps.Waiting == nil {
+			ps.Waiting = []Waiter{}
+		}
 		var staleAfter time.Duration
 		ps.MaxClaimed, staleAfter = d.poolCfg(p)
 		if staleAfter > 0 {
@@ -84,7 +101,8 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 			ps.StaleAfterSeconds = &s
 		}
 		for _, r := range locks[p] {
-			ls := LockStatus{Repo: repoName, Pool: p, Lock: r.lock, State: r.state, MaxClaimed: ps.MaxClaimed, Commit: r.commit}
+			ls := LockStatus{Repo: repoName, Pool: p, Lock: r.lock, State: r.state, MaxClaimed: ps.MaxClaimed, Commit: r.commit,
+				Content: r.content, ContentTruncated: r.truncated}
 			if r.time != 0 {
 				ls.Since = time.Unix(0, r.time).UTC()
 			}
@@ -125,6 +143,34 @@ func Behind(st *Store, cfg *config.Config, repoName string) (bool, error) {
 	}
 	cur, err := getCursor(st.db, repoName, cursorCommit)
 	return tip != cur, err
+}
+
+// emptyBlobs are the empty file's ids (SHA-1, SHA-256): most lock files,
+// and no reason to ask git.
+var emptyBlobs = map[string]bool{
+	"e69de29bb2d1d6434b8b29ae775ad8c2e48c5391":                         true,
+	"473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813": true,
+}
+
+// lockContent is a lock file's text, cut at MaxContent on a rune boundary.
+// Bytes that are not UTF-8 are replaced, so JSON and the page show text.
+func lockContent(r *gitread.Repo, hash string) (string, bool, error) {
+	if hash == "" || emptyBlobs[hash] {
+		return "", false, nil
+	}
+	b, err := r.Blob(hash)
+	if err != nil {
+		return "", false, err
+	}
+	cut := len(b) > MaxContent
+	if cut {
+		b = b[:MaxContent]
+	}
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if cut {
+		s = strings.TrimSuffix(s, "\uFFFD") // a rune split by the cut
+	}
+	return s, cut, nil
 }
 
 // Status is every lock of a repo now, pool by pool (the status command).

@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS lock_state (
 	state TEXT NOT NULL,
 	time  INTEGER NOT NULL,
 	commit_hash TEXT NOT NULL,
+	content TEXT NOT NULL DEFAULT '',
+	truncated INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (repo, pool, lock)
 );
 CREATE TABLE IF NOT EXISTS pool_state (
@@ -116,6 +118,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
 	duration INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_webhook ON deliveries(webhook, n);
+CREATE TABLE IF NOT EXISTS waiters (
+	repo      TEXT NOT NULL,
+	pool      TEXT NOT NULL,
+	who       TEXT NOT NULL,
+	data      TEXT NOT NULL,
+	first_try INTEGER NOT NULL,
+	last_try  INTEGER NOT NULL,
+	tries     INTEGER NOT NULL,
+	got_in    INTEGER NOT NULL,
+	PRIMARY KEY (repo, pool, who)
+);
 `
 
 // Open opens (creating if needed) the store in dataDir. readOnly opens an

@@ -130,6 +130,9 @@ func (r *Repo) Commit(hash string) (*gitstore.Commit, error) {
 	return c, nil
 }
 
+// Blob reads a blob (a lock file's bytes).
+func (r *Repo) Blob(hash string) ([]byte, error) { return r.read(hash, plumbing.BlobObject) }
+
 // ReadTree implements pool.TreeReader.
 func (r *Repo) ReadTree(hash string) ([]pool.TreeEntry, error) {
 	data, err := r.read(hash, plumbing.TreeObject)

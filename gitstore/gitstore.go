@@ -130,6 +130,10 @@ func (r *Repo) contents(obj, want string) ([]byte, error) {
 	return buf[:size], nil
 }
 
+// ReadBlob returns a blob's bytes (lock files: bounded by max_lock_bytes
+// when pushed through the validator, and by maxObject here).
+func (r *Repo) ReadBlob(hash string) ([]byte, error) { return r.contents(hash, "blob") }
+
 // BlobSize returns an object's size without reading it.
 func (r *Repo) BlobSize(hash string) (int64, error) {
 	_, size, err := r.request("info", hash)

@@ -120,7 +120,7 @@ func (h *PreReceive) settings(repo *poolrepo.Repo) (Settings, error) {
 	if r < config.RoleWrite {
 		return s, fmt.Errorf("role %s may not push", r)
 	}
-	s.Pusher = validator.Pusher{Known: true, Admin: r == config.RoleAdmin}
+	s.Pusher = validator.Pusher{Known: true, Admin: r == config.RoleAdmin, Operator: h.Getenv(pushlog.EnvOperator) == "1"}
 	return s, nil
 }
 

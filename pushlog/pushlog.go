@@ -25,6 +25,11 @@ const (
 	EnvRole        = "POOLGATE_ROLE"
 	EnvKey         = "POOLGATE_KEY"
 	EnvVerdictFile = "POOLGATE_VERDICT_FILE"
+	// EnvOperator "1" marks poolgate's own operator action (the operator
+	// package sets it on its local push). Security: the daemon's SSH
+	// sessions never pass it from a client; a hook-only server's sshd must
+	// not accept it either (AcceptEnv).
+	EnvOperator = "POOLGATE_OPERATOR"
 )
 
 // The verdict words: written by the pre-receive hook to
@@ -86,6 +91,10 @@ type Log struct{ dir string }
 
 // At is the log of the repository whose git dir is gitDir.
 func At(gitDir string) Log { return Log{dir: filepath.Join(gitDir, dir)} }
+
+// Dir is the records' directory; other files of poolgate's in a repo (the
+// operator's lock file) live there too.
+func (l Log) Dir() string { return l.dir }
 
 // Path is where records of kind k are kept.
 func (l Log) Path(k Kind) string { return filepath.Join(l.dir, string(k)) }

@@ -34,6 +34,9 @@ type Watcher struct {
 
 	mu      sync.Mutex // one fetch at a time
 	trigger chan string
+
+	statusMu sync.Mutex
+	status   SyncStatus
 }
 
 // NewWatcher makes a watcher; Run starts it.
@@ -58,8 +61,12 @@ func (w *Watcher) Run(ctx context.Context) {
 	defer t.Stop()
 	pusher := ""
 	for {
-		if _, err := w.Sync(ctx, pusher); err != nil && ctx.Err() == nil {
+		_, err := w.Sync(ctx, pusher)
+		if err != nil && ctx.Err() == nil {
 			w.Log.Warn().Err(err).Msg("upstream fetch failed; will retry")
+		}
+		if ctx.Err() == nil {
+			w.noteSync(err, time.Now())
 		}
 		select {
 		case <-ctx.Done():

@@ -52,6 +52,9 @@ func checkOne(src Source, h string, who Pusher, p Policy) (vs []Violation, unbou
 		return vs, v != nil, err
 	}
 	in := Input{Commit: c, Pusher: who, Policy: p, BlobSize: src.BlobSize}
+	if ll, ok := src.(LockLog); ok && len(c.Parents) > 0 {
+		in.History = func(pool, lock string, n int) ([]LockStep, error) { return ll.LockSteps(c.Parents[0], pool, lock, n) }
+	}
 	if in.After, err = src.Snapshot(c.Tree); err != nil {
 		return nil, false, err
 	}

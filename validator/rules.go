@@ -27,12 +27,15 @@ const (
 )
 
 // Rules lists every rule, in the order of DESIGN.md §2.
-var Rules = []Rule{DuplicateName, ClaimMissing, IntentMismatch, OverLimit, BadPath, BadName, BadMode, TooLarge, PoolChange, RefRule}
+var Rules = []Rule{DuplicateName, ClaimMissing, IntentMismatch, OverLimit, BadPath, BadName, BadMode, TooLarge, PoolChange, RefRule, StaleRelease, OperatorTrailer}
 
 // commitRules are the tree and message rules in DESIGN.md §2's order, one
 // function each. The tree bound of too-large is tooLargeTree, judged before
 // a commit's tree is loaded; the ref rule is CheckRef.
-var commitRules = []func(*commitCheck) error{duplicateName, claimMissing, intentMismatch, overLimit, badPath, badName, badMode, tooLarge, poolChange}
+var commitRules = []func(*commitCheck) error{duplicateName, claimMissing, intentMismatch, overLimit, badPath, badName, badMode, tooLarge, poolChange, operatorRules}
+
+// operatorRules: stale-release and operator-trailer (stalerelease.go).
+func operatorRules(j *commitCheck) error { return checkOperatorRules(j.Input, j.changes, j.add) }
 
 // duplicateName: a name present in both claimed/ and unclaimed/ of a pool,
 // where the commit put it there.

@@ -22,6 +22,8 @@ type Policy struct {
 type Pusher struct {
 	Known bool
 	Admin bool
+	// Operator: the push is poolgate's own operator action (stalerelease.go).
+	Operator bool
 }
 
 // Commit is the commit metadata the rules read.
@@ -50,6 +52,9 @@ type Input struct {
 	// BlobSize returns a blob's size; only asked for lock files the commit
 	// writes.
 	BlobSize func(hash string) (int64, error)
+	// History, if set, returns a lock's latest steps on the branch up to
+	// the first parent (LockLog); stale-release needs it.
+	History func(pool, lock string, n int) ([]LockStep, error)
 }
 
 // CheckCommit applies every tree and message rule (rules.go) to one commit.

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/poolgate/poolgate/pool"
 )
 
 // ErrUnknownRepo is returned by a Backend for a repo it does not serve.
@@ -26,6 +28,16 @@ type Repo struct {
 	Name   string   `json:"name"`
 	Branch string   `json:"branch"`
 	Pools  []string `json:"pools"`
+	// Mirror is set for a watch-mode repo: a mirror of a repo hosted
+	// elsewhere, only as fresh as its last sync.
+	Mirror *Mirror `json:"mirror,omitempty"`
+}
+
+// Mirror is a watched repo's fetch health.
+type Mirror struct {
+	LastSync  *time.Time `json:"last_sync"`
+	LastError string     `json:"last_error,omitempty"`
+	Failures  int64      `json:"fetch_failures"`
 }
 
 // Pool is one pool as it stands now.
@@ -37,6 +49,22 @@ type Pool struct {
 	Claimed           int    `json:"claimed"`
 	Total             int    `json:"total"`
 	Locks             []Lock `json:"locks"`
+	// Waiting are builds refused over max_claimed that still retry
+	// (DESIGN.md §10), longest waiting first.
+	Waiting []Waiter `json:"waiting"`
+}
+
+// Waiter is a build waiting for a lock of a pool at its limit.
+type Waiter struct {
+	BuildURL string    `json:"build_url"`
+	Team     string    `json:"team"`
+	Pipeline string    `json:"pipeline"`
+	Job      string    `json:"job"`
+	Build    string    `json:"build"`
+	User     string    `json:"user,omitempty"`
+	FirstTry time.Time `json:"first_try"`
+	LastTry  time.Time `json:"last_try"`
+	Tries    int       `json:"tries"`
 }
 
 // Lock is one lock now.
@@ -48,6 +76,9 @@ type Lock struct {
 	HeldBy      *Holder   `json:"held_by"`
 	Commit      string    `json:"commit,omitempty"`
 	Stale       bool      `json:"stale"`
+	// Content is the lock file's text, cut at 1 KiB (ContentTruncated).
+	Content          string `json:"content"`
+	ContentTruncated bool   `json:"content_truncated,omitempty"`
 }
 
 // Holder is who holds a claimed lock.
@@ -84,7 +115,23 @@ type Event struct {
 	Rule        string    `json:"rule,omitempty"`
 	Kind        string    `json:"kind,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
-	Data        any       `json:"data"`
+	// Violations are every rule a refused push broke (Rule and Reason
+	// repeat the first).
+	Violations []Violation `json:"violations,omitempty"`
+	Data       any         `json:"data"`
+
+	// Operator is set on an operator's action: who, and why.
+	Operator *pool.Operator `json:"operator,omitempty"`
+}
+
+// Violation is one rule a refused push broke.
+type Violation struct {
+	Rule   string `json:"rule"`
+	Kind   string `json:"kind"`
+	Pool   string `json:"pool,omitempty"`
+	Lock   string `json:"lock,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Webhook is a delivery target and its health.

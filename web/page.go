@@ -27,7 +27,25 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"usage":   usage,
 	"limit":   limitText,
 	"safeURL": safeURL,
+	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"rfc":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"derefT":  func(t *time.Time) time.Time { return *t },
+	"clip":    clip,
+	"since":   func(t, now time.Time) int64 { return int64(now.Sub(t).Seconds()) },
+	"waiterHolder": func(w Waiter) *Holder {
+		return &Holder{User: w.User, BuildURL: w.BuildURL, Team: w.Team, Pipeline: w.Pipeline, Job: w.Job, Build: w.Build}
+	},
 }).Parse(pageHTML))
+
+// clip cuts s to n runes: the page shows the start of a lock file, the API
+// the first KiB. html/template escapes what is left.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}
 
 type poolView struct {
 	Pool
@@ -45,13 +63,14 @@ type pageData struct {
 	Repos    []repoView
 	Webhooks []Webhook
 	Partial  bool
+	CanAct   bool // show release/claim buttons (operator.go)
 }
 
 // page renders the status page; ?partial=1 renders only the part that the
 // page's script swaps in when it refreshes, so no full reload is needed.
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	d := pageData{Now: s.now(), Partial: r.URL.Query().Get("partial") == "1"}
+	d := pageData{Now: s.now(), Partial: r.URL.Query().Get("partial") == "1", CanAct: s.mayAct(r)}
 	for _, repo := range s.backend.Repos() {
 		pools, err := s.backend.Pools(ctx, repo.Name)
 		if err != nil {
@@ -90,6 +109,23 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := pageTmpl.ExecuteTemplate(w, name, d); err != nil {
 		s.log.Error().Err(err).Msg("rendering status page")
+	}
+}
+
+// wantsHTML is a browser navigating (Accept: text/html), not a script.
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// loginPage is the 401 a browser gets: how to log in, in words. It names
+// the page's own path, never a token.
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	w.WriteHeader(http.StatusUnauthorized)
+	if err := pageTmpl.ExecuteTemplate(w, "login", "http://"+r.Host+"/"); err != nil {
+		s.log.Error().Err(err).Msg("rendering the login page")
 	}
 }
 

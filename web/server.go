@@ -22,6 +22,7 @@ type Server struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
+	canAct  bool // operator actions are served (operator.go)
 }
 
 // New builds the handler. token "" leaves everything open; metrics may be nil.
@@ -74,6 +75,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		}
 		if !ok || !s.tokenOK(got) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="poolgate"`)
+			if wantsHTML(r) {
+				s.loginPage(w, r)
+				return
+			}
 			writeJSON(w, http.StatusUnauthorized, apiError{Error: "missing or wrong bearer token"})
 			return
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/upstream"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -16,6 +17,8 @@ type StoreBackend struct {
 	Cfg   *config.Config
 	Store *events.Store
 	Now   func() time.Time
+	// Mirrors, if set, reports watch-mode repos' fetch health.
+	Mirrors func() map[string]upstream.SyncStatus
 }
 
 func (b *StoreBackend) now() time.Time {
@@ -32,7 +35,19 @@ func (b *StoreBackend) Repos() []Repo {
 		for _, p := range r.Pools {
 			pools = append(pools, p.Name)
 		}
-		out = append(out, Repo{Name: r.Name, Branch: r.Branch, Pools: pools})
+		repo := Repo{Name: r.Name, Branch: r.Branch, Pools: pools}
+		if r.Upstream != nil {
+			repo.Mirror = &Mirror{}
+			if b.Mirrors != nil {
+				st := b.Mirrors()[r.Name]
+				if !st.LastSync.IsZero() {
+					t := st.LastSync
+					repo.Mirror.LastSync = &t
+				}
+				repo.Mirror.LastError, repo.Mirror.Failures = st.LastError, st.Failures
+			}
+		}
+		out = append(out, repo)
 	}
 	return out
 }
@@ -48,9 +63,13 @@ func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
 	out := make([]Pool, 0, len(states))
 	for _, ps := range states {
 		p := Pool{Name: ps.Pool, MaxClaimed: ps.MaxClaimed, StaleAfterSeconds: ps.StaleAfterSeconds,
-			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks))}
+			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks)), Waiting: make([]Waiter, 0, len(ps.Waiting))}
+		for _, w := range ps.Waiting {
+			p.Waiting = append(p.Waiting, Waiter(w))
+		}
 		for _, ls := range ps.Locks {
-			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale}
+			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale,
+				Content: ls.Content, ContentTruncated: ls.ContentTruncated}
 			if ls.State != "unclaimed" {
 				h := &Holder{BuildURL: ls.BuildURL, Team: ls.Team, Pipeline: ls.Pipeline, Job: ls.Job, Build: ls.Build}
 				if ls.By != nil {
@@ -100,9 +119,12 @@ func convert(evs []events.Event) []Event {
 	for i := range evs {
 		e := &evs[i]
 		v := Event{Type: e.Type, Time: e.Time, ID: e.ID, Pool: e.Pool, Lock: e.Lock, Commit: e.Commit,
-			HeldSeconds: e.HeldSeconds, Rule: e.Rule, Kind: e.Kind, Reason: e.Reason, Data: e}
+			HeldSeconds: e.HeldSeconds, Rule: e.Rule, Kind: e.Kind, Reason: e.Reason, Operator: e.Operator, Data: e}
 		if e.Pusher != nil {
 			v.User = e.Pusher.User
+		}
+		for _, x := range e.Violations {
+			v.Violations = append(v.Violations, Violation{Rule: x.Rule, Kind: x.Kind, Pool: x.Pool, Lock: x.Lock, Commit: x.Commit, Reason: x.Reason})
 		}
 		if e.BuildURL != "" || e.Pipeline != "" {
 			v.Build = &Holder{BuildURL: e.BuildURL, Team: e.Team, Pipeline: e.Pipeline, Job: e.Job, Build: e.Build}

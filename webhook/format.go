@@ -78,9 +78,11 @@ func Human(d time.Duration) string {
 }
 
 // buildLabel names the build behind an event: "p/deploy #42", "one-off
-// build 17", or else the pusher.
+// build 17", "operator alice (why)", or else the pusher.
 func buildLabel(e *events.Event) string {
 	switch {
+	case e.Operator != nil:
+		return "operator " + e.Operator.Name + " (" + e.Operator.Reason + ")"
 	case e.Pipeline != "" && e.Job != "":
 		l := e.Pipeline + "/" + e.Job
 		if e.Build != "" {

@@ -17,7 +17,7 @@ func init() {
 
 func runHook(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hook", "hook pre-receive|post-receive [--config FILE]  (reads OLD NEW REF lines on stdin)", stdout, stderr)
-	cfg := fs.String("config", "", "config file (default $POOLGATE_CONFIG; none: no limits)")
+	cfg := fs.String("config", "", "config `FILE` (default $POOLGATE_CONFIG; none: no limits)")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
@@ -35,10 +35,10 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check", "check [--config FILE] [--repo DIR] [REV-RANGE]", stdout, stderr)
-	cfgPath := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (limits, branch); optional")
-	dir := fs.String("repo", ".", "repository: a clone or a bare repo")
-	name := fs.String("name", "", "repo name in the config (default: the directory's name without .git)")
+	fs := newFlags("check", "check [--config FILE] [--repo DIR] [--name NAME] [REV-RANGE]", stdout, stderr)
+	cfgPath := fs.String("config", os.Getenv(pushlog.EnvConfig), "config `FILE` (limits, branch); optional")
+	dir := fs.String("repo", ".", "repository `DIR`: a clone or a bare repo")
+	name := fs.String("name", "", "repo `NAME` in the config (default: the directory's name without .git)")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
@@ -51,6 +51,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate check: %v\n", err)
 		return exitUsage
+	}
+	if _, err := gitDirOf(*dir); err != nil {
+		fmt.Fprintf(stderr, "poolgate check: --repo %v\n", err)
+		return exitFailed
 	}
 	if *name == "" {
 		*name = hooks.RepoNameFromDir(*dir)

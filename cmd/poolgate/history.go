@@ -23,23 +23,25 @@ func init() {
 }
 
 func runHistory(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("history", "history [--config FILE] REPO [--pool P] [--lock L] [--type T[,T]] [--since T] [--limit N] [--json]", stdout, stderr)
-	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
-	poolName := fs.String("pool", "", "only this pool")
-	lock := fs.String("lock", "", "only this lock")
-	types := fs.String("type", "", "only these event types, comma-separated: "+strings.Join(config.EventTypes, ", "))
-	since := fs.String("since", "", "only events since a time: RFC 3339 (2026-11-27T10:00:00Z), a date (2026-11-27), or an age (90m, 2h)")
-	limit := fs.Int("limit", 0, "at most N events (0: all)")
+	fs := newFlags("history", "history [--config FILE | --repo DIR [--name NAME]] [REPO] [--pool P] [--lock L] [--type T[,T]] [--since T] [--limit N] [--json]", stdout, stderr)
+	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config `FILE` (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+", else the git repo in .)")
+	repoDir := fs.String("repo", "", "read the repo at `DIR` in place (hook-only set-ups: gitolite, plain git), no daemon needed")
+	name := fs.String("name", "", "with --repo: the repo's `NAME` in the config (default: the directory's name without .git)")
+	poolName := fs.String("pool", "", "only this `POOL`")
+	lock := fs.String("lock", "", "only this `LOCK`")
+	types := fs.String("type", "", "only these event `TYPES`, comma-separated: "+strings.Join(config.EventTypes, ", "))
+	since := fs.String("since", "", "only events since `T`: a time in RFC 3339 (2026-11-27T10:00:00Z), a date (2026-11-27), or an age (90m, 2h)")
+	limit := fs.Int("limit", 0, "at most `N` events (0: all)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "poolgate history: want exactly one REPO (see --help)")
+	if len(pos) > 1 {
+		fmt.Fprintf(stderr, "poolgate history: unexpected argument %q (one REPO at most)\n", pos[1])
 		return exitUsage
 	}
-	q := events.Query{Repo: pos[0], Pool: *poolName, Lock: *lock, Limit: *limit}
+	q := events.Query{Pool: *poolName, Lock: *lock, Limit: *limit}
 	if *types != "" {
 		for _, t := range strings.Split(*types, ",") {
 			t = strings.TrimSpace(t)
@@ -58,22 +60,43 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		}
 		q.Since = t
 	}
-	cfg, err := loadDataConfig(*cfgFile)
-	if err != nil {
-		fmt.Fprintf(stderr, "poolgate history: %v\n", err)
-		return exitUsage
+	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name, cmd: "history", stderr: stderr}
+	if len(pos) == 1 && src.repoDir != "" && src.name == "" {
+		src.name = pos[0]
 	}
-	if cfg.Repo(q.Repo) == nil {
-		fmt.Fprintf(stderr, "poolgate history: unknown repo %q\n", q.Repo)
-		return exitUsage
+	var want []string
+	if len(pos) == 1 && src.repoDir == "" {
+		want = pos
+	}
+	if want == nil && src.repoDir == "" && src.cfgFile != "" {
+		// Which repo, when the command line does not say: the only one.
+		cfg, err := loadDataConfig(src.cfgFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
+			return exitUsage
+		}
+		if len(cfg.Repos) != 1 {
+			fmt.Fprintf(stderr, "poolgate history: the config has %d repos; name one (see --help)\n", len(cfg.Repos))
+			return exitUsage
+		}
+		want = []string{cfg.Repos[0].Name}
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, cfg, []string{q.Repo}, "history", stderr)
+	cfg, st, closeAll, err := src.open(ctx, want)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
-		return exitFailed
+		return exitFor(err)
 	}
-	defer st.Close()
+	defer closeAll()
+	switch {
+	case want != nil:
+		q.Repo = want[0]
+	case len(cfg.Repos) == 1:
+		q.Repo = cfg.Repos[0].Name
+	default:
+		fmt.Fprintf(stderr, "poolgate history: %d repos; name one (see --help)\n", len(cfg.Repos))
+		return exitUsage
+	}
 	evs, err := st.Events(ctx, q)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
@@ -118,6 +141,13 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 
 // detail is the one thing worth knowing beyond the columns.
 func detail(e *events.Event) string {
+	if o := e.Operator; o != nil {
+		s := "by operator " + o.Name + ": " + o.Reason
+		if e.HeldSeconds != nil {
+			s = "held " + webhook.Human(time.Duration(*e.HeldSeconds)*time.Second) + ", " + s
+		}
+		return strings.ReplaceAll(s, "\t", " ")
+	}
 	switch e.Type {
 	case events.Released, events.Removed, events.Stale:
 		if e.HeldSeconds != nil {

@@ -45,11 +45,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		// Nothing asked: a usage error, so the usage goes to stderr.
+		usage(stderr)
+		return exitUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
 		return exitOK
 	}
 	if args[0] == "--version" || args[0] == "-version" {
@@ -83,12 +85,33 @@ func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "Usage: poolgate %s\n", synopsis)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		fmt.Fprintf(stdout, "Usage: poolgate %s\n\nFlags:\n", synopsis)
+		printFlags(stdout, fs)
 	}
 	return fs
+}
+
+// printFlags lists the flags as the synopses spell them (--name), where
+// the flag package's own listing would say -name.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		switch arg {
+		case "":
+		case "string":
+			line += " VALUE"
+		case "int", "uint", "float", "duration":
+			line += " N"
+		default:
+			line += " " + arg
+		}
+		fmt.Fprintf(w, "%s\n      %s", line, help)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
 }
 
 // parseFlags returns -1 to continue, or the exit code to return. Flags may

@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/metrics"
+	"github.com/poolgate/poolgate/operator"
 	"github.com/poolgate/poolgate/upstream"
 	"github.com/poolgate/poolgate/web"
 	"github.com/poolgate/poolgate/webhook"
@@ -26,7 +27,7 @@ func init() {
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
-	cfgFile := fs.String("config", "", "config file (without it: the demo default, data in ./"+daemon.DemoDataDir+")")
+	cfgFile := fs.String("config", "", "config `FILE` (without it: the demo default, data in ./"+daemon.DemoDataDir+")")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
 		return code
@@ -55,6 +56,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := daemon.NewLogger(os.Stderr, cfg.Log)
+	for _, w := range cfg.Warnings {
+		log.Warn().Msg(w)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: cannot find own executable: %v\n", err)
@@ -129,13 +133,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
-	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store}
+	watched := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed)
+	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store, Mirrors: watched.Status}
+	m.Known(knownSeries(cfg))
 	m.WatchPools(poolGauges(cfg, backend))
-	srv.Handle("/", web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger()))
-	if h := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed); h != nil {
+	m.WatchMirrors(mirrorGauges(watched))
+	page := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
+	page.HandleOperator(srv)
+	srv.Handle("/", page)
+	startOperator(serveCtx, cfg, log, srv, svc.Store)
+	if watched != nil {
 		// Providers cannot send our bearer token; the payload signature
 		// is what authenticates these.
-		srv.Handle("POST /hooks/{provider}/{repo}", h)
+		srv.Handle("POST /hooks/{provider}/{repo}", watched)
 	}
 	// Events stop after the drain, so the last pushes are still derived.
 	defer stopEvents()
@@ -184,8 +194,21 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 	}, nil
 }
 
-// poolGauges reads claimed/total per pool at scrape time from the same
-// place the API does.
+// startOperator serves the operator socket for the CLI and runs
+// release_after, both until ctx ends (a stop or a hand-over).
+func startOperator(ctx context.Context, cfg *config.Config, log zerolog.Logger, srv *daemon.Server, st *events.Store) {
+	olog := log.With().Str("part", "operator").Logger()
+	go func() {
+		if err := operator.ServeSocket(ctx, operator.SocketPath(cfg.DataDir), srv, olog); err != nil {
+			olog.Error().Err(err).Msg("operator socket; poolgate release and friends will act without the daemon")
+		}
+	}()
+	auto := &operator.AutoRelease{Config: srv.Config, Holds: st.Holds, Actor: srv, Log: olog}
+	go auto.Run(ctx)
+}
+
+// poolGauges reads each pool's state at scrape time from the same place
+// the API does.
 func poolGauges(cfg *config.Config, b *web.StoreBackend) metrics.PoolSource {
 	return func() []metrics.PoolGauge {
 		var out []metrics.PoolGauge
@@ -195,9 +218,50 @@ func poolGauges(cfg *config.Config, b *web.StoreBackend) metrics.PoolSource {
 				continue
 			}
 			for _, p := range pools {
-				out = append(out, metrics.PoolGauge{Repo: r.Name, Pool: p.Name, Claimed: p.Claimed, Total: p.Total})
+				g := metrics.PoolGauge{Repo: r.Name, Pool: p.Name, Claimed: p.Claimed, Total: p.Total,
+					Waiting: len(p.Waiting), Ages: map[string]float64{}}
+				for _, l := range p.Locks {
+					age := 0.0
+					if l.HeldSeconds != nil && l.State != "unclaimed" {
+						age = float64(*l.HeldSeconds)
+					}
+					g.Ages[l.Name] = age
+					if p.StaleAfterSeconds != nil && l.HeldSeconds != nil && *l.HeldSeconds >= *p.StaleAfterSeconds {
+						g.Stale++
+					}
+				}
+				out = append(out, g)
 			}
 		}
 		return out
 	}
+}
+
+// mirrorGauges reads watch-mode fetch health at scrape time.
+func mirrorGauges(h *upstream.Handler) metrics.MirrorSource {
+	return func() []metrics.MirrorGauge {
+		var out []metrics.MirrorGauge
+		for name, st := range h.Status() {
+			g := metrics.MirrorGauge{Repo: name, Failures: float64(st.Failures)}
+			if !st.LastSync.IsZero() {
+				g.LastSync = float64(st.LastSync.UnixNano()) / 1e9
+			}
+			out = append(out, g)
+		}
+		return out
+	}
+}
+
+// knownSeries is what the config declares, for series that start at 0.
+func knownSeries(cfg *config.Config) (repos []string, pools [][2]string, targets []string) {
+	for _, r := range cfg.Repos {
+		repos = append(repos, r.Name)
+		for _, p := range r.Pools {
+			pools = append(pools, [2]string{r.Name, p.Name})
+		}
+	}
+	for _, w := range cfg.Webhooks {
+		targets = append(targets, w.Name)
+	}
+	return repos, pools, targets
 }

@@ -24,16 +24,13 @@ func init() {
 	register("status", "who holds what now: pool, lock, state, since, held for, by, build", runStatus)
 }
 
-// loadDataConfig loads the config the way serve does, for commands that
-// read the daemon's data dir. Without --config it uses the demo data dir,
-// but only if it exists: a read command must not create one.
+// loadDataConfig loads the config for commands that read the daemon's
+// data dir. Those deliver and serve nothing, so the config's secrets need
+// not be set (config.LoadForReading). Without a file it uses the demo data
+// dir, but only if it exists: a read command must not create one.
 func loadDataConfig(file string) (*config.Config, error) {
 	if file != "" {
-		abs, err := filepath.Abs(file)
-		if err != nil {
-			abs = file
-		}
-		return config.Load(abs)
+		return config.LoadForReading(absPath(file))
 	}
 	if _, err := os.Stat(daemon.DemoDataDir); err != nil {
 		return nil, fmt.Errorf("no --config given and no ./%s here", daemon.DemoDataDir)
@@ -65,7 +62,7 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd stri
 	unlock, err := events.LockDerivation(ctx, cfg.DataDir, false)
 	if errors.Is(err, events.ErrDeriving) {
 		for _, name := range repos {
-			if behind, err := events.Behind(st, cfg, name); err == nil && behind {
+			if behind, err := events.Behind(st, cfg, name); err == nil && behind && stderr != nil {
 				fmt.Fprintf(stderr, "poolgate %s: note: the running daemon is still deriving %s's history; this is as far as it got\n", cmd, name)
 			}
 		}
@@ -89,8 +86,10 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd stri
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("status", "status [--config FILE] [REPO] [--json]", stdout, stderr)
-	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config file (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+")")
+	fs := newFlags("status", "status [--config FILE | --repo DIR [--name NAME]] [REPO] [--json]", stdout, stderr)
+	cfgFile := fs.String("config", os.Getenv(pushlog.EnvConfig), "config `FILE` (default $POOLGATE_CONFIG, else the demo data dir ./"+daemon.DemoDataDir+", else the git repo in .)")
+	repoDir := fs.String("repo", "", "read the repo at `DIR` in place (hook-only set-ups: gitolite, plain git), no daemon needed")
+	name := fs.String("name", "", "with --repo: the repo's `NAME` in the config (default: the directory's name without .git)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	pos, code := parseFlags(fs, args, stderr)
 	if code >= 0 {
@@ -100,39 +99,42 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate status: unexpected argument %q\n", pos[1])
 		return exitUsage
 	}
-	cfg, err := loadDataConfig(*cfgFile)
-	if err != nil {
-		fmt.Fprintf(stderr, "poolgate status: %v\n", err)
-		return exitUsage
-	}
-	var repos []string
+	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name, cmd: "status", stderr: stderr}
+	var want []string
 	if len(pos) == 1 {
-		if cfg.Repo(pos[0]) == nil {
-			fmt.Fprintf(stderr, "poolgate status: unknown repo %q\n", pos[0])
-			return exitUsage
+		if src.repoDir != "" && src.name == "" {
+			src.name = pos[0]
 		}
-		repos = pos
-	} else {
-		for _, r := range cfg.Repos {
+		want = pos
+	}
+	ctx := context.Background()
+	cfg, st, closeAll, err := src.open(ctx, want)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate status: %v\n", oneLine(err))
+		return exitFor(err)
+	}
+	defer closeAll()
+	var repos []string
+	for _, r := range cfg.Repos {
+		if want == nil || r.Name == want[0] || src.repoDir != "" {
 			repos = append(repos, r.Name)
 		}
 	}
-	ctx := context.Background()
-	st, err := openStore(ctx, cfg, repos, "status", stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "poolgate status: %v\n", oneLine(err))
-		return exitFailed
-	}
-	defer st.Close()
 	now := time.Now()
 	all := []events.LockStatus{}
+	var waiting []waitingRow
 	for _, r := range repos {
-		ls, err := events.Status(ctx, st, cfg, r, now)
+		pools, err := events.Pools(ctx, st, cfg, r, now)
 		if err != nil {
 			fmt.Fprintf(stderr, "poolgate status: %s: %v\n", r, oneLine(err))
 			return exitFailed
 		}
-		all = append(all, ls...)
+		for _, p := range pools {
+			all = append(all, p.Locks...)
+			for _, w := range p.Waiting {
+				waiting = append(waiting, waitingRow{r, p.Pool, w})
+			}
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -170,7 +172,36 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	tw.Flush()
+	printWaiting(stdout, waiting, len(repos) > 1, now)
 	return exitOK
+}
+
+type waitingRow struct {
+	repo, pool string
+	events.Waiter
+}
+
+// printWaiting lists the builds refused over max_claimed that still retry.
+func printWaiting(w io.Writer, rows []waitingRow, withRepo bool, now time.Time) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nWaiting (refused over max_claimed, still retrying):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "POOL\tBUILD\tBY\tWAITING SINCE\tFOR\tLAST TRY\tTRIES\tBUILD URL"
+	if withRepo {
+		head = "REPO\t" + head
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rows {
+		row := []string{r.pool, buildOf(r.Pipeline, r.Job, r.Build, ""), dash(r.User), fmtTime(r.FirstTry),
+			webhook.Human(now.Sub(r.FirstTry)), fmtTime(r.LastTry), fmt.Sprint(r.Tries), dash(r.BuildURL)}
+		if withRepo {
+			row = append([]string{r.repo}, row...)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
 }
 
 func fmtTime(t time.Time) string {

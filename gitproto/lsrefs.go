@@ -1,8 +1,9 @@
-package daemon
+package gitproto
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,13 +12,13 @@ import (
 	"strings"
 )
 
-// lsRefs answers a protocol v2 ls-refs request (the whole request as
+// LsRefs answers a protocol v2 ls-refs request (the whole request as
 // received, up to its flush) from the repo's ref files, byte for byte as
 // git upload-pack would. ok is false whenever the daemon cannot be sure of
 // that — an argument it does not know, a ref other than a plain branch, a
 // symbolic ref other than HEAD, a ref file it cannot read — and git must
 // answer instead.
-func lsRefs(dir string, req []byte) (resp []byte, ok bool) {
+func LsRefs(dir string, req []byte) (resp []byte, ok bool) {
 	args, ok := parseLsRefs(req)
 	if !ok {
 		return nil, false
@@ -27,7 +28,7 @@ func lsRefs(dir string, req []byte) (resp []byte, ok bool) {
 		return nil, false
 	}
 	var b bytes.Buffer
-	line := func(s string) { b.Write(encodePkt(s + "\n")) }
+	line := func(s string) { b.Write(EncodePkt(s + "\n")) }
 	// HEAD first, as git's send_possibly_unborn_head.
 	if args.match("HEAD") {
 		switch {
@@ -83,23 +84,23 @@ func parseLsRefs(req []byte) (lsRefsArgs, bool) {
 	inArgs := false
 	buf := make([]byte, 0, 1024)
 	for i := 0; ; i++ {
-		k, err := readPkt(r, buf)
+		k, err := ReadPkt(r, buf)
 		if err != nil {
 			return a, false
 		}
-		buf = k.raw[:0]
-		if k.flush {
+		buf = k.Raw[:0]
+		if k.Flush {
 			return a, r.Len() == 0
 		}
-		if k.control {
+		if k.Control {
 			// "0001", the delim between capabilities and arguments.
-			if string(k.raw) != "0001" || inArgs {
+			if string(k.Raw) != "0001" || inArgs {
 				return a, false
 			}
 			inArgs = true
 			continue
 		}
-		s := strings.TrimSuffix(string(k.payload), "\n")
+		s := strings.TrimSuffix(string(k.Payload), "\n")
 		if i == 0 {
 			if s != "command=ls-refs" {
 				return a, false
@@ -140,54 +141,69 @@ type headRef struct {
 	oid    string
 }
 
-// readRefs reads HEAD, the loose refs and packed-refs. ok is false unless
+// readRefs reads HEAD, the loose refs and packed-refs, as git does: the
+// loose refs first, then packed-refs for the names they lack. git's
+// pack-refs (run by gc --auto after a push) writes packed-refs before it
+// deletes the loose refs it packed, so a ref read neither loose nor packed
+// cannot happen in this order; in the other, a pack-refs between the two
+// reads drops the branch from the answer. If packed-refs was replaced while
+// the loose refs were read, everything is read again. ok is false unless
 // every ref is a branch (refs/heads/...) holding a full object id, HEAD is
 // a symbolic ref to a branch or a detached id, and packed-refs holds no
 // peeled lines: then the refs need no object to be read for ls-refs.
 func readRefs(dir string) (refs map[string]string, head headRef, ok bool) {
-	refs = map[string]string{}
+	for try := 0; try < 5; try++ {
+		before, err := os.Stat(filepath.Join(dir, "packed-refs"))
+		if err != nil && !os.IsNotExist(err) {
+			return nil, head, false
+		}
+		head, ok = readHead(dir)
+		if !ok {
+			return nil, head, false
+		}
+		refs, ok = readLooseRefs(dir)
+		if !ok {
+			return nil, head, false
+		}
+		same, ok := readPackedRefs(dir, before, refs)
+		if !ok {
+			return nil, head, false
+		}
+		if same {
+			return refs, head, true
+		}
+	}
+	// packed-refs keeps changing: let git answer.
+	return nil, head, false
+}
+
+func readHead(dir string) (head headRef, ok bool) {
 	b, err := os.ReadFile(filepath.Join(dir, "HEAD"))
 	if err != nil {
-		return nil, head, false
+		return head, false
 	}
 	h := strings.TrimSuffix(string(b), "\n")
 	if t, isSym := strings.CutPrefix(h, "ref: "); isSym {
 		if !branchName(t) {
-			return nil, head, false
+			return head, false
 		}
 		head.target = t
 	} else if isOID(h) {
 		head.oid = h
 	} else {
-		return nil, head, false
+		return head, false
 	}
-	// packed-refs first; loose refs override them.
-	if f, err := os.Open(filepath.Join(dir, "packed-refs")); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.HasPrefix(line, "#") {
-				continue
-			}
-			oid, name, found := strings.Cut(line, " ")
-			if !found || !isOID(oid) || !branchName(name) {
-				f.Close()
-				return nil, head, false
-			}
-			refs[name] = oid
-		}
-		err := sc.Err()
-		f.Close()
-		if err != nil {
-			return nil, head, false
-		}
-	} else if !os.IsNotExist(err) {
-		return nil, head, false
-	}
-	ok = true
+	return head, true
+}
+
+func readLooseRefs(dir string) (map[string]string, bool) {
+	refs := map[string]string{}
 	root := filepath.Join(dir, "refs")
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if p != root && errors.Is(err, fs.ErrNotExist) {
+				return nil // a directory pack-refs pruned while we walked
+			}
 			return err
 		}
 		if d.IsDir() {
@@ -205,6 +221,11 @@ func readRefs(dir string) (refs map[string]string, head headRef, ok bool) {
 			return errNotPlain
 		}
 		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Packed and pruned since the directory was listed: packed-refs,
+			// read next, has it.
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -216,9 +237,47 @@ func readRefs(dir string) (refs map[string]string, head headRef, ok bool) {
 		return nil
 	})
 	if err != nil {
-		return nil, head, false
+		return nil, false
 	}
-	return refs, head, true
+	return refs, true
+}
+
+// readPackedRefs adds to refs the packed refs it lacks. same is false when
+// packed-refs is not the file before described (nil: there was none).
+func readPackedRefs(dir string, before os.FileInfo, refs map[string]string) (same, ok bool) {
+	f, err := os.Open(filepath.Join(dir, "packed-refs"))
+	if os.IsNotExist(err) {
+		return before == nil, true
+	}
+	if err != nil {
+		return false, false
+	}
+	defer f.Close()
+	now, err := f.Stat()
+	if err != nil {
+		return false, false
+	}
+	if before == nil || !os.SameFile(before, now) || before.Size() != now.Size() || !before.ModTime().Equal(now.ModTime()) {
+		return false, true
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		oid, name, found := strings.Cut(line, " ")
+		if !found || !isOID(oid) || !branchName(name) {
+			return false, false
+		}
+		if _, loose := refs[name]; !loose {
+			refs[name] = oid
+		}
+	}
+	if sc.Err() != nil {
+		return false, false
+	}
+	return true, true
 }
 
 var errNotPlain = fmt.Errorf("not a plain branch")

@@ -1,4 +1,4 @@
-package daemon
+package gitproto
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ func pkts(payloads ...string) []byte {
 			b.WriteString("0000")
 			continue
 		}
-		b.Write(encodePkt(p))
+		b.Write(EncodePkt(p))
 	}
 	return b.Bytes()
 }
@@ -29,66 +29,77 @@ func declinedPush() (adv, progress, keepalive, report []byte) {
 	return
 }
 
-func TestPermanentVerdictWithholdsTheReportAndSendsAnError(t *testing.T) {
+func TestRefusalWithholdsTheReportAndSendsAnError(t *testing.T) {
 	adv, progress, keepalive, report := declinedPush()
 	in := bytes.Join([][]byte{adv, progress, keepalive, report}, nil)
 	var out bytes.Buffer
-	res, err := relayPush(&out, bytes.NewReader(in), func() string { return "permanent" })
+	var text bytes.Buffer
+	var seen []byte
+	res, err := RelayPush(&out, bytes.NewReader(in), &text, func(report []byte) string {
+		seen = append(seen, report...)
+		return "refused, see above"
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bytes.Join([][]byte{adv, progress, keepalive, pkts("\x03" + refusedMessage + "\n")}, nil)
-	if !res.refused || !bytes.Equal(out.Bytes(), want) {
-		t.Fatalf("refused=%v, relayed:\n%q\nwant:\n%q", res.refused, out.Bytes(), want)
+	want := bytes.Join([][]byte{adv, progress, keepalive, pkts("\x03refused, see above\n")}, nil)
+	if !res.Refused || !res.Sideband || !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("refused=%v, relayed:\n%q\nwant:\n%q", res.Refused, out.Bytes(), want)
+	}
+	if unpack, _, ng := ReportStatus(seen); unpack != "ok" || len(ng) != 1 {
+		t.Errorf("decide saw report %q", seen)
+	}
+	if text.String() != "poolgate: bad-path: commit abc\n" {
+		t.Errorf("band-2 text relayed to progress: %q", text.String())
 	}
 }
 
-func TestTransientVerdictPassesTheRejectionThrough(t *testing.T) {
+func TestRejectionNotRefusedPassesThrough(t *testing.T) {
 	adv, progress, keepalive, report := declinedPush()
 	in := bytes.Join([][]byte{adv, progress, keepalive, report}, nil)
-	for _, v := range []string{"transient", ""} {
+	{
 		var out bytes.Buffer
-		res, err := relayPush(&out, bytes.NewReader(in), func() string { return v })
-		if err != nil || res.refused || !bytes.Equal(out.Bytes(), in) {
-			t.Fatalf("verdict %q: refused=%v err=%v, output changed", v, res.refused, err)
+		res, err := RelayPush(&out, bytes.NewReader(in), nil, func([]byte) string { return "" })
+		if err != nil || res.Refused || !bytes.Equal(out.Bytes(), in) {
+			t.Fatalf("refused=%v err=%v, output changed", res.Refused, err)
 		}
-		ok, ng := reportStatus(res.report)
+		_, ok, ng := ReportStatus(res.Report)
 		if len(ok) != 0 || len(ng) != 1 || ng[0] != "refs/heads/master pre-receive hook declined" {
 			t.Fatalf("report parsed as ok=%q ng=%q", ok, ng)
 		}
 	}
 }
 
-func TestVerdictIsReadOnlyOnceTheHookHasRun(t *testing.T) {
+func TestDecideIsCalledOnceAtTheReport(t *testing.T) {
 	adv, progress, keepalive, report := declinedPush()
 	calls := 0
 	in := bytes.Join([][]byte{adv, progress, keepalive, keepalive, report}, nil)
-	relayPush(&bytes.Buffer{}, bytes.NewReader(in), func() string { calls++; return "" })
+	RelayPush(&bytes.Buffer{}, bytes.NewReader(in), nil, func([]byte) string { calls++; return "" })
 	if calls != 1 {
 		t.Fatalf("verdict read %d times, want once at the report", calls)
 	}
 	// A client with nothing to push gets only the advertisement.
 	calls = 0
 	var out bytes.Buffer
-	if _, err := relayPush(&out, bytes.NewReader(adv), func() string { calls++; return "permanent" }); err != nil || calls != 0 || !bytes.Equal(out.Bytes(), adv) {
+	if _, err := RelayPush(&out, bytes.NewReader(adv), nil, func([]byte) string { calls++; return "refused" }); err != nil || calls != 0 || !bytes.Equal(out.Bytes(), adv) {
 		t.Fatalf("no-op push: calls=%d err=%v", calls, err)
 	}
 }
 
-func TestPermanentVerdictWithoutSidebandSendsNoReport(t *testing.T) {
+func TestRefusalWithoutSidebandSendsNoReport(t *testing.T) {
 	adv := pkts(strings.Repeat("a", 40)+" refs/heads/master\x00report-status\n", "")
 	report := pkts("unpack ok\n", "ng refs/heads/master pre-receive hook declined\n", "")
 	var out bytes.Buffer
-	res, _ := relayPush(&out, bytes.NewReader(append(adv, report...)), func() string { return "permanent" })
-	if !res.refused || !bytes.Equal(out.Bytes(), adv) {
-		t.Fatalf("refused=%v out=%q", res.refused, out.Bytes())
+	res, _ := RelayPush(&out, bytes.NewReader(append(adv, report...)), nil, func([]byte) string { return "refused" })
+	if !res.Refused || res.Sideband || !bytes.Equal(out.Bytes(), adv) {
+		t.Fatalf("refused=%v out=%q", res.Refused, out.Bytes())
 	}
 }
 
 func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	old, new := strings.Repeat("1", 40), strings.Repeat("2", 40)
 	in := append(pkts(old+" "+new+" refs/heads/master\x00report-status side-band-64k\n", ""), []byte("PACK\x00\x00\x00\x02rest")...)
-	c := &commandReader{r: bytes.NewReader(in)}
+	c := NewCommandReader(bytes.NewReader(in))
 	var out bytes.Buffer
 	if _, err := out.ReadFrom(c); err != nil {
 		t.Fatal(err)
@@ -96,7 +107,7 @@ func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), in) {
 		t.Fatalf("stream changed")
 	}
-	if u := c.parsed(); len(u) != 1 || u[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
+	if u := c.Parsed(); len(u) != 1 || u[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
 		t.Fatalf("updates %v", u)
 	}
 }

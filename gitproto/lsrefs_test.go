@@ -1,24 +1,28 @@
-package daemon
+package gitproto
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/poolgate/poolgate/internal/gittest"
 )
 
 // lsRefsRequest builds an ls-refs request as a git client sends it.
 func lsRefsRequest(caps []string, args ...string) []byte {
 	var b bytes.Buffer
-	b.Write(encodePkt("command=ls-refs\n"))
+	b.Write(EncodePkt("command=ls-refs\n"))
 	for _, c := range caps {
-		b.Write(encodePkt(c + "\n"))
+		b.Write(EncodePkt(c + "\n"))
 	}
 	b.WriteString("0001")
 	for _, a := range args {
-		b.Write(encodePkt(a + "\n"))
+		b.Write(EncodePkt(a + "\n"))
 	}
 	b.WriteString("0000")
 	return b.Bytes()
@@ -63,7 +67,7 @@ func TestLsRefsLikeGit(t *testing.T) {
 	check := func(stage string, wantOK bool) {
 		t.Helper()
 		for i, req := range lsRefsRequests {
-			got, ok := lsRefs(dir, req)
+			got, ok := LsRefs(dir, req)
 			if ok != wantOK {
 				t.Fatalf("%s, request %d: answered itself = %v, want %v", stage, i, ok, wantOK)
 			}
@@ -111,19 +115,11 @@ func TestLsRefsLikeGit(t *testing.T) {
 	gitT(t, dir, "", "update-ref", "-d", "--no-deref", "refs/heads/alias")
 	check("symbolic branch deleted again", true)
 
-	if _, ok := lsRefs(dir, lsRefsRequest(nil, "no-such-arg")); ok {
+	if _, ok := LsRefs(dir, lsRefsRequest(nil, "no-such-arg")); ok {
 		t.Error("an unknown argument must be left to git")
 	}
-	if _, ok := lsRefs(dir, lsRefsRequest([]string{"object-format=sha256"})); ok {
+	if _, ok := LsRefs(dir, lsRefsRequest([]string{"object-format=sha256"})); ok {
 		t.Error("another object format must be left to git")
-	}
-}
-
-func TestWantsV2(t *testing.T) {
-	for p, want := range map[string]bool{"version=2": true, "version=1": false, "": false, "foo=bar:version=2": true, "version=20": false} {
-		if got := wantsV2(p); got != want {
-			t.Errorf("wantsV2(%q) = %v", p, got)
-		}
 	}
 }
 
@@ -149,13 +145,13 @@ func TestParseLsRefsLeavesOddRequestsToGit(t *testing.T) {
 	}
 }
 
-// requestReader hands over one request, up to and including its flush, and
+// RequestReader hands over one request, up to and including its flush, and
 // leaves what follows for the next one.
 func TestRequestReaderStopsAtTheFlush(t *testing.T) {
 	first := []byte("0012command=fetch\n")
 	rest := "00010009done\n0000" + "0014command=ls-refs\n0000"
 	r := bytes.NewReader([]byte(rest))
-	q := &requestReader{r: r, pending: first}
+	q := &RequestReader{r: r, pending: first}
 	got, err := io.ReadAll(q)
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +164,94 @@ func TestRequestReaderStopsAtTheFlush(t *testing.T) {
 		t.Fatalf("left %q for the next request", left)
 	}
 	// A request cut short ends the reader with an error noted.
-	q = &requestReader{r: bytes.NewReader([]byte("0009done\n")), pending: first}
+	q = &RequestReader{r: bytes.NewReader([]byte("0009done\n")), pending: first}
 	io.ReadAll(q)
 	if q.done || q.err == nil {
 		t.Fatalf("cut-short request: done %v, err %v", q.done, q.err)
 	}
+}
+
+func gitT(t *testing.T, dir string, stdin string, args ...string) string {
+	t.Helper()
+	return gittest.Run(t, dir, []byte(stdin), args...)
+}
+
+// Issue 11: git's gc --auto runs pack-refs after a push; a pack-refs
+// between the reads of packed-refs and of the loose refs dropped the
+// branch from the answer, and the stock client's fetch failed its step.
+// Each round a push moves master and creates a branch (loose refs), and
+// pack-refs packs and prunes them, while ls-refs is asked again and again:
+// a branch once shown is shown in every later answer, and master never
+// goes back to an older commit.
+func TestLsRefsAlwaysShowsTheBranchWhilePackRefsRuns(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "r.git")
+	gitT(t, filepath.Dir(dir), "", "init", "-q", "--bare", "--initial-branch=master", dir)
+	blob := gitT(t, dir, "x\n", "hash-object", "-w", "--stdin")
+	tree := gitT(t, dir, "100644 blob "+blob+"\tf\n", "mktree")
+	const rounds = 100
+	commits := make([]string, rounds)
+	order := map[string]int{}
+	for i := range commits {
+		args := []string{"commit-tree", tree, "-m", fmt.Sprint(i)}
+		if i > 0 {
+			args = append(args, "-p", commits[i-1])
+		}
+		commits[i] = gitT(t, dir, "", args...)
+		order[commits[i]] = i
+	}
+	gitT(t, dir, "", "update-ref", "refs/heads/master", commits[0])
+	req := lsRefsRequest([]string{"agent=git/2.39.5"}, "symrefs", "peel", "ref-prefix refs/heads/")
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i < rounds; i++ {
+			gitT(t, dir, "", "update-ref", "refs/heads/master", commits[i])
+			gitT(t, dir, "", "update-ref", fmt.Sprintf("refs/heads/b%d", i), commits[i])
+			gitT(t, dir, "", "pack-refs", "--all", "--prune")
+		}
+	}()
+	seen := map[string]bool{}
+	answered, last := 0, 0
+	var failure string
+	for polling := true; polling && failure == ""; {
+		select {
+		case <-done:
+			polling = false
+		default:
+		}
+		resp, ok := LsRefs(dir, req)
+		if !ok {
+			continue // left to git, which reads refs its own way
+		}
+		answered++
+		now := map[string]string{}
+		for _, line := range strings.Split(string(resp), "\n") {
+			if len(line) > 4+41 {
+				oid, name, _ := strings.Cut(line[4:], " ")
+				now[name] = oid
+			}
+		}
+		for name := range seen {
+			if now[name] == "" {
+				failure = fmt.Sprintf("answer %d: %s, shown before, is missing", answered, name)
+			}
+		}
+		for name := range now {
+			seen[name] = true
+		}
+		m, ok := order[now["refs/heads/master"]]
+		if !ok || m < last {
+			failure = fmt.Sprintf("answer %d: master at commit %d (%q), after commit %d", answered, m, now["refs/heads/master"], last)
+		}
+		last = m
+	}
+	<-done
+	if failure != "" {
+		t.Fatal(failure)
+	}
+	if answered == 0 || len(seen) < rounds/2 {
+		t.Fatalf("%d answers, %d branches seen: the test proves nothing", answered, len(seen))
+	}
+	t.Logf("%d answers, %d branches, none dropped", answered, len(seen))
 }

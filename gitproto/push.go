@@ -1,0 +1,205 @@
+package gitproto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+)
+
+// RefUpdate is one "OLD NEW REF" command a pusher sent.
+type RefUpdate struct {
+	Old, New, Ref string
+}
+
+func (u RefUpdate) String() string { return fmt.Sprintf("%s %.12s→%.12s", u.Ref, u.Old, u.New) }
+
+// CommandReader passes the client's half of a push through unchanged while
+// noting the ref update commands at its start, for the log.
+type CommandReader struct {
+	r       io.Reader
+	pending bytes.Buffer
+	done    bool
+	buf     []byte
+	updates []RefUpdate
+	err     error
+
+	mu     sync.Mutex
+	result []RefUpdate // updates, once the command list has ended
+}
+
+// NewCommandReader reads a push's client half from r.
+func NewCommandReader(r io.Reader) *CommandReader { return &CommandReader{r: r} }
+
+// Parsed returns the ref updates, or nil if the command list has not been
+// read to its end (the client sent nothing, or went away).
+func (c *CommandReader) Parsed() []RefUpdate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.result
+}
+
+func (c *CommandReader) finish() {
+	c.done = true
+	c.mu.Lock()
+	c.result = c.updates
+	c.mu.Unlock()
+}
+
+func (c *CommandReader) Read(p []byte) (int, error) {
+	for c.pending.Len() == 0 && !c.done {
+		k, err := ReadPkt(c.r, c.buf)
+		if err != nil {
+			if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				// Not pkt-lines after all: stop looking and let git judge.
+				c.err = err
+			}
+			c.finish()
+			break
+		}
+		c.buf = k.Raw[:0]
+		c.pending.Write(k.Raw)
+		if k.Control {
+			c.finish()
+			break
+		}
+		line := string(k.Payload)
+		if i := strings.IndexByte(line, 0); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 3 && len(f[0]) >= 40 && len(f[1]) >= 40 {
+			c.updates = append(c.updates, RefUpdate{Old: f[0], New: f[1], Ref: f[2]})
+		}
+	}
+	if c.pending.Len() > 0 {
+		return c.pending.Read(p)
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.r.Read(p)
+}
+
+// Side-band channels (gitprotocol-pack(5)).
+const (
+	BandData     = 1
+	BandProgress = 2
+	BandError    = 3
+)
+
+// RelayResult says how a push's output went.
+type RelayResult struct {
+	Refused  bool   // decide refused the push: the report was withheld
+	Sideband bool   // the report came on band 1 (else the refusal is the caller's to say)
+	Report   []byte // report-status as the client would have seen it
+}
+
+// RelayPush copies receive-pack's stdout to the client, and the text of its
+// band 2 (git's and the hook's stderr) to progress as well, if not nil.
+// When the report arrives (receive-pack writes it only after the hook has
+// run, and after its unpacker's messages), decide is called once with it —
+// the report's pkt-lines — and may refuse the push with a message: then the
+// report is withheld and, on a side-band session, the message is sent as a
+// band-3 error, so git ends the push as an error. A stock pool-resource
+// client retries a "[remote rejected]" silently forever, but shows an error
+// and gives up (DESIGN.md §2, "Rejection is waiting").
+func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(report []byte) string) (RelayResult, error) {
+	var res RelayResult
+	var buf []byte
+	// The ref advertisement, up to its flush.
+	for {
+		k, err := ReadPkt(src, buf)
+		if err != nil {
+			return res, ignoreEOF(err)
+		}
+		buf = k.Raw[:0]
+		if _, err := dst.Write(k.Raw); err != nil {
+			return res, err
+		}
+		if k.Flush {
+			break
+		}
+	}
+	decided := false
+	for {
+		k, err := ReadPkt(src, buf)
+		if err != nil {
+			return res, ignoreEOF(err)
+		}
+		buf = k.Raw[:0]
+		if !k.Control && len(k.Payload) > 0 && k.Payload[0] == BandProgress && progress != nil {
+			progress.Write(k.Payload[1:])
+		}
+		if !decided && !k.Control && len(k.Payload) > 0 {
+			band := k.Payload[0]
+			sideband := isBand(band)
+			// A band-1 packet of no data is receive-pack's keepalive, sent
+			// while the hook runs: not the report yet.
+			if (band == BandData && len(k.Payload) > 1) || !sideband {
+				decided = true
+				res.Sideband = sideband
+				report := k.Raw
+				if sideband {
+					report = k.Payload[1:]
+				}
+				if msg := decide(report); msg != "" {
+					res.Refused = true
+					if sideband {
+						if _, err := dst.Write(EncodePkt("\x03" + msg + "\n")); err != nil {
+							return res, err
+						}
+					}
+					// Let receive-pack finish writing into the void.
+					_, err := io.Copy(io.Discard, src)
+					return res, err
+				}
+			}
+		}
+		if decided && !k.Control && len(k.Payload) > 0 && (k.Payload[0] == BandData || !isBand(k.Payload[0])) && len(res.Report) < MaxPkt {
+			if isBand(k.Payload[0]) {
+				res.Report = append(res.Report, k.Payload[1:]...)
+			} else {
+				res.Report = append(res.Report, k.Raw...)
+			}
+		}
+		if _, err := dst.Write(k.Raw); err != nil {
+			return res, err
+		}
+	}
+}
+
+func isBand(b byte) bool { return b == BandData || b == BandProgress || b == BandError }
+
+func ignoreEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// ReportStatus reads a report-status: the unpack line's status ("ok", or
+// git's reason the pack was not stored; "" if the report has none) and the
+// ok/ng lines.
+func ReportStatus(report []byte) (unpack string, ok []string, ng []string) {
+	r := bytes.NewReader(report)
+	var buf []byte
+	for {
+		k, err := ReadPkt(r, buf)
+		if err != nil {
+			return
+		}
+		buf = k.Raw[:0]
+		line := strings.TrimSuffix(string(k.Payload), "\n")
+		switch {
+		case strings.HasPrefix(line, "unpack "):
+			unpack = line[len("unpack "):]
+		case strings.HasPrefix(line, "ok "):
+			ok = append(ok, line[3:])
+		case strings.HasPrefix(line, "ng "):
+			ng = append(ng, line[3:])
+		}
+	}
+}

@@ -1,0 +1,28 @@
+package operator
+
+import (
+	"net"
+	"syscall"
+)
+
+var errConnRefused = syscall.ECONNREFUSED
+
+// peerUID asks the kernel who is at the other end of a unix socket.
+func peerUID(c net.Conn) (int, bool) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return 0, false
+	}
+	return int(cred.Uid), true
+}
