@@ -6,16 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitread"
 	"github.com/poolgate/poolgate/gitstore"
 	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 )
 
@@ -23,7 +24,7 @@ const (
 	// CoalesceWindow is how long a transient rejection stays announced
 	// for one (user, rule, pool).
 	CoalesceWindow  = 10 * time.Minute
-	commitsPerTx    = 500 // about 0.2s of derivation
+	commitsPerTx    = 500 // about 25ms of derivation
 	cursorCommit    = "commit"
 	cursorPushes    = "pushes"
 	cursorPending   = "pending"
@@ -31,10 +32,14 @@ const (
 	cursorCreated   = "created" // repo "": the store's creation time
 )
 
+// errStoreMoved stops a sync whose store was derived further by someone
+// else meanwhile (only possible when two processes derive at once, which
+// the derivation lock prevents); the next sync starts from there.
+var errStoreMoved = errors.New("the event store was derived further meanwhile; deriving again from there")
+
 // Deriver turns one repo's history and push records into stored events.
-// Safe for concurrent use; concurrent Deriver instances on one store (the
-// daemon and a CLI catching up) are serialized by the store's write lock
-// and reach the same result.
+// Safe for concurrent use. One process at a time derives into a store
+// (LockDerivation): the daemon while it runs, else a CLI command.
 type Deriver struct {
 	// created is when the store began (read at each sync).
 	created time.Time
@@ -43,8 +48,18 @@ type Deriver struct {
 	dir     string
 	Now     func() time.Time
 	mu      sync.Mutex
-	repo    *poolrepo.Repo
-	branch  string
+	// repo is kept across syncs: its pack indexes are read once, not at
+	// every push. It starts no process.
+	repo   *gitread.Repo
+	branch string
+	// nextDue is when the next claim goes stale (zero: none pending).
+	nextDue time.Time
+	// synced is the stamp taken as the last sync began.
+	synced atomic.Value
+	// syncs counts syncs (tests: an idle service runs none).
+	syncs atomic.Int64
+	// contents remembers lock file texts by blob (Deriver.content).
+	contents map[string]lockText
 }
 
 // RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
@@ -52,98 +67,219 @@ func RepoDir(cfg *config.Config, name string) string {
 	return filepath.Join(cfg.DataDir, "repos", name+".git")
 }
 
-// NewDeriver prepares derivation for one configured repo at dir.
+// NewDeriver prepares derivation for one configured repo at dir (a bare
+// repo, or a work tree whose .git is read).
 func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {
-	return &Deriver{store: store, cfg: repo, dir: dir, Now: time.Now, branch: repo.Branch}
+	return &Deriver{store: store, cfg: repo, dir: gitDir(dir), Now: time.Now, branch: repo.Branch, contents: map[string]lockText{}}
 }
 
-// Close releases the deriver (nothing is held between syncs today; kept
-// so callers need not change if that does).
-func (d *Deriver) Close() error { return nil }
+// gitDir is dir's .git when dir is a work tree, else dir.
+func gitDir(dir string) string {
+	if fi, err := os.Stat(filepath.Join(dir, ".git")); err == nil && fi.IsDir() {
+		return filepath.Join(dir, ".git")
+	}
+	return dir
+}
+
+// Close releases the repo's open pack files.
+func (d *Deriver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.repo == nil {
+		return nil
+	}
+	err := d.repo.Close()
+	d.repo = nil
+	return err
+}
 
 // Sync derives everything new: commits on the branch since the last sync,
 // new rejections, claims that went stale. It returns the new events in
 // store order.
 func (d *Deriver) Sync(ctx context.Context) ([]Event, error) {
+	var out []Event
+	err := d.SyncFunc(ctx, func(evs []Event) { out = append(out, evs...) })
+	return out, err
+}
+
+// SyncFunc is Sync handing each transaction's new events to f (may be nil)
+// instead of gathering them: a first start on a long history then holds
+// one transaction's events, not the whole history's.
+func (d *Deriver) SyncFunc(ctx context.Context, f func([]Event)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// A reader per sync: its caches (commits, trees) then never outgrow
-	// one push's worth in a daemon that runs for months, and an idle sync
-	// starts no cat-file process at all.
-	d.repo = poolrepo.Open(d.dir)
-	defer func() {
-		d.repo.Close()
-		d.repo = nil
-	}()
+	if d.repo == nil {
+		d.repo = gitread.Open(d.dir)
+	}
+	d.repo.Refresh()
+	d.synced.Store(d.stamp())
+	d.syncs.Add(1)
 	// The tip first, the push records second: the pre-receive hook writes
 	// who pushed (the pending record) before git moves the ref, so every
 	// commit reachable from this tip has its pusher on disk by now.
-	tip, err := d.repo.Git.ResolveBranch(d.branch)
+	tip, err := d.repo.Tip(d.branch)
 	if err != nil {
-		return nil, fmt.Errorf("repo %s: %w", d.cfg.Name, err)
+		return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
 	}
-	var out []Event
-	for more := true; more; {
-		more = false
+	stored, err := getCursor(d.store.db, d.cfg.Name, cursorCommit)
+	if err != nil {
+		return err
+	}
+	from := stored
+	var w *walk
+	if tip != "" && tip != from {
+		if from != "" {
+			if _, err := d.repo.Commit(from); errors.Is(err, gitread.ErrMissing) {
+				from = "" // history rewritten and collected: start over, ids dedupe
+			}
+		}
+		if w, err = newWalk(d.repo, tip, from, commitsPerTx); err != nil {
+			return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
+		}
+	}
+	// An empty walk to a tip that is not the cursor: the branch was moved
+	// back to an ancestor (an admin's forced push).
+	st := &syncState{tip: tip, cursor: stored, walk: w, rewound: w != nil && w.total == 0}
+	for {
+		var seg []*gitstore.Commit
+		if w != nil {
+			if seg, err = w.Next(); err != nil {
+				return fmt.Errorf("repo %s: %w", d.cfg.Name, err)
+			}
+		}
+		last := w == nil || w.Last()
+		var evs []Event
 		err = d.store.update(ctx, func(tx *sql.Tx) error {
-			var evs []Event
-			evs, more, err = d.syncStep(tx, tip)
-			out = append(out, evs...)
+			var err error
+			evs, err = d.syncStep(tx, st, seg, last)
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return err
+		}
+		if f != nil && len(evs) > 0 {
+			f(evs)
+		}
+		if last {
+			return nil
 		}
 	}
-	return out, nil
+}
+
+// syncState is what one sync carries from one transaction to the next.
+type syncState struct {
+	tip string
+	// cursor is the last derived commit as this sync left it.
+	cursor  string
+	rewound bool
+	walk    *walk
+	// prev is the last derived commit's snapshot: the next commit's
+	// "before" when it is that commit's child, as it nearly always is.
+	prev     *pool.Snapshot
+	prevHash string
 }
 
 // syncStep is one transaction of a sync: at most commitsPerTx commits, so
 // a first start on a long history never holds the store (and with it the
 // status page, the API and the CLI) for more than a moment.
-func (d *Deriver) syncStep(tx *sql.Tx, tip string) (out []Event, more bool, err error) {
-	err = func() error {
-		created, err := cursorInt(tx, "", cursorCreated)
+func (d *Deriver) syncStep(tx *sql.Tx, st *syncState, seg []*gitstore.Commit, last bool) (out []Event, err error) {
+	created, err := cursorInt(tx, "", cursorCreated)
+	if err != nil {
+		return nil, err
+	}
+	d.created = time.Unix(0, created)
+	if err := d.readPushes(tx, pushlog.Pending, cursorPending); err != nil {
+		return nil, err
+	}
+	if err := d.readPushes(tx, pushlog.Pushes, cursorPushes); err != nil {
+		return nil, err
+	}
+	if cur, err := getCursor(tx, d.cfg.Name, cursorCommit); err != nil {
+		return nil, err
+	} else if cur != st.cursor {
+		return nil, errStoreMoved
+	}
+	if len(seg) > 0 {
+		evs, err := d.deriveCommits(prepared(tx), st, seg)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		d.created = time.Unix(0, created)
-		if err := d.readPushes(tx, pushlog.Pending, cursorPending); err != nil {
-			return err
+		out = append(out, evs...)
+	}
+	if last {
+		evs, err := d.settleState(tx, st)
+		if err != nil {
+			return nil, err
 		}
-		if err := d.readPushes(tx, pushlog.Pushes, cursorPushes); err != nil {
-			return err
-		}
-		if tip != "" {
-			evs, m, err := d.deriveCommits(tx, tip)
-			if err != nil {
-				return err
+		out = append(out, evs...)
+	}
+	evs, err := d.readRejections(tx)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, evs...)
+	evs, err = d.readWatchRecords(tx)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, evs...)
+	if !last {
+		// Mid-history, a hold may still be released in a later
+		// chunk: staleness is judged at the tip only.
+		return out, nil
+	}
+	evs, err = d.checkStale(tx)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, evs...), nil
+}
+
+// settleState ends a sync at the tip. After new commits, or when the branch
+// was moved back to an older commit (rewound: nothing to derive, only the
+// state change), the current state and the holds are brought in line with
+// the tip's snapshot (exact along one history, so only a rewritten one
+// changes anything); a store from before the state was kept is filled once.
+func (d *Deriver) settleState(tx *sql.Tx, st *syncState) ([]Event, error) {
+	done, err := getCursor(tx, d.cfg.Name, cursorState)
+	if err != nil {
+		return nil, err
+	}
+	if done != "" && st.prev == nil && !st.rewound {
+		return nil, nil // nothing new
+	}
+	var evs []Event
+	if st.tip != "" {
+		snap := st.prev
+		if snap == nil {
+			if snap, err = d.snapshotAt(pool.NewLoader(d.repo), st.tip); err != nil {
+				return nil, err
 			}
-			out, more = append(out, evs...), m
 		}
-		evs, err := d.readRejections(tx)
+		if done == "" {
+			evs, err = d.backfillState(tx, st.tip, snap)
+		} else {
+			evs, err = d.reconcile(tx, st.tip, snap, st.rewound)
+		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out = append(out, evs...)
-		evs, err = d.readWatchRecords(tx)
-		if err != nil {
-			return err
+	}
+	if st.rewound {
+		st.cursor = st.tip
+		if err := setCursor(tx, d.cfg.Name, cursorCommit, st.tip); err != nil {
+			return nil, err
 		}
-		out = append(out, evs...)
-		if more {
-			// Mid-history, a hold may still be released in a later
-			// chunk: staleness is judged at the tip only.
-			return nil
-		}
-		evs, err = d.checkStale(tx)
-		if err != nil {
-			return err
-		}
-		out = append(out, evs...)
-		return nil
-	}()
-	return out, more, err
+	}
+	return evs, setCursor(tx, d.cfg.Name, cursorState, "1")
+}
+
+func (d *Deriver) snapshotAt(l *pool.Loader, commit string) (*pool.Snapshot, error) {
+	c, err := d.repo.Commit(commit)
+	if err != nil {
+		return nil, err
+	}
+	return l.Load(c.Tree)
 }
 
 func (d *Deriver) records() pushlog.Log { return pushlog.At(d.dir) }
@@ -185,7 +321,7 @@ func (d *Deriver) readPushes(tx *sql.Tx, kind pushlog.Kind, cursor string) error
 	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
 }
 
-func (d *Deriver) pushOf(tx *sql.Tx, commit string) (*Pusher, time.Time, error) {
+func (d *Deriver) pushOf(tx dbtx, commit string) (*Pusher, time.Time, error) {
 	var p Pusher
 	var t int64
 	err := tx.QueryRow(`SELECT user,key,time FROM pushes WHERE repo=? AND commit_hash=?`, d.cfg.Name, commit).Scan(&p.User, &p.Key, &t)
@@ -209,83 +345,47 @@ func (d *Deriver) poolCfg(path string) (maxClaimed *int, staleAfter time.Duratio
 	return
 }
 
-// deriveCommits walks the first-parent chain from the last derived commit
-// to tip. After a forced push (admin only) the walk covers the commits the
-// old cursor does not have, each diffed against its own parent.
-func (d *Deriver) deriveCommits(tx *sql.Tx, tip string) ([]Event, bool, error) {
-	from, err := getCursor(tx, d.cfg.Name, cursorCommit)
-	if err != nil {
-		return nil, false, err
-	}
-	if from == tip {
-		return nil, false, nil
-	}
-	if from != "" {
-		if _, err := d.repo.RawCommit(from); err != nil {
-			from = "" // history rewritten and collected: start over, ids dedupe
-		} else if behind, err := d.repo.Git.IsAncestor(tip, from); err == nil && behind {
-			// Another deriver on this store (a CLI catching up beside the
-			// daemon) already went further than the tip read here...
-			if now, err := d.repo.Git.ResolveBranch(d.branch); err != nil || now != tip {
-				return nil, false, nil
-			}
-			// ...or a forced push moved the branch back to an older
-			// commit: no commit to derive, only the state change.
-			evs, err := d.reconcileHolds(tx, tip, true)
-			if err != nil {
-				return nil, false, err
-			}
-			return evs, false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
-		}
-	}
-	old := from
-	if old == "" {
-		old = strings.Repeat("0", len(tip))
-	}
-	chain, _, err := d.repo.NewCommits(old, tip)
-	if err != nil {
-		return nil, false, err
-	}
-	more := len(chain) > commitsPerTx
-	if more {
-		chain = chain[:commitsPerTx]
-	}
+// deriveCommits derives one segment of the walk, oldest first, and moves
+// the cursor past it (to the tip after the last segment). After a forced
+// push (admin only) the walk starts where the old and new histories meet,
+// each commit diffed against its own parent.
+func (d *Deriver) deriveCommits(tx dbtx, st *syncState, seg []*gitstore.Commit) ([]Event, error) {
+	// A loader per segment: its memo (trees shared between consecutive
+	// commits) never outgrows one segment's worth.
+	l := pool.NewLoader(d.repo)
 	var out []Event
-	for _, h := range chain {
-		evs, err := d.deriveCommit(tx, h)
+	for _, c := range seg {
+		var before *pool.Snapshot
+		var err error
+		switch {
+		case len(c.Parents) == 0:
+		case c.Parents[0] == st.prevHash:
+			before = st.prev
+		default:
+			if before, err = d.snapshotAt(l, c.Parents[0]); err != nil {
+				return nil, fmt.Errorf("commit %s: %w", c.Hash, err)
+			}
+		}
+		after, err := l.Load(c.Tree)
 		if err != nil {
-			return nil, false, fmt.Errorf("commit %s: %w", h, err)
+			return nil, fmt.Errorf("commit %s: %w", c.Hash, err)
+		}
+		evs, err := d.deriveCommit(tx, c, before, after)
+		if err != nil {
+			return nil, fmt.Errorf("commit %s: %w", c.Hash, err)
 		}
 		out = append(out, evs...)
+		st.prev, st.prevHash = after, c.Hash
 	}
-	if more {
-		return out, true, setCursor(tx, d.cfg.Name, cursorCommit, chain[len(chain)-1])
-	}
-	evs, err := d.reconcileHolds(tx, tip, false)
-	if err != nil {
-		return nil, false, err
-	}
-	return append(out, evs...), false, setCursor(tx, d.cfg.Name, cursorCommit, tip)
+	st.cursor = seg[len(seg)-1].Hash
+	return out, setCursor(tx, d.cfg.Name, cursorCommit, st.cursor)
 }
 
-func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
-	c, err := d.repo.RawCommit(hash)
-	if err != nil {
-		return nil, err
-	}
-	var before *pool.Snapshot
-	if len(c.Parents) > 0 {
-		if before, err = d.repo.SnapshotAt(c.Parents[0]); err != nil {
-			return nil, err
-		}
-	}
-	after, err := d.repo.Snapshot(c.Tree)
-	if err != nil {
-		return nil, err
-	}
+func (d *Deriver) deriveCommit(tx dbtx, c *gitstore.Commit, before, after *pool.Snapshot) ([]Event, error) {
+	hash := c.Hash
 	changes := pool.Diff(before, after)
 	if len(changes) == 0 {
-		return nil, nil
+		return nil, d.applyChanges(tx, before, after, nil, 0, hash)
 	}
 	pusher, pushed, err := d.pushOf(tx, hash)
 	if err != nil {
@@ -351,7 +451,7 @@ func (d *Deriver) deriveCommit(tx *sql.Tx, hash string) ([]Event, error) {
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, d.applyChanges(tx, before, after, changes, when.UnixNano(), hash)
 }
 
 // announce says whether an event is news: anything that happened before
@@ -368,20 +468,18 @@ func authorOf(c *gitstore.Commit) *Person {
 }
 
 // hold returns the claim commit and time of a held lock.
-func (d *Deriver) hold(tx *sql.Tx, poolPath, lock string) (commit string, since time.Time, ok bool, err error) {
+func (d *Deriver) hold(tx dbtx, poolPath, lock string) (commit string, since time.Time, ok bool, err error) {
 	var t int64
-	var data string
-	err = tx.QueryRow(`SELECT h.time, e.data FROM holds h JOIN events e ON e.id = h.event WHERE h.repo=? AND h.pool=? AND h.lock=?`,
-		d.cfg.Name, poolPath, lock).Scan(&t, &data)
+	var c sql.NullString
+	err = tx.QueryRow(`SELECT h.time, json_extract(e.data, '$.commit') FROM holds h JOIN events e ON e.id = h.event WHERE h.repo=? AND h.pool=? AND h.lock=?`,
+		d.cfg.Name, poolPath, lock).Scan(&t, &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", time.Time{}, false, nil
 	}
 	if err != nil {
 		return "", time.Time{}, false, err
 	}
-	var claim Event
-	json.Unmarshal([]byte(data), &claim)
-	return claim.Commit, time.Unix(0, t).UTC(), true, nil
+	return c.String, time.Unix(0, t).UTC(), true, nil
 }
 
 // readRejections turns new rejection records into `rejected` events. Every
@@ -459,6 +557,14 @@ func (d *Deriver) readRejections(tx *sql.Tx) ([]Event, error) {
 	return out, setCursor(tx, d.cfg.Name, cursorRejection, strconv.FormatInt(next, 10))
 }
 
+// NextDue is when the next claim will go stale, as of the last sync (zero:
+// none will): the service wakes up then, not every second.
+func (d *Deriver) NextDue() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nextDue
+}
+
 // checkStale raises one `stale` event per claim older than its pool's
 // stale_after. The hold row remembers it was sent, and the event id comes
 // from the claim, so neither a restart nor a re-derive repeats it.
@@ -475,6 +581,7 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		after time.Duration
 	}
 	var dues []due
+	var next time.Time
 	for rows.Next() {
 		var p, l, data string
 		var t int64
@@ -484,7 +591,13 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 		_, staleAfter := d.poolCfg(p)
 		since := time.Unix(0, t).UTC()
-		if staleAfter <= 0 || now.Sub(since) < staleAfter {
+		if staleAfter <= 0 {
+			continue
+		}
+		if due := since.Add(staleAfter); now.Before(due) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
 			continue
 		}
 		var claim Event
@@ -492,6 +605,7 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		dues = append(dues, due{claim, since, staleAfter})
 	}
 	rows.Close()
+	d.nextDue = next
 	var out []Event
 	for _, x := range dues {
 		e := x.claim

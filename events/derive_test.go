@@ -319,3 +319,42 @@ func TestHistoryFromBeforeTheStoreIsRecordedButNotAnnounced(t *testing.T) {
 		t.Errorf("a new release: %+v", evs)
 	}
 }
+
+func TestACursorWhoseCommitWasCollectedIsDerivedAgainFromTheRoot(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	r := newWorkRepoAt(t, filepath.Join(data, "repos", "locks.git"))
+	r.write("staging/unclaimed/env-a", "a")
+	base := r.commit(time.Time{}, "init")
+	r.move(time.Time{}, "staging", "env-a", "unclaimed", "claimed", "claiming: env-a")
+	cfg := &config.Config{DataDir: data, Repos: []config.Repo{*testRepoCfg()}}
+	st, _ := Open(t.TempDir(), false)
+	defer st.Close()
+	d := NewDeriver(st, &cfg.Repos[0], r.gitDir())
+	defer d.Close()
+	if _, err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An admin drops the claim, the dropped commit is collected (the
+	// reader has the old pack open), and a new lock is added.
+	r.git(time.Time{}, "reset", "-q", "--hard", base)
+	r.git(time.Time{}, "reflog", "expire", "--expire=now", "--all")
+	r.git(time.Time{}, "gc", "-q", "--prune=now")
+	r.write("staging/unclaimed/env-b", "b")
+	r.commit(time.Time{}, "adding unclaimed: env-b")
+	evs, err := d.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byType(evs)
+	if len(m[Added]) == 0 || m[Added][len(m[Added])-1].Lock != "env-b" || len(m[Released]) != 1 || !m[Released][0].HistoryRewrite {
+		t.Fatalf("after the collected rewrite: %+v", evs)
+	}
+	pools, err := Pools(ctx, st, cfg, "locks", time.Now())
+	if err != nil || len(pools) != 1 || pools[0].Claimed != 0 || pools[0].Total != 2 {
+		t.Fatalf("pools: %v %+v", err, pools)
+	}
+	if holds, _ := st.Holds(ctx, "locks"); len(holds) != 0 {
+		t.Fatalf("holds %+v, want none", holds)
+	}
+}

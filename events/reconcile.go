@@ -15,12 +15,9 @@ import (
 // history_rewrite, so the lock neither stays held (and goes stale) forever
 // nor shows unclaimed "since" its old claim. rewound says the branch was
 // moved back to tip, an older commit: its push record then says who pushed
-// it long ago, not who rewound it, so the events name no pusher.
-func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string, rewound bool) ([]Event, error) {
-	snap, err := d.repo.SnapshotAt(tip)
-	if err != nil {
-		return nil, err
-	}
+// it long ago, not who rewound it, so the events name no pusher. snap is
+// the tip's snapshot.
+func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string, snap *pool.Snapshot, rewound bool) ([]Event, error) {
 	rows, err := tx.Query(`SELECT pool, lock FROM holds WHERE repo=?`, d.cfg.Name)
 	if err != nil {
 		return nil, err
@@ -54,7 +51,7 @@ func (d *Deriver) reconcileHolds(tx *sql.Tx, tip string, rewound bool) ([]Event,
 	sort.Slice(claimed, func(i, j int) bool {
 		return claimed[i][0] < claimed[j][0] || claimed[i][0] == claimed[j][0] && claimed[i][1] < claimed[j][1]
 	})
-	c, err := d.repo.RawCommit(tip)
+	c, err := d.repo.Commit(tip)
 	if err != nil {
 		return nil, err
 	}

@@ -9,10 +9,16 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// PollInterval is how often each repo is synced without being told: it
-// catches pushes that did not come through the daemon (an admin's git on
-// the server) and times stale claims.
-const PollInterval = time.Second
+const (
+	// SafetyPoll is how often the service looks, by stat alone, whether a
+	// repo's branch or records changed without it being told (an admin's
+	// git on the server). Pushes through the daemon are derived as soon as
+	// they end (Pushed); stale claims when they fall due. Idle, nothing
+	// else runs: no git process, no query.
+	SafetyPoll = 5 * time.Second
+	// retryAfter is when a failed sync is tried again.
+	retryAfter = 5 * time.Second
+)
 
 // Service keeps every configured repo's events derived, off the push path:
 // the daemon only pokes it (Pushed) after a receive-pack ends.
@@ -21,6 +27,8 @@ type Service struct {
 	// OnEvents, if set, is called after a sync stored new events (the
 	// webhook dispatcher's wake-up). It must not block.
 	OnEvents func([]Event)
+	// SafetyPoll, if set, replaces the package's (tests).
+	SafetyPoll time.Duration
 
 	cfg      *config.Config
 	log      zerolog.Logger
@@ -58,9 +66,19 @@ func (s *Service) Pushed(repo string) {
 // Deriver returns a repo's deriver (nil for an unknown repo).
 func (s *Service) Deriver(repo string) *Deriver { return s.derivers[repo] }
 
-// Run syncs every repo, at once, on Pushed and every PollInterval, until
-// ctx ends; then closes the derivers (not the store).
+// Run takes the store's derivation lock (waiting while a CLI command
+// catches up), then syncs every repo at once, on Pushed, when a claim falls
+// due to go stale, and when the safety poll sees a change, until ctx ends;
+// then closes the derivers (not the store).
 func (s *Service) Run(ctx context.Context) {
+	unlock, err := LockDerivation(ctx, s.cfg.DataDir, true)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error().Err(err).Msg("taking the event store's derivation lock; no events are derived")
+		}
+		return
+	}
+	defer unlock()
 	for name, d := range s.derivers {
 		s.wg.Add(1)
 		go func() {
@@ -69,46 +87,86 @@ func (s *Service) Run(ctx context.Context) {
 			s.loop(ctx, name, d)
 		}()
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watch(ctx)
+	}()
 	s.wg.Wait()
 }
 
 func (s *Service) loop(ctx context.Context, name string, d *Deriver) {
-	t := time.NewTicker(PollInterval)
-	defer t.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	failing := false
 	for {
-		evs, err := d.Sync(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			// Logged once per failure streak: a broken repo must not
-			// flood the journal every second.
-			if !failing {
-				s.log.Error().Err(err).Str("repo", name).Msg("deriving events")
-			}
-			failing = true
-		case err == nil:
-			if failing {
-				s.log.Info().Str("repo", name).Msg("deriving events works again")
-			}
-			failing = false
+		bulk := 0
+		err := d.SyncFunc(ctx, func(evs []Event) {
 			if len(evs) > 50 {
-				// A history import: one line, not one per event.
-				s.log.Info().Str("repo", name).Int("events", len(evs)).Msg("derived events")
+				bulk += len(evs) // a history import: one line, not one per event
 			} else {
 				for _, e := range evs {
 					s.log.Info().Str("repo", e.Repo).Str("event", e.Type).Str("pool", e.Pool).Str("lock", e.Lock).
 						Str("id", e.ID).Str("commit", e.Commit).Bool("announce", e.Announce).Msg("event")
 				}
 			}
-			if len(evs) > 0 && s.OnEvents != nil {
+			if s.OnEvents != nil {
 				s.OnEvents(evs)
 			}
+		})
+		if bulk > 0 {
+			s.log.Info().Str("repo", name).Int("events", bulk).Msg("derived events")
+		}
+		next := d.NextDue()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			// Logged once per failure streak: a broken repo must not
+			// flood the journal.
+			if !failing {
+				s.log.Error().Err(err).Str("repo", name).Msg("deriving events")
+			}
+			failing = true
+			next = time.Now().Add(retryAfter)
+		case err == nil:
+			if failing {
+				s.log.Info().Str("repo", name).Msg("deriving events works again")
+			}
+			failing = false
+		}
+		wake.Stop()
+		var due <-chan time.Time
+		if !next.IsZero() {
+			wake.Reset(time.Until(next))
+			due = wake.C
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kicks[name]:
+		case <-due:
+		}
+	}
+}
+
+// watch is the safety poll: a stat of each repo's ref files and records,
+// a sync only when one changed since that repo's last sync began.
+func (s *Service) watch(ctx context.Context) {
+	every := s.SafetyPoll
+	if every <= 0 {
+		every = SafetyPoll
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
 		case <-t.C:
+		}
+		for name, d := range s.derivers {
+			if d.Changed() {
+				s.Pushed(name)
+			}
 		}
 	}
 }

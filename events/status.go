@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/poolrepo"
+	"github.com/poolgate/poolgate/gitread"
 )
 
 // LockStatus is one lock as it stands now (the status command and the
@@ -55,28 +55,17 @@ type PoolState struct {
 	Waiting []Waiter `json:"waiting"`
 }
 
-// Pools reads the branch tip's pools from git (configured pools that do
-// not exist yet are listed empty) and joins what the store knows about
-// each lock: when it entered its state, and who holds it. Sync the store
-// first for the freshest answer.
+// Pools is every pool of the repo as derived so far (configured pools that
+// do not exist yet are listed empty): each lock's state, since when, and
+// who holds it. It reads the store's current-state tables, not git, so its
+// cost follows the number of locks, not the length of history; the daemon
+// derives a push right after it ends.
 func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]PoolState, error) {
 	rc := cfg.Repo(repoName)
 	if rc == nil {
 		return nil, fmt.Errorf("unknown repo %q", repoName)
 	}
-	r := poolrepo.Open(RepoDir(cfg, repoName))
-	defer r.Close()
-	tip, err := r.Git.ResolveBranch(rc.Branch)
-	if err != nil {
-		return nil, err
-	}
-	var snap *pool.Snapshot
-	if tip != "" {
-		if snap, err = r.SnapshotAt(tip); err != nil {
-			return nil, err
-		}
-	}
-	last, err := st.lastPerLock(ctx, repoName)
+	paths, locks, err := st.stateRows(ctx, repoName)
 	if err != nil {
 		return nil, err
 	}
@@ -93,17 +82,15 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 		held[[2]string{h.Pool, h.Lock}] = h
 	}
 	d := &Deriver{cfg: rc}
-	paths := snap.PoolPaths()
 	for _, p := range rc.Pools {
-		if snap.Pool(p.Name) == nil {
+		if !slices.Contains(paths, p.Name) {
 			paths = append(paths, p.Name)
 		}
 	}
 	sort.Strings(paths)
 	var out []PoolState
 	for _, p := range paths {
-		pl := snap.Pool(p)
-		ps := PoolState{Repo: repoName, Pool: p, Claimed: pl.ClaimedCount(), Locks: []LockStatus{}, Waiting: waiting[p]}
+		ps := PoolState{Repo: repoName, Pool: p, Locks: []LockStatus{}, Waiting: waiting[p]}
 		if ps.Waiting == nil {
 			ps.Waiting = []Waiter{}
 		}
@@ -113,17 +100,16 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 			s := int64(staleAfter.Seconds())
 			ps.StaleAfterSeconds = &s
 		}
-		for _, name := range pl.Names() {
-			ls := LockStatus{Repo: repoName, Pool: p, Lock: name, State: stateName(pl.StateOf(name)), MaxClaimed: ps.MaxClaimed}
-			if l, ok := pl.Lock(name); ok {
-				if ls.Content, ls.ContentTruncated, err = lockContent(r, l.Hash); err != nil {
-					return nil, err
-				}
+		for _, r := range locks[p] {
+			ls := LockStatus{Repo: repoName, Pool: p, Lock: r.lock, State: r.state, MaxClaimed: ps.MaxClaimed, Commit: r.commit,
+				Content: r.content, ContentTruncated: r.truncated}
+			if r.time != 0 {
+				ls.Since = time.Unix(0, r.time).UTC()
 			}
-			if e, ok := last[[2]string{p, name}]; ok {
-				ls.Since, ls.Commit = e.Time, e.Commit
+			if r.state != "unclaimed" && r.state != "absent" {
+				ps.Claimed++
 			}
-			if h, ok := held[[2]string{p, name}]; ok && ls.State != "unclaimed" {
+			if h, ok := held[[2]string{p, r.lock}]; ok && ls.State != "unclaimed" {
 				c := h.Claim
 				ls.Since, ls.By, ls.BuildURL = h.Since, c.Pusher, c.BuildURL
 				ls.Team, ls.Pipeline, ls.Job, ls.Build = c.Team, c.Pipeline, c.Job, c.Build
@@ -141,6 +127,24 @@ func Pools(ctx context.Context, st *Store, cfg *config.Config, repoName string, 
 	return out, nil
 }
 
+// Behind reports whether the store has not derived the repo's branch tip
+// yet: a daemon still deriving a long history at its first start. It reads
+// the tip in-process.
+func Behind(st *Store, cfg *config.Config, repoName string) (bool, error) {
+	rc := cfg.Repo(repoName)
+	if rc == nil {
+		return false, fmt.Errorf("unknown repo %q", repoName)
+	}
+	r := gitread.Open(gitDir(RepoDir(cfg, repoName)))
+	defer r.Close()
+	tip, err := r.Tip(rc.Branch)
+	if err != nil {
+		return false, err
+	}
+	cur, err := getCursor(st.db, repoName, cursorCommit)
+	return tip != cur, err
+}
+
 // emptyBlobs are the empty file's ids (SHA-1, SHA-256): most lock files,
 // and no reason to ask git.
 var emptyBlobs = map[string]bool{
@@ -150,11 +154,11 @@ var emptyBlobs = map[string]bool{
 
 // lockContent is a lock file's text, cut at MaxContent on a rune boundary.
 // Bytes that are not UTF-8 are replaced, so JSON and the page show text.
-func lockContent(r *poolrepo.Repo, hash string) (string, bool, error) {
+func lockContent(r *gitread.Repo, hash string) (string, bool, error) {
 	if hash == "" || emptyBlobs[hash] {
 		return "", false, nil
 	}
-	b, err := r.Git.ReadBlob(hash)
+	b, err := r.Blob(hash)
 	if err != nil {
 		return "", false, err
 	}
@@ -178,25 +182,6 @@ func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string,
 	var out []LockStatus
 	for _, p := range pools {
 		out = append(out, p.Locks...)
-	}
-	return out, nil
-}
-
-// lastPerLock is each lock's latest lock event.
-func (s *Store) lastPerLock(ctx context.Context, repo string) (map[[2]string]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT e.seq,e.type,e.time,e.announce,e.data FROM events e
-		JOIN (SELECT MAX(seq) AS s FROM events WHERE repo=? AND type IN ('added','removed','claimed','released','updated')
-		      GROUP BY pool, lock) m ON e.seq = m.s`, repo)
-	if err != nil {
-		return nil, err
-	}
-	evs, err := scanEvents(rows)
-	if err != nil {
-		return nil, err
-	}
-	out := map[[2]string]Event{}
-	for _, e := range evs {
-		out[[2]string{e.Pool, e.Lock}] = e
 	}
 	return out, nil
 }

@@ -107,7 +107,7 @@ func (d *Deriver) noteWaiter(tx *sql.Tx, e *Event) error {
 // waiterGotIn ends the wait of the build that made a claim. It leaves a
 // mark rather than deleting, so a refused try of the same build derived
 // after the claim (both between two syncs) is not taken for a new wait.
-func (d *Deriver) waiterGotIn(tx *sql.Tx, e *Event) error {
+func (d *Deriver) waiterGotIn(tx dbtx, e *Event) error {
 	for _, k := range waiterKeys(e) {
 		if _, err := tx.Exec(`INSERT INTO waiters(repo,pool,who,data,first_try,last_try,tries,got_in) VALUES(?,?,?,'{}',0,0,0,?)
 			ON CONFLICT(repo,pool,who) DO UPDATE SET got_in=MAX(got_in, excluded.got_in)`,
@@ -118,7 +118,7 @@ func (d *Deriver) waiterGotIn(tx *sql.Tx, e *Event) error {
 	return d.pruneWaiters(tx, e.Time)
 }
 
-func (d *Deriver) pruneWaiters(tx *sql.Tx, now time.Time) error {
+func (d *Deriver) pruneWaiters(tx dbtx, now time.Time) error {
 	_, err := tx.Exec(`DELETE FROM waiters WHERE repo=? AND MAX(last_try, got_in) < ?`,
 		d.cfg.Name, now.Add(-WaiterGoneAfter).UnixNano())
 	return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/poolgate/poolgate/events"
 )
 
 func TestHistoryAndStatusUsageErrorsExitTwoWithOneLine(t *testing.T) {
@@ -45,6 +48,50 @@ func TestSinceTakesATimeADateOrAnAge(t *testing.T) {
 
 // Without a daemon the commands derive what they show themselves.
 func TestStatusAndHistoryWorkOnADataDirWithNoDaemon(t *testing.T) {
+	cfg := claimedDataDir(t)
+	code, out, errOut := runCLI("history", "--config", cfg, "locks", "--lock", "lock-a")
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(rows) != 3 || !strings.Contains(rows[1], "claimed") || !strings.Contains(rows[1], "p/deploy #42") || !strings.Contains(rows[2], "added") {
+		t.Fatalf("history: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI("status", "--config", cfg, "--json")
+	var locks []struct {
+		Lock, State string
+		BuildURL    string `json:"build_url"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &locks) != nil || len(locks) != 1 || locks[0].State != "claimed" ||
+		!strings.HasSuffix(locks[0].BuildURL, "/builds/42") {
+		t.Fatalf("status --json: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// Beside a running daemon (it holds the derivation lock) the commands read
+// what it has derived and derive nothing themselves: here it has derived
+// nothing yet, and they say so.
+func TestStatusAndHistoryBesideADerivingDaemonNeverDeriveAgain(t *testing.T) {
+	cfg := claimedDataDir(t)
+	unlock, err := events.LockDerivation(context.Background(), filepath.Dir(cfg), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI("history", "--config", cfg, "locks")
+	if code != 0 || strings.Contains(out, "claimed") || !strings.Contains(errOut, "still deriving locks's history") {
+		t.Fatalf("history beside the daemon: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI("status", "--config", cfg, "--json")
+	if code != 0 || strings.Contains(out, "claimed") || !strings.Contains(errOut, "still deriving") {
+		t.Fatalf("status beside the daemon: exit %d\n%s%s", code, out, errOut)
+	}
+	unlock() // the daemon stopped: the commands catch up themselves
+	code, out, errOut = runCLI("history", "--config", cfg, "locks")
+	if code != 0 || !strings.Contains(out, "claimed") || errOut != "" {
+		t.Fatalf("history with no daemon: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// claimedDataDir is a data dir with repo locks (pool demo: lock-a added,
+// then claimed) and no store yet; it returns the config file.
+func claimedDataDir(t *testing.T) string {
 	data := t.TempDir()
 	repo := filepath.Join(data, "repos", "locks.git")
 	git := func(args ...string) {
@@ -67,19 +114,5 @@ func TestStatusAndHistoryWorkOnADataDirWithNoDaemon(t *testing.T) {
 	git("commit", "-q", "-m", "claiming: lock-a\nBuild URL: https://ci.example.com/teams/main/pipelines/p/jobs/deploy/builds/42")
 	cfg := filepath.Join(data, "poolgate.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\nrepos:\n  - name: locks\n    pools:\n      - name: demo\n        max_claimed: 1\n", data)), 0o644)
-
-	code, out, errOut := runCLI("history", "--config", cfg, "locks", "--lock", "lock-a")
-	rows := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(rows) != 3 || !strings.Contains(rows[1], "claimed") || !strings.Contains(rows[1], "p/deploy #42") || !strings.Contains(rows[2], "added") {
-		t.Fatalf("history: exit %d\n%s%s", code, out, errOut)
-	}
-	code, out, errOut = runCLI("status", "--config", cfg, "--json")
-	var locks []struct {
-		Lock, State string
-		BuildURL    string `json:"build_url"`
-	}
-	if code != 0 || json.Unmarshal([]byte(out), &locks) != nil || len(locks) != 1 || locks[0].State != "claimed" ||
-		!strings.HasSuffix(locks[0].BuildURL, "/builds/42") {
-		t.Fatalf("status --json: exit %d\n%s%s", code, out, errOut)
-	}
+	return cfg
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,7 +92,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 		return nil, nil, nil, err
 	}
 	d := events.NewDeriver(st, &local.Repos[0], events.RepoDir(&local, name))
-	_, err = d.Sync(ctx)
+	err = d.SyncFunc(ctx, nil)
 	d.Close()
 	if err != nil {
 		st.Close()
@@ -107,6 +108,10 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 // is read in place, so `poolgate status` works inside a hook-only repo.
 type readSource struct {
 	cfgFile, repoDir, name string
+	// cmd and stderr are for a note when a running daemon is still
+	// deriving what the command shows.
+	cmd    string
+	stderr io.Writer
 }
 
 // open returns the config, the store and a func to close both. repos are
@@ -152,7 +157,7 @@ func (src readSource) open(ctx context.Context, repos []string) (*config.Config,
 			return nil, nil, nil, usageErr{fmt.Errorf("no event store and no repo %s in %s (poolgate serve has not run here); for a repo served by another git server use --repo DIR", repos[0], cfg.DataDir)}
 		}
 	}
-	st, err := openStore(ctx, cfg, repos)
+	st, err := openStore(ctx, cfg, repos, src.cmd, src.stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}

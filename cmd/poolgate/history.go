@@ -60,7 +60,7 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		}
 		q.Since = t
 	}
-	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name}
+	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name, cmd: "history", stderr: stderr}
 	if len(pos) == 1 && src.repoDir != "" && src.name == "" {
 		src.name = pos[0]
 	}

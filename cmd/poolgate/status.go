@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,11 +40,11 @@ func loadDataConfig(file string) (*config.Config, error) {
 	return cfg, err
 }
 
-// openStore opens the event store and, where it may write, brings the
-// named repos up to date first, so the answer is current even when the
-// daemon is stopped. Beside a running daemon this is safe: derivation
-// transactions serialize and produce the same events.
-func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events.Store, error) {
+// openStore opens the event store and, when no daemon runs, brings the
+// named repos up to date first, so the answer is current even then. Beside
+// a running daemon (it holds the derivation lock) it only reads what the
+// daemon has derived: the same history is never derived twice.
+func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd string, stderr io.Writer) (*events.Store, error) {
 	if !ownDataOf(cfg.DataDir) {
 		// Someone else's store (typically `sudo poolgate status` beside a
 		// daemon running as its own user): files SQLite would create
@@ -58,9 +59,23 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string) (*events
 		}
 		return ro, nil
 	}
+	unlock, err := events.LockDerivation(ctx, cfg.DataDir, false)
+	if errors.Is(err, events.ErrDeriving) {
+		for _, name := range repos {
+			if behind, err := events.Behind(st, cfg, name); err == nil && behind && stderr != nil {
+				fmt.Fprintf(stderr, "poolgate %s: note: the running daemon is still deriving %s's history; this is as far as it got\n", cmd, name)
+			}
+		}
+		return st, nil
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	defer unlock()
 	for _, name := range repos {
 		d := events.NewDeriver(st, cfg.Repo(name), events.RepoDir(cfg, name))
-		_, err := d.Sync(ctx)
+		err := d.SyncFunc(ctx, nil)
 		d.Close()
 		if err != nil {
 			st.Close()
@@ -84,7 +99,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate status: unexpected argument %q\n", pos[1])
 		return exitUsage
 	}
-	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name}
+	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name, cmd: "status", stderr: stderr}
 	var want []string
 	if len(pos) == 1 {
 		if src.repoDir != "" && src.name == "" {
