@@ -31,8 +31,7 @@ import (
 // The suite runs the real binary: built once here, started per test on a
 // free loopback port, driven by real git over real ssh.
 var (
-	binPath      string
-	hasValidator bool
+	binPath string
 )
 
 func TestMain(m *testing.M) {
@@ -60,9 +59,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build poolgate-hook: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	// The validator arrives with `poolgate hook pre-receive`; without it
-	// tests install a permissive hook and skip what needs the rules.
-	hasValidator = exec.Command(binPath, "hook", "--help").Run() == nil
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -214,9 +210,6 @@ func (f *fixture) start() *server {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	if !hasValidator {
-		f.setHook("#!/bin/sh\ncat >/dev/null\nexit 0\n")
-	}
 	return s
 }
 
@@ -240,9 +233,6 @@ func (f *fixture) startInProcess(drain time.Duration) (*server, context.CancelFu
 	ctx, stop := context.WithCancel(context.Background())
 	if err := srv.Prepare(ctx); err != nil {
 		t.Fatal(err)
-	}
-	if !hasValidator {
-		f.setHook("#!/bin/sh\ncat >/dev/null\nexit 0\n")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

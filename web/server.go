@@ -28,10 +28,7 @@ type Server struct {
 // New builds the handler. token "" leaves everything open; metrics may be nil.
 func New(b Backend, token string, metrics http.Handler, log zerolog.Logger) *Server {
 	s := &Server{backend: b, token: token, metrics: metrics, log: log, now: time.Now, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte("ok\n"))
-	})
+	// /healthz is the daemon's (daemon.Server): it knows the disk's state.
 	if metrics != nil {
 		s.mux.Handle("GET /metrics", s.auth(metrics))
 	}
