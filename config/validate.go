@@ -261,7 +261,7 @@ func (c *Config) validate() error {
 			w.Signer = sg
 		}
 	}
-	return c.validateCluster()
+	return nil
 }
 
 // WebhookSigner builds the Standard Webhooks signer of a "whsec_<base64>"
