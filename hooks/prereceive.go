@@ -149,10 +149,17 @@ func RepoNameFromDir(dir string) string {
 	return strings.TrimSuffix(base, ".git")
 }
 
-func (h *PreReceive) judge() (Result, error) {
-	var res Result
+// openRepo opens the pushed repo as this run sees it: in the daemon
+// (GitEnv set) with the push's quarantine, where the refused commits are.
+func (h *PreReceive) openRepo() *poolrepo.Repo {
 	repo := poolrepo.Open(h.Dir)
 	repo.Git.Env = h.GitEnv
+	return repo
+}
+
+func (h *PreReceive) judge() (Result, error) {
+	var res Result
+	repo := h.openRepo()
 	defer repo.Close()
 	set, err := h.settings(repo)
 	if err != nil {

@@ -74,7 +74,7 @@ func (h *PreReceive) record(res Result) error {
 // build is waiting for). Best effort: a refusal is recorded without them
 // rather than not at all.
 func (h *PreReceive) describe(vs []pushlog.Violation, ups []Update) {
-	repo := poolrepo.Open(h.Dir)
+	repo := h.openRepo()
 	defer repo.Close()
 	set, err := h.settings(repo)
 	if err != nil {
