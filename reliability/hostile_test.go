@@ -127,8 +127,10 @@ func TestHostilePushesAreRefusedAndChangeNothing(t *testing.T) {
 			}
 		},
 	}, {
+		// Past limits.max_tree_depth (64): the tree bound is judged before
+		// the tree is loaded, so it is refused as too-large, not bad-path.
 		name: "a tree 2,000 levels deep in a pool",
-		want: "bad-path",
+		want: "too-large",
 		gen: func(w *bufio.Writer, parent string) {
 			commitHeader(w, "deep", parent)
 			inline(w, "demo/unclaimed/"+strings.Repeat("d/", 2000)+"x", "x")
