@@ -97,6 +97,8 @@ type Config struct {
 	Repos    []Repo     `yaml:"repos"`
 	Webhooks []Webhook  `yaml:"webhooks"`
 	Log      LogOptions `yaml:"log"`
+	// Cluster, if set, makes this process one node of several (cluster.go).
+	Cluster *Cluster `yaml:"cluster"`
 }
 
 type SSH struct {

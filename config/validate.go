@@ -261,7 +261,7 @@ func (c *Config) validate() error {
 			w.Signer = sg
 		}
 	}
-	return nil
+	return c.validateCluster()
 }
 
 // WebhookSigner builds the Standard Webhooks signer of a "whsec_<base64>"

@@ -66,6 +66,10 @@ func errKeySessions(max int) error {
 
 func errPushLimit(le *gitproto.LimitError) error { return &refusal{"push refused: " + le.Error()} }
 
+// errCluster carries the cluster's reason a node cannot serve now (etcd
+// unreachable, no quorum, still catching up): written for the client.
+func errCluster(err error) error { return &refusal{err.Error()} }
+
 func errProtocol(err error) error { return &refusal{"protocol error: " + err.Error()} }
 
 // tell writes a refusal's line to the client.

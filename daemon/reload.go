@@ -124,6 +124,7 @@ func restartOnly(old, next *config.Config) []string {
 	keep("http", &old.HTTP, &next.HTTP)
 	keep("log", &old.Log, &next.Log)
 	keep("webhooks", &old.Webhooks, &next.Webhooks)
+	keep("cluster", &old.Cluster, &next.Cluster)
 	// Repos: access and pool settings may change; adding, removing or
 	// renaming a repo or its branch needs the start-up that creates them.
 	same := len(old.Repos) == len(next.Repos)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +58,7 @@ type Server struct {
 	// Observer, if set, hears of every push that ended (the event
 	// service); it must not block.
 	Observer PushObserver
+	gate     Gate // cluster.go
 }
 
 // PushObserver is told when a receive-pack to repo has ended, accepted or
@@ -136,12 +136,7 @@ func (s *Server) Prepare(ctx context.Context) error {
 func (s *Server) HostKey() gossh.PublicKey { return s.signer.PublicKey() }
 
 // HostKeyPath is where the SSH host key lives.
-func (s *Server) HostKeyPath() string {
-	if s.cfg.SSH.HostKey != "" {
-		return s.cfg.SSH.HostKey
-	}
-	return filepath.Join(s.cfg.DataDir, "ssh_host_ed25519_key")
-}
+func (s *Server) HostKeyPath() string { return s.cfg.HostKeyPath() }
 
 // Serve runs until ctx ends, then stops accepting, lets in-flight git
 // commands finish (up to DrainTimeout) and returns. httpLn may be nil.

@@ -134,6 +134,14 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		}
 	}
 
+	if !svc.Writes() {
+		release, err := s.gateCheck(ctx, repo.Name, false)
+		release()
+		if err != nil {
+			tell(sess.Stderr(), errCluster(err))
+			return 1
+		}
+	}
 	if code, ok := s.tryUploadV2(ctx, sess, svc, protocol, env, repo, ev, start); ok {
 		return code
 	}
@@ -153,6 +161,13 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		case <-ctx.Done():
 			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
 			tell(sess.Stderr(), errRepoBusy)
+			return 1
+		}
+		release, err := s.gateCheck(ctx, repo.Name, true)
+		defer release()
+		if err != nil {
+			ev(zerolog.WarnLevel).Err(err).Msg("push refused by the cluster")
+			tell(sess.Stderr(), errCluster(err))
 			return 1
 		}
 		tmp, err := os.MkdirTemp("", "poolgate-push-")

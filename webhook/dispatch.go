@@ -47,6 +47,18 @@ type Options struct {
 	// OnAttempt, if set, hears of every delivery attempt (metrics). It
 	// must not block.
 	OnAttempt func(webhook string, ok bool)
+	// Ledger, if set, is shared with other dispatchers (cluster nodes, of
+	// which one delivers at a time): an event it lists is passed over as
+	// delivered, and each delivered event is added to it.
+	Ledger Ledger
+}
+
+// Ledger records which events were delivered to which webhook, across nodes.
+type Ledger interface {
+	// Sent reports an event delivered already; false when unsure (it is
+	// delivered again: at-least-once).
+	Sent(ctx context.Context, webhook, id string) bool
+	Add(ctx context.Context, webhook string, ids []string)
 }
 
 func (o *Options) defaults() {
@@ -249,10 +261,11 @@ func (t *target) step(ctx context.Context) (more bool, err error) {
 	}
 	for i := range evs {
 		e := &evs[i]
-		if t.matches(e) {
+		if t.matches(e) && !t.sent(ctx, e) {
 			if err := t.deliver(ctx, []*events.Event{e}); err != nil {
 				return false, err
 			}
+			t.record(ctx, []*events.Event{e})
 		}
 		if err := t.advance(ctx, e.Seq); err != nil {
 			return false, err
@@ -300,12 +313,15 @@ func (t *target) stepConcourse(ctx context.Context, evs []events.Event) (bool, e
 	}
 	var batch []*events.Event
 	for i := range evs {
-		if evs[i].Seq <= seen && t.matches(&evs[i]) {
+		if evs[i].Seq <= seen && t.matches(&evs[i]) && !t.sent(ctx, &evs[i]) {
 			batch = append(batch, &evs[i])
 		}
 	}
-	if err := t.deliver(ctx, batch); err != nil {
-		return false, err
+	if len(batch) > 0 {
+		if err := t.deliver(ctx, batch); err != nil {
+			return false, err
+		}
+		t.record(ctx, batch)
 	}
 	return false, t.advance(ctx, seen)
 }
@@ -377,6 +393,43 @@ func (t *target) stepSlack(ctx context.Context, evs []events.Event) (bool, error
 		i = j
 	}
 	return len(evs) == batchSize, nil
+}
+
+// Wants reports whether the named webhook takes e (its filters), for a
+// ledger's follower that must pass over what the webhook never takes.
+func (d *Dispatcher) Wants(webhook string, e *events.Event) bool {
+	for _, t := range d.targets {
+		if t.cfg.Name == webhook {
+			return t.matches(e)
+		}
+	}
+	return false
+}
+
+// Webhooks are the configured webhooks' names.
+func (d *Dispatcher) Webhooks() []string {
+	names := make([]string, len(d.targets))
+	for i, t := range d.targets {
+		names[i] = t.cfg.Name
+	}
+	return names
+}
+
+// sent asks the shared ledger, if any, whether e went out already.
+func (t *target) sent(ctx context.Context, e *events.Event) bool {
+	return t.d.opt.Ledger != nil && t.d.opt.Ledger.Sent(ctx, t.cfg.Name, e.ID)
+}
+
+// record adds delivered events to the shared ledger, if any.
+func (t *target) record(ctx context.Context, batch []*events.Event) {
+	if t.d.opt.Ledger == nil {
+		return
+	}
+	ids := make([]string, len(batch))
+	for i, e := range batch {
+		ids[i] = e.ID
+	}
+	t.d.opt.Ledger.Add(ctx, t.cfg.Name, ids)
 }
 
 func (t *target) advance(ctx context.Context, seq int64) error {

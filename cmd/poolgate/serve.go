@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/poolgate/poolgate/cluster"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
@@ -85,6 +86,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
+	node, moved, leaveCluster, err := startCluster(cfg, log, srv, exe)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
+		return exitFailed
+	}
+	defer leaveCluster()
 	sshLn, httpLn, inherited, err := daemon.Listeners(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
@@ -128,11 +135,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}()
 	m := metrics.New()
 	srv.Metrics = m
-	svc, stopEvents, err := startEvents(cfg, log, srv, m)
+	svc, stopEvents, err := startEvents(cfg, log, srv, m, node)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
+	pushed := svc.Pushed
+	moved.Store(&pushed)
 	watched := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed)
 	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store, Mirrors: watched.Status}
 	m.Known(knownSeries(cfg))
@@ -140,6 +149,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	m.WatchMirrors(mirrorGauges(watched))
 	page := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
 	page.HandleOperator(srv)
+	if node != nil {
+		// Which nodes are up, which leads, which are behind: from any node.
+		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
+	}
 	srv.Handle("/", page)
 	startOperator(serveCtx, cfg, log, srv, svc.Store)
 	if watched != nil {
@@ -160,12 +173,16 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // startEvents runs event derivation and webhook delivery beside the daemon,
 // never in a push's path: the daemon only pokes the service when a push
 // ends. The returned func stops both and closes the store.
-func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics) (*events.Service, func(), error) {
+func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics, node *cluster.Node) (*events.Service, func(), error) {
 	svc, err := events.NewService(cfg, log.With().Str("part", "events").Logger())
 	if err != nil {
 		return nil, nil, err
 	}
-	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), webhook.Options{OnAttempt: m.Delivery})
+	opts := webhook.Options{OnAttempt: m.Delivery}
+	if node != nil {
+		opts.Ledger = node
+	}
+	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), opts)
 	svc.OnEvents = func(evs []events.Event) {
 		for _, e := range evs {
 			if e.HeldSeconds != nil && (e.Type == events.Released || e.Type == events.Removed) {
@@ -185,7 +202,7 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { svc.Run(ctx); done <- struct{}{} }()
-	go func() { disp.Run(ctx); done <- struct{}{} }()
+	go func() { runDelivery(ctx, node, disp, svc.Store); done <- struct{}{} }()
 	return svc, func() {
 		cancel()
 		<-done

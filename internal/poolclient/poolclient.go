@@ -51,6 +51,9 @@ type Client struct {
 	// (ErrStopped), as aborting a build does; a running git command is
 	// never cut.
 	Stop <-chan struct{}
+	// OnUnexpected, if set, hears each push failure that is not a
+	// rejection, with git's output (tests attribute them to a cause).
+	OnUnexpected func(output string)
 
 	mu    sync.Mutex
 	stats Stats
@@ -218,6 +221,9 @@ func (c *Client) robust(ctx context.Context, op func() error) error {
 			c.mu.Lock()
 			c.stats.Unexpected++
 			c.mu.Unlock()
+			if c.OnUnexpected != nil {
+				c.OnUnexpected(out)
+			}
 			failures = append(failures, out)
 			if len(failures) >= MaxUnexpected {
 				return &FailedError{Outputs: failures}

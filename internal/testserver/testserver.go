@@ -227,8 +227,12 @@ func (s *Server) Stop(sig syscall.Signal) {
 }
 
 // SSHCommand is the GIT_SSH_COMMAND that logs in as the writer.
-func (s *Server) SSHCommand() string {
-	return "ssh -F /dev/null -i " + s.F.KeyPath + " -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+func (s *Server) SSHCommand() string { return SSHCommand(s.F.KeyPath) }
+
+// SSHCommand is a GIT_SSH_COMMAND that logs in with the private key at
+// keyPath and nothing else of the user's ssh set-up.
+func SSHCommand(keyPath string) string {
+	return "ssh -F /dev/null -i " + keyPath + " -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
 }
 
 // Client clones the locks repo as a pool-resource out step on pool.

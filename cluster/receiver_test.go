@@ -1,0 +1,108 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// receiver is a real HTTP server taking webhook deliveries.
+type receiver struct {
+	url   string
+	mu    sync.Mutex
+	seen  map[string]int // webhook-id → deliveries
+	count int
+}
+
+func newReceiver(t testing.TB) *receiver {
+	r := &receiver{seen: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.seen[req.Header.Get("webhook-id")]++
+		r.count++
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL + "/hook"
+	return r
+}
+
+func (r *receiver) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+func (r *receiver) ids() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.seen {
+		out[k] = v
+	}
+	return out
+}
+
+// waitFor waits (bounded) until every id in want was delivered and
+// returns those that were not.
+func (r *receiver) waitFor(want map[string]bool, d time.Duration) []string {
+	deadline := time.Now().Add(d)
+	for {
+		got := r.ids()
+		var missing []string
+		for id := range want {
+			if got[id] == 0 {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			sort.Strings(missing)
+			return missing
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// eventIDs are the ids of a node's events of the given types (its API).
+func (n *node) eventIDs(t testing.TB, types ...string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, typ := range types {
+		resp, err := http.Get(fmt.Sprintf("http://%s/api/v1/repos/locks/events?type=%s&limit=10000", n.httpAddr, typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Events []struct {
+				ID string `json:"id"`
+			} `json:"events"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: events API: %v", n.name, err)
+		}
+		for _, e := range body.Events {
+			out[e.ID] = true
+		}
+	}
+	return out
+}
+
+func sameKeys(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

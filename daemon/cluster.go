@@ -1,0 +1,38 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/poolgate/poolgate/config"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// Gate, if set, is asked before a git command is served. A cluster node
+// (package cluster) catches up with the cluster's decided tip there, takes
+// the cluster-wide push lock for a push (inside the repo's own push lock),
+// and refuses pushes it cannot have decided. release is called when the
+// command ended; the error is shown to the client as one line.
+type Gate interface {
+	BeforeGit(ctx context.Context, repo string, write bool) (release func(), err error)
+}
+
+// SetGate installs the gate; call before Serve.
+func (s *Server) SetGate(g Gate) { s.gate = g }
+
+// gateCheck passes without a gate; release is never nil.
+func (s *Server) gateCheck(ctx context.Context, repo string, write bool) (release func(), err error) {
+	if s.gate == nil {
+		return func() {}, nil
+	}
+	return s.gate.BeforeGit(ctx, repo, write)
+}
+
+// Signer is the host key (after Prepare); cluster nodes authenticate each
+// other with it.
+func (s *Server) Signer() gossh.Signer { return s.signer }
+
+// HooksDir is the hook directory every served repo's core.hooksPath names.
+func (s *Server) HooksDir() string { return s.hooksDir() }
+
+// RepoDir is where the daemon keeps a configured repo.
+func RepoDir(cfg *config.Config, name string) string { return repoDir(cfg, name) }
