@@ -20,6 +20,30 @@ type tcpProxy struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]bool
 	cut      bool
+	// opened is every connection passed to a backend, kept so a test can
+	// tell which of its clients' connections a killed node cut.
+	opened []*passed
+}
+
+// passed is one connection the proxy passed to a backend.
+type passed struct {
+	backend    string
+	start, end time.Time // end: zero while open
+}
+
+// cutBy counts the connections to backend that were open at some moment
+// in [from, to): those a backend killed at from and back at to dropped
+// (a connection made while it was dead fails to dial and goes elsewhere).
+func (p *tcpProxy) cutBy(backend string, from, to time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.opened {
+		if c.backend == backend && c.start.Before(to) && (c.end.IsZero() || !c.end.Before(from)) {
+			n++
+		}
+	}
+	return n
 }
 
 func newProxy(t testing.TB, addr string, backends func() []string) *tcpProxy {
@@ -86,8 +110,9 @@ func (p *tcpProxy) handle(c net.Conn) {
 	defer p.untrack(c)
 	bs := p.backends()
 	var b net.Conn
+	var addr string
 	for i := range bs {
-		addr := bs[(int(p.next.Add(1))+i)%len(bs)]
+		addr = bs[(int(p.next.Add(1))+i)%len(bs)]
 		var err error
 		if b, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
 			break
@@ -96,6 +121,15 @@ func (p *tcpProxy) handle(c net.Conn) {
 	if b == nil {
 		return
 	}
+	rec := &passed{backend: addr, start: time.Now()}
+	p.mu.Lock()
+	p.opened = append(p.opened, rec)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		rec.end = time.Now()
+		p.mu.Unlock()
+	}()
 	if !p.track(b) {
 		b.Close()
 		return

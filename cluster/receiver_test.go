@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +106,33 @@ func sameKeys(a, b map[string]bool) bool {
 		}
 	}
 	return true
+}
+
+// eventLines lists a node's events of the given types, one "type lock
+// commit" a line (a failing test's explanation).
+func (n *node) eventLines(t testing.TB, types ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, typ := range types {
+		resp, err := http.Get(fmt.Sprintf("http://%s/api/v1/repos/locks/events?type=%s&limit=10000", n.httpAddr, typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Events []struct {
+				Type   string `json:"type"`
+				Lock   string `json:"lock"`
+				Commit string `json:"commit"`
+			} `json:"events"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: events API: %v", n.name, err)
+		}
+		for _, e := range body.Events {
+			fmt.Fprintf(&b, "%s %s %s\n", e.Type, e.Lock, e.Commit)
+		}
+	}
+	return b.String()
 }
