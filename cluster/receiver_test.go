@@ -70,28 +70,42 @@ func (r *receiver) waitFor(want map[string]bool, d time.Duration) []string {
 	}
 }
 
-// eventIDs are the ids of a node's events of the given types (its API).
-func (n *node) eventIDs(t testing.TB, types ...string) map[string]bool {
+// nodeEvent is what the tests read of an event from a node's API.
+type nodeEvent struct {
+	ID     string `json:"id"`
+	Type   string `json:"type"`
+	Lock   string `json:"lock"`
+	Commit string `json:"commit"`
+}
+
+// events are a node's events of the given types (its API).
+func (n *node) events(t testing.TB, types ...string) []nodeEvent {
 	t.Helper()
-	out := map[string]bool{}
+	var out []nodeEvent
 	for _, typ := range types {
 		resp, err := http.Get(fmt.Sprintf("http://%s/api/v1/repos/locks/events?type=%s&limit=10000", n.httpAddr, typ))
 		if err != nil {
 			t.Fatal(err)
 		}
 		var body struct {
-			Events []struct {
-				ID string `json:"id"`
-			} `json:"events"`
+			Events []nodeEvent `json:"events"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
 		if err != nil {
 			t.Fatalf("%s: events API: %v", n.name, err)
 		}
-		for _, e := range body.Events {
-			out[e.ID] = true
-		}
+		out = append(out, body.Events...)
+	}
+	return out
+}
+
+// eventIDs are the ids of a node's events of the given types.
+func (n *node) eventIDs(t testing.TB, types ...string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, e := range n.events(t, types...) {
+		out[e.ID] = true
 	}
 	return out
 }
@@ -113,26 +127,8 @@ func sameKeys(a, b map[string]bool) bool {
 func (n *node) eventLines(t testing.TB, types ...string) string {
 	t.Helper()
 	var b strings.Builder
-	for _, typ := range types {
-		resp, err := http.Get(fmt.Sprintf("http://%s/api/v1/repos/locks/events?type=%s&limit=10000", n.httpAddr, typ))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body struct {
-			Events []struct {
-				Type   string `json:"type"`
-				Lock   string `json:"lock"`
-				Commit string `json:"commit"`
-			} `json:"events"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("%s: events API: %v", n.name, err)
-		}
-		for _, e := range body.Events {
-			fmt.Fprintf(&b, "%s %s %s\n", e.Type, e.Lock, e.Commit)
-		}
+	for _, e := range n.events(t, types...) {
+		fmt.Fprintf(&b, "%s %s %s\n", e.Type, e.Lock, e.Commit)
 	}
 	return b.String()
 }
