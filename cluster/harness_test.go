@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -25,15 +26,21 @@ import (
 // etcd-server package (/usr/bin/etcd; .ci/run installs it) and `poolgate
 // serve` nodes built from this tree.
 
-// freePort reserves a loopback port for a process started later.
+// freePort reserves a loopback port for a process started later. It is
+// picked below the kernel's ephemeral range (32768 and up by default): a
+// port taken from that range and released is soon the source port of some
+// other test's outgoing connection, and the node's bind then fails.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 200; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
 }
 
 // proc is a child process with its log kept.
