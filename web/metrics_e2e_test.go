@@ -87,8 +87,10 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 	up := newUpstream(t)
 
 	f := testserver.New(t, testserver.Options{Token: token,
-		Pools:    "[{name: staging, max_claimed: 1, stale_after: 2s, locks: [env-a, env-b]}]",
-		Webhooks: "[{name: ops, url: 'http://127.0.0.1:9/never', format: json}]",
+		Pools: "[{name: staging, max_claimed: 1, stale_after: 2s, locks: [env-a, env-b]}]",
+		// Only stale events: the pool's creation at start is not sent (the
+		// target would count a failure before the first scrape).
+		Webhooks: "[{name: ops, url: 'http://127.0.0.1:9/never', format: json, events: [stale]}]",
 		ExtraRepos: fmt.Sprintf(`  - name: mirror
     upstream: {url: %q, provider: github, secret: s3cret, poll_interval: 1h}
   - name: gone
@@ -107,7 +109,6 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 		{"poolgate_refused_pushes_total", map[string]string{"repo": "locks", "kind": "permanent"}},
 		{"poolgate_waiting_builds", map[string]string{"repo": "locks", "pool": "staging"}},
 		{"poolgate_stale_claims", map[string]string{"repo": "locks", "pool": "staging"}},
-		{"poolgate_claim_age_seconds", map[string]string{"repo": "locks", "pool": "staging", "lock": "env-a"}},
 		{"poolgate_webhook_failures_total", map[string]string{"target": "ops"}},
 		{"poolgate_claim_hold_seconds", map[string]string{"repo": "locks", "pool": "staging"}},
 	}
@@ -115,6 +116,21 @@ func TestMetricsForAlertsExistAtZeroThenFollowRealPushes(t *testing.T) {
 		if v, ok := value(fams, z.family, z.labels); !ok || v != 0 {
 			t.Errorf("at start %s%v = %v (present %v), want a series at 0", z.family, z.labels, v, ok)
 		}
+	}
+	// A lock's claim age is there, at 0, once the events service has read
+	// the lock from the repo as it starts (no push needed).
+	ageOfA := map[string]string{"repo": "locks", "pool": "staging", "lock": "env-a"}
+	for i := 0; ; i++ {
+		if v, ok := value(scrape(t, s), "poolgate_claim_age_seconds", ageOfA); ok {
+			if v != 0 {
+				t.Errorf("at start poolgate_claim_age_seconds%v = %v, want 0 for a free lock", ageOfA, v)
+			}
+			break
+		}
+		if i == 300 {
+			t.Fatalf("poolgate_claim_age_seconds%v never appeared", ageOfA)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	holder := s.Client("holder", "staging", buildURL)

@@ -73,9 +73,17 @@ func TestStatusPageReleaseButtonConfirmsThenFreesTheLock(t *testing.T) {
 		t.Fatalf("confirming the release: %v", err)
 	}
 	os.WriteFile(filepath.Join(artifacts(t), "status-release-confirm.png"), shot, 0o644)
-	hist, err := chromedp.Run(bctx, chromedp.Text(css(`.pool[data-pool="staging"] .timeline`)))
-	if err != nil {
-		t.Fatal(err)
+	// The page swaps its content in every few seconds: read the history
+	// again if a swap came between the wait above and the read.
+	var hist string
+	for i := 0; i < 20; i++ {
+		if hist, err = chromedp.Run(bctx, chromedp.Text(css(`.pool[data-pool="staging"] .timeline`))); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(hist, "released env-a") {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	if !strings.Contains(hist, "released env-a") || !strings.Contains(hist, "by operator http: build 42 aborted, env checked") {
 		t.Fatalf("the page's history does not show the operator's release:\n%s", hist)
