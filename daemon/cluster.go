@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 
 	"github.com/poolgate/poolgate/config"
 	gossh "golang.org/x/crypto/ssh"
@@ -25,6 +26,30 @@ func (s *Server) gateCheck(ctx context.Context, repo string, write bool) (releas
 		return func() {}, nil
 	}
 	return s.gate.BeforeGit(ctx, repo, write)
+}
+
+// errRepoTaken means the repo's push lock was not free before ctx ended.
+var errRepoTaken = errors.New("repository busy")
+
+// takeForWrite is the one way into a repo for a write (a push, an
+// operator action): its push lock, one writer at a time, so the next
+// writer sees the new tip and the loser of a race gets git's own
+// non-fast-forward rejection; then, in a cluster, the etcd decision's
+// gate. release undoes both; on error nothing is held.
+func (s *Server) takeForWrite(ctx context.Context, repo string) (release func(), err error) {
+	lock := s.pushLock[repo]
+	select {
+	case lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, errRepoTaken
+	}
+	done, err := s.gateCheck(ctx, repo, true)
+	if err != nil {
+		done()
+		<-lock
+		return nil, err
+	}
+	return func() { done(); <-lock }, nil
 }
 
 // Signer is the host key (after Prepare); cluster nodes authenticate each

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/poolgate/poolgate/config"
@@ -32,13 +33,15 @@ func (s *Server) Operate(ctx context.Context, a operator.Action) (operator.Resul
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, lc.SSH.PushTimeout.D())
 	defer cancel()
-	lock := s.pushLock[repo.Name]
-	select {
-	case lock <- struct{}{}:
-		defer func() { <-lock }()
-	case <-ctx.Done():
+	// Serialized with pushes, and decided by the cluster like them.
+	release, err := s.takeForWrite(ctx, repo.Name)
+	if errors.Is(err, errRepoTaken) {
 		return operator.Result{}, &operator.Refusal{Code: operator.Busy, Msg: "repository busy, try again"}
 	}
+	if err != nil {
+		return operator.Result{}, &operator.Refusal{Code: operator.Busy, Msg: err.Error()}
+	}
+	defer release()
 	env := append(s.baseEnv(), pushlog.EnvConfig+"="+lc.hookFile, pushlog.EnvRepo+"="+repo.Name)
 	env = append(env, lc.env...)
 	res, err := operator.Apply(ctx, operator.Target{Dir: repoDir(s.cfg, repo.Name), Branch: repo.Branch, Env: env}, a)

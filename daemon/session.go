@@ -148,28 +148,22 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 	var verdictFile string
 	if svc == ReceivePack {
-		// One writer at a time per repo, for the whole receive-pack: the
-		// next pusher's advertisement shows the new tip, so the loser of a
-		// race gets git's own non-fast-forward rejection and retries.
+		// The repo for the whole receive-pack (takeForWrite).
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, lc.SSH.PushTimeout.D())
 		defer cancel()
-		lock := s.pushLock[repo.Name]
-		select {
-		case lock <- struct{}{}:
-			defer func() { <-lock }()
-		case <-ctx.Done():
+		release, err := s.takeForWrite(ctx, repo.Name)
+		switch {
+		case errors.Is(err, errRepoTaken):
 			ev(zerolog.WarnLevel).Dur("waited", time.Since(start)).Msg("push gave up waiting for the repo")
 			tell(sess.Stderr(), errRepoBusy)
 			return 1
-		}
-		release, err := s.gateCheck(ctx, repo.Name, true)
-		defer release()
-		if err != nil {
+		case err != nil:
 			ev(zerolog.WarnLevel).Err(err).Msg("push refused by the cluster")
 			tell(sess.Stderr(), errCluster(err))
 			return 1
 		}
+		defer release()
 		tmp, err := os.MkdirTemp("", "poolgate-push-")
 		if err != nil {
 			ev(zerolog.ErrorLevel).Err(err).Msg("temp dir")
