@@ -27,6 +27,31 @@ var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
 var EventTypes = []string{"added", "removed", "claimed", "released", "updated", "stale", "rejected", "violation"}
 
 func (c *Config) validate() error {
+	if err := c.validateServer(); err != nil {
+		return err
+	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	users, err := c.validateUsers()
+	if err != nil {
+		return err
+	}
+	repos := map[string]bool{}
+	for i := range c.Repos {
+		r := &c.Repos[i]
+		if err := c.validateRepo(r, users, repos); err != nil {
+			return err
+		}
+	}
+	if err := c.validateWebhooks(repos); err != nil {
+		return err
+	}
+	return c.validateCluster()
+}
+
+// validateServer sets the defaults of the daemon's listeners and SSH limits.
+func (c *Config) validateServer() error {
 	if c.DataDir == "" {
 		c.DataDir = "poolgate-data"
 	}
@@ -70,6 +95,10 @@ func (c *Config) validate() error {
 	if c.SSH.SessionStartTimeout <= 0 {
 		c.SSH.SessionStartTimeout = Duration(DefaultSessionStart)
 	}
+	return nil
+}
+
+func (c *Config) validateLimits() error {
 	for _, l := range []struct {
 		v   *int64
 		key string
@@ -99,15 +128,19 @@ func (c *Config) validate() error {
 	case d == 0:
 		c.Limits.MaxTreeDepth = DefaultMaxTreeDepth
 	}
+	return nil
+}
 
+// validateUsers returns the names it accepted, for the repos' access lists.
+func (c *Config) validateUsers() (map[string]bool, error) {
 	users := map[string]bool{}
 	for i := range c.Users {
 		u := &c.Users[i]
 		if !userNameRe.MatchString(u.Name) {
-			return &posErr{line: u.Line, msg: fmt.Sprintf("user name %q is missing or invalid (letters, digits, _ . @ -)", u.Name)}
+			return nil, &posErr{line: u.Line, msg: fmt.Sprintf("user name %q is missing or invalid (letters, digits, _ . @ -)", u.Name)}
 		}
 		if users[u.Name] {
-			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q is listed twice", u.Name)}
+			return nil, &posErr{line: u.Line, msg: fmt.Sprintf("user %q is listed twice", u.Name)}
 		}
 		users[u.Name] = true
 		if u.Role == "" {
@@ -115,105 +148,116 @@ func (c *Config) validate() error {
 		}
 		r, err := ParseRole(u.Role)
 		if err != nil {
-			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q: %v", u.Name, err)}
+			return nil, &posErr{line: u.Line, msg: fmt.Sprintf("user %q: %v", u.Name, err)}
 		}
 		u.role = r
 		if len(u.Keys) == 0 && u.KeysFile == "" {
-			return &posErr{line: u.Line, msg: fmt.Sprintf("user %q has neither keys nor keys_file", u.Name)}
+			return nil, &posErr{line: u.Line, msg: fmt.Sprintf("user %q has neither keys nor keys_file", u.Name)}
 		}
 		for _, k := range u.Keys {
 			if _, _, _, _, err := gossh.ParseAuthorizedKey([]byte(k)); err != nil {
-				return &posErr{line: u.Line, msg: fmt.Sprintf("user %q: key %q is not an SSH public key: %v", u.Name, abbrev(k), err)}
+				return nil, &posErr{line: u.Line, msg: fmt.Sprintf("user %q: key %q is not an SSH public key: %v", u.Name, abbrev(k), err)}
 			}
 		}
 		if u.KeysFile != "" {
 			u.KeysFile = c.ResolvePath(u.KeysFile)
 		}
 	}
+	return users, nil
+}
 
-	repos := map[string]bool{}
-	for i := range c.Repos {
-		r := &c.Repos[i]
-		r.Name = strings.TrimSuffix(r.Name, ".git")
-		if !RepoNameRe.MatchString(r.Name) || strings.Contains(r.Name, "..") {
-			return &posErr{line: r.Line, msg: fmt.Sprintf("repo name %q is missing or invalid (letters, digits, _ . -; not starting with . or -)", r.Name)}
+// validateRepo checks one repo and records its name in seen.
+func (c *Config) validateRepo(r *Repo, users, seen map[string]bool) error {
+	r.Name = strings.TrimSuffix(r.Name, ".git")
+	if !RepoNameRe.MatchString(r.Name) || strings.Contains(r.Name, "..") {
+		return &posErr{line: r.Line, msg: fmt.Sprintf("repo name %q is missing or invalid (letters, digits, _ . -; not starting with . or -)", r.Name)}
+	}
+	if seen[r.Name] {
+		return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q is listed twice", r.Name)}
+	}
+	seen[r.Name] = true
+	if r.Branch == "" {
+		r.Branch = DefaultBranch
+	}
+	if err := checkBranch(r.Branch); err != nil {
+		return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
+	}
+	if r.MaxLockBytes < 0 {
+		return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: max_lock_bytes must not be negative", r.Name)}
+	}
+	for who, role := range r.Access {
+		if !users[who] {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access names unknown user %q", r.Name, who)}
 		}
-		if repos[r.Name] {
-			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q is listed twice", r.Name)}
-		}
-		repos[r.Name] = true
-		if r.Branch == "" {
-			r.Branch = DefaultBranch
-		}
-		if err := checkBranch(r.Branch); err != nil {
-			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
-		}
-		if r.MaxLockBytes < 0 {
-			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: max_lock_bytes must not be negative", r.Name)}
-		}
-		for who, role := range r.Access {
-			if !users[who] {
-				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access names unknown user %q", r.Name, who)}
-			}
-			if _, err := ParseRole(role); err != nil {
-				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access for %q: %v", r.Name, who, err)}
-			}
-		}
-		if u := r.Upstream; u != nil {
-			if u.URL == "" {
-				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.url is required", r.Name)}
-			}
-			switch u.Provider {
-			case "github", "gitlab", "gitea":
-			default:
-				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.provider %q (want github, gitlab or gitea)", r.Name, u.Provider)}
-			}
-			if u.Secret == "" {
-				return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.secret is required: unsigned webhooks are refused", r.Name)}
-			}
-			if u.KeyFile != "" {
-				u.KeyFile = c.ResolvePath(u.KeyFile)
-			}
-			if u.PollInterval <= 0 {
-				u.PollInterval = Duration(DefaultPollInterval)
-			}
-		}
-		pools := map[string]bool{}
-		for j := range r.Pools {
-			p := &r.Pools[j]
-			if err := validator.CheckPoolPath(p.Name); err != nil {
-				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
-			}
-			if pools[p.Name] {
-				return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: pool %q is listed twice", r.Name, p.Name)}
-			}
-			pools[p.Name] = true
-			if p.MaxClaimed < 0 {
-				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: max_claimed must not be negative", p.Name)}
-			}
-			if p.ReleaseAfter > 0 && p.ReleaseAfter.D() < MinReleaseAfter {
-				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after %s is under the minimum %s", p.Name, p.ReleaseAfter.D(), MinReleaseAfter)}
-			}
-			if p.ReleaseAfter > 0 && r.Upstream != nil {
-				return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after needs a served repo; %q is a mirror of its upstream", p.Name, r.Name)}
-			}
-			if p.MaxClaimed > 0 && len(p.Locks) > 0 && p.MaxClaimed >= len(p.Locks) {
-				c.warnings = append(c.warnings, &posErr{line: p.Line, msg: fmt.Sprintf(
-					"pool %q: max_claimed %d is not below its %d declared lock(s), so it never holds a build back", p.Name, p.MaxClaimed, len(p.Locks))})
-			}
-			names := map[string]bool{}
-			for _, l := range p.Locks {
-				if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
-					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock name %q is invalid", p.Name, l)}
-				}
-				if names[l] {
-					return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock %q is listed twice", p.Name, l)}
-				}
-				names[l] = true
-			}
+		if _, err := ParseRole(role); err != nil {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: access for %q: %v", r.Name, who, err)}
 		}
 	}
+	if u := r.Upstream; u != nil {
+		if u.URL == "" {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.url is required", r.Name)}
+		}
+		switch u.Provider {
+		case "github", "gitlab", "gitea":
+		default:
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.provider %q (want github, gitlab or gitea)", r.Name, u.Provider)}
+		}
+		if u.Secret == "" {
+			return &posErr{line: r.Line, msg: fmt.Sprintf("repo %q: upstream.secret is required: unsigned webhooks are refused", r.Name)}
+		}
+		if u.KeyFile != "" {
+			u.KeyFile = c.ResolvePath(u.KeyFile)
+		}
+		if u.PollInterval <= 0 {
+			u.PollInterval = Duration(DefaultPollInterval)
+		}
+	}
+	pools := map[string]bool{}
+	for j := range r.Pools {
+		p := &r.Pools[j]
+		if err := validator.CheckPoolPath(p.Name); err != nil {
+			return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: %v", r.Name, err)}
+		}
+		if pools[p.Name] {
+			return &posErr{line: p.Line, msg: fmt.Sprintf("repo %q: pool %q is listed twice", r.Name, p.Name)}
+		}
+		pools[p.Name] = true
+		if err := c.validatePool(r, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
+// validatePool checks one pool of r, whose name is already known good and unique.
+func (c *Config) validatePool(r *Repo, p *Pool) error {
+	if p.MaxClaimed < 0 {
+		return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: max_claimed must not be negative", p.Name)}
+	}
+	if p.ReleaseAfter > 0 && p.ReleaseAfter.D() < MinReleaseAfter {
+		return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after %s is under the minimum %s", p.Name, p.ReleaseAfter.D(), MinReleaseAfter)}
+	}
+	if p.ReleaseAfter > 0 && r.Upstream != nil {
+		return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: release_after needs a served repo; %q is a mirror of its upstream", p.Name, r.Name)}
+	}
+	if p.MaxClaimed > 0 && len(p.Locks) > 0 && p.MaxClaimed >= len(p.Locks) {
+		c.warnings = append(c.warnings, &posErr{line: p.Line, msg: fmt.Sprintf(
+			"pool %q: max_claimed %d is not below its %d declared lock(s), so it never holds a build back", p.Name, p.MaxClaimed, len(p.Locks))})
+	}
+	names := map[string]bool{}
+	for _, l := range p.Locks {
+		if err := validator.CheckName(l); err != nil || pool.IsDot(l) {
+			return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock name %q is invalid", p.Name, l)}
+		}
+		if names[l] {
+			return &posErr{line: p.Line, msg: fmt.Sprintf("pool %q: lock %q is listed twice", p.Name, l)}
+		}
+		names[l] = true
+	}
+	return nil
+}
+
+func (c *Config) validateWebhooks(repos map[string]bool) error {
 	hooks := map[string]bool{}
 	for i := range c.Webhooks {
 		w := &c.Webhooks[i]
@@ -261,7 +305,7 @@ func (c *Config) validate() error {
 			w.Signer = sg
 		}
 	}
-	return c.validateCluster()
+	return nil
 }
 
 // WebhookSigner builds the Standard Webhooks signer of a "whsec_<base64>"
