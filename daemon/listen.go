@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -128,13 +129,45 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 	if err != nil {
 		return err
 	}
-	var files []*os.File
-	var names []string
+	files, names, err := listenerFiles(sshLn, httpLn)
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
+	if err != nil {
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	pid, err := startSuccessor(exe, files, names, pw)
+	pw.Close()
+	if err != nil {
+		return err
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	log.Info().Int("pid", pid).Str("exe", exe).Msg("hand-over: started the new process")
+	if err := awaitReady(ctx, pr); err != nil {
+		proc.Kill()
+		proc.Wait()
+		return err
+	}
+	// Reap it if it ever exits while this process still runs.
+	go proc.Wait()
+	return nil
+}
+
+// listenerFiles dups the listening sockets for the successor, with the
+// systemd names it finds them by. The caller closes the files.
+func listenerFiles(sshLn, httpLn net.Listener) ([]*os.File, []string, error) {
+	var files []*os.File
+	var names []string
 	for _, l := range []struct {
 		ln   net.Listener
 		name string
@@ -144,21 +177,22 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 		}
 		fl, ok := l.ln.(interface{ File() (*os.File, error) })
 		if !ok {
-			return fmt.Errorf("%s listener %T cannot be handed over", l.name, l.ln)
+			return files, names, fmt.Errorf("%s listener %T cannot be handed over", l.name, l.ln)
 		}
 		// File dups the socket: closing ours later leaves the child's open.
 		f, err := fl.File()
 		if err != nil {
-			return err
+			return files, names, err
 		}
 		files = append(files, f)
 		names = append(names, l.name)
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer pr.Close()
+	return files, names, nil
+}
+
+// startSuccessor starts exe with this process's arguments, the listening
+// sockets as systemd passes them (fds 3…) and ready as the fd after them.
+func startSuccessor(exe string, files []*os.File, names []string, ready *os.File) (int, error) {
 	env := []string{}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -184,31 +218,25 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 	for _, f := range files {
 		fd, err := rawFD(f)
 		if err != nil {
-			pw.Close()
-			return err
+			return 0, err
 		}
 		fds = append(fds, fd)
 	}
-	fds = append(fds, pw.Fd())
-	pid, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+	fds = append(fds, ready.Fd())
+	return syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
 		Env:   env,
 		Files: fds,
 		// Its own process group: a Ctrl-C meant for the old one must not stop it.
 		Sys: &syscall.SysProcAttr{Setpgid: true},
 	})
-	pw.Close()
-	if err != nil {
-		return err
-	}
-	proc, err := os.FindProcess(pid)
-	if err != nil {
-		return err
-	}
-	log.Info().Int("pid", pid).Str("exe", exe).Msg("hand-over: started the new process")
+}
 
+// awaitReady waits for the successor's "ready" line on r, within
+// HandoverTimeout.
+func awaitReady(ctx context.Context, r io.Reader) error {
 	ready := make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(pr).ReadString('\n')
+		line, err := bufio.NewReader(r).ReadString('\n')
 		if err == nil && strings.TrimSpace(line) == "ready" {
 			ready <- nil
 			return
@@ -218,20 +246,13 @@ func Handover(ctx context.Context, log zerolog.Logger, sshLn, httpLn net.Listene
 	t := time.NewTimer(HandoverTimeout)
 	defer t.Stop()
 	select {
-	case err = <-ready:
-	case <-t.C:
-		err = fmt.Errorf("the new process did not accept within %s", HandoverTimeout)
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
-		proc.Kill()
-		proc.Wait()
+	case err := <-ready:
 		return err
+	case <-t.C:
+		return fmt.Errorf("the new process did not accept within %s", HandoverTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	// Reap it if it ever exits while this process still runs.
-	go proc.Wait()
-	return nil
 }
 
 // rawFD is f's descriptor, without (*os.File).Fd's switch to blocking mode.
