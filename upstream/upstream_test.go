@@ -61,7 +61,7 @@ func newWorld(t *testing.T, provider string, poll time.Duration) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.watcher = NewWatcher(cfg, cfg.Repo("locks"), w.mirror, zerolog.Nop(), nil)
+	w.watcher = NewWatcher(config.NewLive(cfg), "locks", w.mirror, zerolog.Nop(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.watcher.Run(ctx); close(done) }()
