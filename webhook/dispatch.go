@@ -134,46 +134,50 @@ func (d *Dispatcher) current() []*target {
 // unchanged webhook keeps its running target; a new one gets its cursor
 // now (after the newest event: the first event derived after the reload
 // is its first delivery, and the past is not replayed); a changed one
-// (URL, secret, filters, …) is a new target on the same cursor. Run stops
-// the old targets before it starts their successors, so two never deliver
-// from one cursor.
+// (URL, secret, filters, …) is a new target on the same cursor. A removed
+// or changed target is stopped here, before the reload ends: nothing is
+// sent to a removed URL after it, and two targets never deliver from one
+// cursor.
 func (d *Dispatcher) reconfigure(cfg *config.Config) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	running := map[string]*target{}
+	old := map[string]*target{}
 	for _, t := range d.targets {
-		running[t.cfg.Name] = t
+		old[t.cfg.Name] = t
 	}
 	var next []*target
-	var added, changed []string
+	var added, changed, removed []string
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, w := range cfg.Webhooks {
-		if t, ok := running[w.Name]; ok && sameWebhook(t.cfg, w) {
+		t, ok := old[w.Name]
+		if ok && sameWebhook(t.cfg, w) {
 			next = append(next, t)
-			delete(running, w.Name)
+			delete(old, w.Name)
 			continue
 		}
-		if _, ok := running[w.Name]; ok {
+		if ok {
 			changed = append(changed, w.Name)
-			delete(running, w.Name)
+			t.stop()
+			delete(old, w.Name)
 		} else {
 			added = append(added, w.Name)
 		}
-		t := d.newTarget(w)
+		t = d.newTarget(w)
 		if err := d.initTarget(ctx, t); err != nil {
-			// Run's target reads its cursor again, and InitWebhook then
-			// creates it: only events before that are missed.
+			// The target reads its cursor again when it starts, and
+			// InitWebhook then creates it: only events before that are
+			// missed.
 			d.log.Error().Err(err).Str("webhook", w.Name).Msg("reload: initialising the webhook's cursor")
 		}
 		next = append(next, t)
 	}
-	if len(added)+len(changed)+len(running) == 0 {
-		return
-	}
-	var removed []string
-	for name := range running {
+	for name, t := range old {
+		t.stop()
 		removed = append(removed, name)
+	}
+	if len(added)+len(changed)+len(removed) == 0 {
+		return
 	}
 	slices.Sort(removed)
 	d.targets = next
@@ -233,46 +237,27 @@ func (d *Dispatcher) initTarget(ctx context.Context, t *target) error {
 	return nil
 }
 
-// Run delivers until ctx ends, one goroutine per target, started and
-// stopped as reloads change the targets. A target whose cursor cannot be
-// read is retried; one that is disabled (after a 410) stays idle. Run may
-// be called again after it returned (a cluster node that leads again).
+// Run delivers until ctx ends, one goroutine per target, started as
+// reloads add targets (reconfigure stops the ones they remove). A target
+// whose cursor cannot be read is retried; one that is disabled (after a
+// 410) stays idle. Run may be called again after it returned (a cluster
+// node that leads again).
 func (d *Dispatcher) Run(ctx context.Context) {
-	type running struct {
-		stop func()
-		done chan struct{}
-	}
-	live := map[*target]running{}
-	stop := func(t *target) {
-		r := live[t]
-		r.stop()
-		<-r.done
-		delete(live, t)
-	}
 	defer func() {
-		for t := range live {
-			stop(t)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, t := range d.targets {
+			t.stop()
 		}
 	}()
 	for {
-		want := d.current()
-		for t := range live {
-			if !slices.Contains(want, t) {
-				stop(t) // before its successor, which shares its cursor, starts
+		d.mu.Lock()
+		for _, t := range d.targets {
+			if t.done == nil {
+				t.start(ctx)
 			}
 		}
-		for _, t := range want {
-			if _, ok := live[t]; ok {
-				continue
-			}
-			tctx, cancel := context.WithCancel(ctx)
-			r := running{stop: cancel, done: make(chan struct{})}
-			live[t] = r
-			go func() {
-				defer close(r.done)
-				t.run(tctx)
-			}()
-		}
+		d.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -281,11 +266,38 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}
 }
 
+// start runs the target until ctx ends or stop. Under d.mu.
+func (t *target) start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t.cancel, t.done = cancel, done
+	go func() {
+		defer close(done)
+		t.run(ctx)
+	}()
+}
+
+// stop ends the target's run, if started, and waits for it: an attempt in
+// flight is cancelled (and redelivered by a successor: at least once).
+// Under d.mu.
+func (t *target) stop() {
+	if t.done == nil {
+		return
+	}
+	t.cancel()
+	<-t.done
+	t.cancel, t.done = nil, nil
+}
+
 type target struct {
 	d    *Dispatcher
 	cfg  config.Webhook
 	wake chan struct{}
 	seq  int64
+	// cancel and done are its running delivery's (nil: not running);
+	// guarded by d.mu.
+	cancel func()
+	done   chan struct{}
 }
 
 func (t *target) logger() *zerolog.Logger {
