@@ -600,7 +600,7 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 			rows.Close()
 			return nil, err
 		}
-		_, staleAfter := d.poolCfg(p)
+		maxClaimed, staleAfter := d.poolCfg(p)
 		since := time.Unix(0, t).UTC()
 		if staleAfter <= 0 {
 			continue
@@ -613,6 +613,9 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 		var claim Event
 		json.Unmarshal([]byte(data), &claim)
+		// The pool's limit now, as Claimed below is the count now: a
+		// reload since the claim shows in the stale event.
+		claim.MaxClaimed = maxClaimed
 		dues = append(dues, due{claim, since, staleAfter})
 	}
 	rows.Close()
