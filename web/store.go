@@ -18,7 +18,7 @@ type StoreBackend struct {
 	// a reload's max_claimed, stale_after and webhooks show at once.
 	Config configSource
 	Store  *events.Store
-	Now   func() time.Time
+	Now    func() time.Time
 	// Mirrors, if set, reports watch-mode repos' fetch health.
 	Mirrors func() map[string]upstream.SyncStatus
 }
