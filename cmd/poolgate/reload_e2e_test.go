@@ -173,19 +173,22 @@ func webhooksYAML(rc *hookReceiver, hooks ...[2]string) string {
 	return "[" + strings.Join(items, ", ") + "]"
 }
 
-// rewrite replaces the pools and webhooks of the server's config file,
-// as an operator editing it would (a new file renamed over the old).
-func rewrite(t *testing.T, f *testserver.Fixture, oldPools, newPools, oldHooks, newHooks string) {
+// rewrite replaces, in the server's config file, each old text with its
+// new one (pairs), as an operator editing it would (a new file renamed
+// over the old).
+func rewrite(t *testing.T, f *testserver.Fixture, pairs ...string) {
 	t.Helper()
 	b, err := os.ReadFile(f.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(b)
-	if !strings.Contains(text, oldPools) || !strings.Contains(text, oldHooks) {
-		t.Fatalf("config does not hold the expected pools and webhooks:\n%s", text)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !strings.Contains(text, pairs[i]) {
+			t.Fatalf("config does not hold %q:\n%s", pairs[i], text)
+		}
+		text = strings.Replace(text, pairs[i], pairs[i+1], 1)
 	}
-	text = strings.Replace(strings.Replace(text, oldPools, newPools, 1), oldHooks, newHooks, 1)
 	if err := os.WriteFile(f.Config+".new", []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -390,5 +393,59 @@ func TestSIGHUPWithABrokenConfigChangesNothingAndSaysSoInOneLine(t *testing.T) {
 	}
 	if n := len(rc.got("/a", "lock.stale", "")); n != 0 {
 		t.Errorf("%d stale events under the running stale_after 1h", n)
+	}
+}
+
+// A SIGHUP that changes settings a running process cannot (the HTTP token,
+// the log level, then the set of repos) keeps each one's running value with
+// one line naming it, and takes the rest of the file (max_claimed); when
+// the set of repos changes, the whole running repos list stays, pool
+// settings included.
+func TestSIGHUPKeepsRestartOnlySettingsWithALineEachAndTakesTheRest(t *testing.T) {
+	f := testserver.New(t, testserver.Options{Token: reloadToken, Pools: poolsBefore})
+	s := f.Start()
+	rewrite(t, f, `token: "`+reloadToken+`"`, `token: "another-token"`, "level: debug", "level: info",
+		"max_claimed: 1", "max_claimed: 2")
+	reload(t, s, reloadedLine)
+	restartLines := func() []string {
+		var out []string
+		for _, l := range strings.Split(s.Log(), "\n") {
+			if strings.Contains(l, "this setting needs a restart") {
+				var m struct{ Setting string }
+				json.Unmarshal([]byte(l), &m)
+				out = append(out, m.Setting)
+			}
+		}
+		return out
+	}
+	if got := strings.Join(restartLines(), ","); got != "http,log" {
+		t.Errorf("restart-only settings logged: %q, want http,log", got)
+	}
+	// The running token still opens the API (httpGet sends it), and the
+	// file's new one does not.
+	if got := demoPool(t, s).limits(); got != "max_claimed 2, stale_after_seconds 3600" {
+		t.Errorf("API after the reload: %s", got)
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr+"/api/v1/repos", nil)
+	req.Header.Set("Authorization", "Bearer another-token")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the reloaded file's token opened the API: %s", resp.Status)
+	}
+
+	rewrite(t, f, "max_claimed: 2", "max_claimed: 3",
+		"webhooks: ", "  - name: other\n    branch: master\n    pools: [{name: p, locks: [x]}]\nwebhooks: ")
+	reload(t, s, reloadedLine)
+	// The file still differs from the running http and log: each is
+	// named again, with the repos.
+	if got := strings.Join(restartLines(), ","); got != "http,log,http,log,repos (names, branches or upstream on/off)" {
+		t.Errorf("restart-only settings logged: %q, want http and log again, and the repos", got)
+	}
+	if got := demoPool(t, s).limits(); got != "max_claimed 2, stale_after_seconds 3600" {
+		t.Errorf("API after a reload that adds a repo: %s (the running repos, pools included, stay)", got)
+	}
+	if body := httpGet(t, s, "/api/v1/repos"); strings.Contains(body, `"other"`) {
+		t.Errorf("a repo added by a reload is listed: %s", body)
 	}
 }
