@@ -59,10 +59,10 @@ func TestReloadThatSwapsAWebhookSendsTheNextEventToTheNewOneOnly(t *testing.T) {
 	// The same webhooks again (a reload that changed something else):
 	// nothing restarts, nothing is sent twice.
 	live.Store(&config.Config{Webhooks: []config.Webhook{{Name: "b", URL: b.URL, Format: "json"}, hookC}})
-	fourth := claimEvent("env-d")
-	st.Append(ctx, fourth)
+	again := claimEvent("env-d")
+	st.Append(ctx, again)
 	d.Notify()
-	waitFor(t, "the fourth event at B and C", 5*time.Second, func() bool { return len(b.got()) == 2 && len(c.got()) == 3 })
+	waitFor(t, "the event after the second reload at B and C", 5*time.Second, func() bool { return len(b.got()) == 2 && len(c.got()) == 3 })
 	for _, rc := range []*receiver{b, c} {
 		seen := map[string]int{}
 		for _, g := range rc.got() {
