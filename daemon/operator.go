@@ -67,3 +67,7 @@ func (s *Server) Operate(ctx context.Context, a operator.Action) (operator.Resul
 
 // Config is the running config (after any SIGHUP reload).
 func (s *Server) Config() *config.Config { return s.conf().Config }
+
+// Live is the holder of the running config that the daemon's Reload swaps:
+// every other long-running part reads its settings through it.
+func (s *Server) Live() *config.Live { return s.running }

@@ -10,11 +10,13 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// liveConfig is the part of the daemon's state that a reload (SIGHUP)
-// replaces in one step: users and their keys, roles, per-repo access, pool
-// settings, limits and timeouts read per connection. Everything else (listen
-// addresses, data dir, host key, the set of repos, max_sessions) is fixed
-// for the process's life and needs a restart or a hand-over.
+// liveConfig is the daemon's own view of the running config: the config
+// with what sessions look up on every connection (users by key, the hook's
+// copy of the file, the environment the file names). A reload (SIGHUP)
+// replaces it in one step, then hands the same *config.Config to
+// s.running, the holder every other part reads (events, webhooks, the
+// page and API, metrics, watch mode, release_after). What a reload changes
+// and what needs a restart (restartOnly) is listed in docs/daemon.md.
 type liveConfig struct {
 	*config.Config
 	users    map[string]*config.User // by the key's wire encoding
@@ -102,6 +104,8 @@ func (s *Server) Reload() error {
 	if err := s.writeHookConfig(lc.raw); err != nil {
 		s.log.Error().Err(err).Msg("reload: cannot write the hook's copy of the config")
 	}
+	// Every other part, at once; each has taken it when Store returns.
+	s.running.Store(next)
 	s.log.Info().Str("config", next.File).Int("users", len(next.Users)).Int("repos", len(next.Repos)).Msg("config reloaded")
 	return nil
 }
@@ -123,16 +127,17 @@ func restartOnly(old, next *config.Config) []string {
 	keep("ssh.idle_timeout", &old.SSH.IdleTimeout, &next.SSH.IdleTimeout)
 	keep("http", &old.HTTP, &next.HTTP)
 	keep("log", &old.Log, &next.Log)
-	keep("webhooks", &old.Webhooks, &next.Webhooks)
 	keep("cluster", &old.Cluster, &next.Cluster)
 	// Repos: access and pool settings may change; adding, removing or
-	// renaming a repo or its branch needs the start-up that creates them.
+	// renaming a repo or its branch needs the start-up that creates them,
+	// and so does turning watch mode on or off (a watcher starts at start).
 	same := len(old.Repos) == len(next.Repos)
 	for i := 0; same && i < len(old.Repos); i++ {
-		same = old.Repos[i].Name == next.Repos[i].Name && old.Repos[i].Branch == next.Repos[i].Branch
+		o, n := &old.Repos[i], &next.Repos[i]
+		same = o.Name == n.Name && o.Branch == n.Branch && (o.Upstream == nil) == (n.Upstream == nil)
 	}
 	if !same {
-		changed = append(changed, "repos (names or branches)")
+		changed = append(changed, "repos (names, branches or upstream on/off)")
 		next.Repos = old.Repos
 	}
 	return changed

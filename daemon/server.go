@@ -35,6 +35,7 @@ type Server struct {
 	log      zerolog.Logger
 	exe      string
 	live     atomic.Pointer[liveConfig] // what SIGHUP may change; see reload.go
+	running  *config.Live               // the same config, for every other part
 	pushLock map[string]chan struct{}
 	sessions chan struct{}
 	perKey   keySessions
@@ -80,6 +81,7 @@ func New(cfg *config.Config, log zerolog.Logger, exe string) (*Server, error) {
 		pushLock:     map[string]chan struct{}{},
 		sessions:     make(chan struct{}, cfg.SSH.MaxSessions),
 		DrainTimeout: DrainTimeout,
+		running:      config.NewLive(cfg),
 	}
 	s.live.Store(lc)
 	for _, r := range cfg.Repos {

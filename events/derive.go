@@ -44,10 +44,15 @@ type Deriver struct {
 	// created is when the store began (read at each sync).
 	created time.Time
 	store   *Store
-	cfg     *config.Repo
-	dir     string
-	Now     func() time.Time
-	mu      sync.Mutex
+	// cfg is the repo as configured at start: its name and branch, which
+	// no reload changes.
+	cfg *config.Repo
+	// settings, if set, is the repo's current config (Service: the
+	// running config), read for the pools' max_claimed and stale_after.
+	settings func() *config.Repo
+	dir      string
+	Now      func() time.Time
+	mu       sync.Mutex
 	// repo is kept across syncs: its pack indexes are read once, not at
 	// every push. It starts no process.
 	repo   *gitread.Repo
@@ -335,7 +340,13 @@ func (d *Deriver) pushOf(tx dbtx, commit string) (*Pusher, time.Time, error) {
 }
 
 func (d *Deriver) poolCfg(path string) (maxClaimed *int, staleAfter time.Duration) {
-	if pc := d.cfg.Pool(path); pc != nil {
+	rc := d.cfg
+	if d.settings != nil {
+		if cur := d.settings(); cur != nil {
+			rc = cur
+		}
+	}
+	if pc := rc.Pool(path); pc != nil {
 		if pc.MaxClaimed > 0 {
 			m := pc.MaxClaimed
 			maxClaimed = &m
@@ -589,7 +600,7 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 			rows.Close()
 			return nil, err
 		}
-		_, staleAfter := d.poolCfg(p)
+		maxClaimed, staleAfter := d.poolCfg(p)
 		since := time.Unix(0, t).UTC()
 		if staleAfter <= 0 {
 			continue
@@ -602,6 +613,9 @@ func (d *Deriver) checkStale(tx *sql.Tx) ([]Event, error) {
 		}
 		var claim Event
 		json.Unmarshal([]byte(data), &claim)
+		// The pool's limit now, as Claimed below is the count now: a
+		// reload since the claim shows in the stale event.
+		claim.MaxClaimed = maxClaimed
 		dues = append(dues, due{claim, since, staleAfter})
 	}
 	rows.Close()

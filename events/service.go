@@ -30,24 +30,39 @@ type Service struct {
 	// SafetyPoll, if set, replaces the package's (tests).
 	SafetyPoll time.Duration
 
-	cfg      *config.Config
+	conf     configSource
+	dataDir  string
 	log      zerolog.Logger
 	derivers map[string]*Deriver
 	kicks    map[string]chan struct{}
 	wg       sync.WaitGroup
 }
 
-// NewService opens the store in the data dir.
-func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
+// configSource is the running config (config.Live). The pools' settings
+// that events carry (max_claimed) or act on (stale_after) are read from it
+// at each sync, and a change (a reload) syncs every repo at once, so a
+// shorter stale_after raises its stale events then, not at the old due time.
+type configSource interface {
+	Current() *config.Config
+	Subscribe(func(*config.Config)) (cancel func())
+}
+
+// NewService opens the store in the data dir. The data dir and the set of
+// repos are the ones conf holds now (a reload cannot change them).
+func NewService(conf configSource, log zerolog.Logger) (*Service, error) {
+	cfg := conf.Current()
 	st, err := Open(cfg.DataDir, false)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Store: st, cfg: cfg, log: log, derivers: map[string]*Deriver{}, kicks: map[string]chan struct{}{}}
+	s := &Service{Store: st, conf: conf, dataDir: cfg.DataDir, log: log, derivers: map[string]*Deriver{}, kicks: map[string]chan struct{}{}}
 	for i := range cfg.Repos {
 		r := &cfg.Repos[i]
-		s.derivers[r.Name] = NewDeriver(st, r, RepoDir(cfg, r.Name))
-		s.kicks[r.Name] = make(chan struct{}, 1)
+		d := NewDeriver(st, r, RepoDir(cfg, r.Name))
+		name := r.Name
+		d.settings = func() *config.Repo { return conf.Current().Repo(name) }
+		s.derivers[name] = d
+		s.kicks[name] = make(chan struct{}, 1)
 	}
 	return s, nil
 }
@@ -71,7 +86,7 @@ func (s *Service) Deriver(repo string) *Deriver { return s.derivers[repo] }
 // due to go stale, and when the safety poll sees a change, until ctx ends;
 // then closes the derivers (not the store).
 func (s *Service) Run(ctx context.Context) {
-	unlock, err := LockDerivation(ctx, s.cfg.DataDir, true)
+	unlock, err := LockDerivation(ctx, s.dataDir, true)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error().Err(err).Msg("taking the event store's derivation lock; no events are derived")
@@ -79,6 +94,12 @@ func (s *Service) Run(ctx context.Context) {
 		return
 	}
 	defer unlock()
+	stopHearing := s.conf.Subscribe(func(*config.Config) {
+		for name := range s.kicks {
+			s.Pushed(name)
+		}
+	})
+	defer stopHearing()
 	for name, d := range s.derivers {
 		s.wg.Add(1)
 		go func() {

@@ -38,7 +38,7 @@ func gitCounter(t *testing.T) (runs func() []string) {
 // runService runs a service until the test ends (or stop is called).
 func runService(t *testing.T, cfg *config.Config, poll time.Duration) (svc *Service, stop func()) {
 	t.Helper()
-	svc, err := NewService(cfg, zerolog.Nop())
+	svc, err := NewService(config.NewLive(cfg), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,8 @@ type world struct {
 	work     string
 	mirror   string
 	watcher  *Watcher
+	live     *config.Live // the running config the watcher reads
+	cfgText  string
 	srv      *httptest.Server
 	env      []string
 }
@@ -61,7 +63,8 @@ func newWorld(t *testing.T, provider string, poll time.Duration) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.watcher = NewWatcher(cfg, cfg.Repo("locks"), w.mirror, zerolog.Nop(), nil)
+	w.cfgText, w.live = cfgText, config.NewLive(cfg)
+	w.watcher = NewWatcher(w.live, "locks", w.mirror, zerolog.Nop(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.watcher.Run(ctx); close(done) }()
@@ -370,4 +373,33 @@ func TestUpstreamMergeSmugglingAClaimOfAMissingLockIsAViolation(t *testing.T) {
 	if !found {
 		t.Fatalf("no claim-missing for the side branch's ghost (side commit %s): %+v", side, vs)
 	}
+}
+
+// A reload (the daemon storing a new config) reaches the running watcher:
+// the inbound webhook is verified with the new secret only, and the new
+// poll_interval applies from the next round, without a restart.
+func TestReloadedSecretAndPollIntervalReachTheRunningWatcher(t *testing.T) {
+	w := newWorld(t, "github", time.Hour)
+	text := strings.Replace(strings.Replace(w.cfgText, "secret: "+secret, "secret: new-s3cret", 1),
+		"poll_interval: 1h0m0s", "poll_interval: 200ms", 1)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "poolgate.yaml"), []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.live.Store(cfg)
+
+	w.run(w.work, "git", "mv", "staging/unclaimed/a", "staging/claimed/a")
+	w.commitPush("claiming: a")
+	if resp := w.post("github", githubPush("mallory"), githubSigned(secret)); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("signed with the secret a reload replaced: answered %d, want 401", resp.StatusCode)
+	}
+	if resp := w.post("github", githubPush("alice"), githubSigned("new-s3cret")); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("signed with the reloaded secret: answered %d, want 202", resp.StatusCode)
+	}
+	w.waitMirror(w.upstreamTip())
+	// No webhook for this one: only the reloaded 200ms poll (the old one
+	// was an hour) can bring it.
+	w.run(w.work, "git", "mv", "staging/unclaimed/b", "staging/claimed/b")
+	w.commitPush("claiming: b")
+	w.waitMirror(w.upstreamTip())
 }

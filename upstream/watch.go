@@ -25,10 +25,13 @@ import (
 
 // Watcher keeps one mirror in step with its upstream.
 type Watcher struct {
-	Repo *config.Repo
+	Name string // the repo's; its branch and its being watched are fixed for the process's life
 	Dir  string // the mirror's bare repo
-	Cfg  *config.Config
-	Log  zerolog.Logger
+	// Config is the running config: the upstream's URL, key, secret and
+	// poll interval, and the pool rules judged, are read from it when used,
+	// so a reload reaches the next fetch.
+	Config configSource
+	Log    zerolog.Logger
 	// Changed is told the repo's branch moved (the event deriver).
 	Changed func(repo string)
 
@@ -39,11 +42,20 @@ type Watcher struct {
 	status   SyncStatus
 }
 
-// NewWatcher makes a watcher; Run starts it.
-func NewWatcher(cfg *config.Config, r *config.Repo, dir string, log zerolog.Logger, changed func(string)) *Watcher {
-	return &Watcher{Repo: r, Dir: dir, Cfg: cfg, Log: log.With().Str("repo", r.Name).Logger(), Changed: changed,
+// configSource is the running config (config.Live).
+type configSource interface{ Current() *config.Config }
+
+// NewWatcher makes a watcher of the repo named name, which conf's config
+// must give an upstream; Run starts it.
+func NewWatcher(conf configSource, name, dir string, log zerolog.Logger, changed func(string)) *Watcher {
+	return &Watcher{Name: name, Dir: dir, Config: conf, Log: log.With().Str("repo", name).Logger(), Changed: changed,
 		trigger: make(chan string, 1)}
 }
+
+// repo is the watched repo's current config. A reload can neither remove
+// the repo nor its upstream block (the daemon's reload keeps the running
+// repos then), so both are there.
+func (w *Watcher) repo() *config.Repo { return w.Config.Current().Repo(w.Name) }
 
 // Trigger asks for a fetch soon, naming who pushed upstream if known. It
 // never blocks: a webhook handler must answer at once.
@@ -57,7 +69,7 @@ func (w *Watcher) Trigger(pusher string) {
 // Run fetches on every trigger and at the poll interval until ctx ends. A
 // missed webhook therefore costs at most one interval, never an event.
 func (w *Watcher) Run(ctx context.Context) {
-	t := time.NewTicker(w.Repo.Upstream.PollInterval.D())
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	pusher := ""
 	for {
@@ -68,6 +80,8 @@ func (w *Watcher) Run(ctx context.Context) {
 		if ctx.Err() == nil {
 			w.noteSync(err, time.Now())
 		}
+		// Read at each round: a reload's poll_interval counts from now.
+		t.Reset(w.repo().Upstream.PollInterval.D())
 		select {
 		case <-ctx.Done():
 			return
@@ -97,7 +111,7 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	}
 	repo := poolrepo.Open(w.Dir)
 	defer repo.Close()
-	branch := w.Repo.Branch
+	branch := w.repo().Branch
 	old, err := repo.Git.ResolveBranch(branch)
 	if err != nil {
 		return res, err
@@ -141,7 +155,7 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 		Ref: "refs/heads/" + branch, Old: old, New: newTip, Commits: chain}); err != nil {
 		return res, err
 	}
-	policy, err := repo.Policy(w.Cfg, w.Repo.Name)
+	policy, err := repo.Policy(w.Config.Current(), w.Name)
 	if err != nil {
 		return res, err
 	}
@@ -173,7 +187,7 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	}
 	w.Log.Info().Str("old", old).Str("new", newTip).Int("commits", len(chain)).Int("violations", len(vs)).Msg("upstream fetched")
 	if w.Changed != nil {
-		w.Changed(w.Repo.Name)
+		w.Changed(w.Name)
 	}
 	return res, nil
 }
@@ -185,7 +199,7 @@ func (w *Watcher) ensureMirror(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(w.Dir), 0o755); err != nil {
 		return err
 	}
-	return w.git(ctx, filepath.Dir(w.Dir), "init", "-q", "--bare", "-b", w.Repo.Branch, "--", w.Dir)
+	return w.git(ctx, filepath.Dir(w.Dir), "init", "-q", "--bare", "-b", w.repo().Branch, "--", w.Dir)
 }
 
 // fetch brings the upstream branch's objects into the mirror and returns
@@ -196,8 +210,9 @@ func (w *Watcher) fetch(ctx context.Context, repo *poolrepo.Repo) (string, error
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	// FETCH_HEAD, not a ref: nothing half-done is ever advertised to clones.
-	if err := w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", w.Repo.Upstream.URL,
-		"refs/heads/"+w.Repo.Branch); err != nil {
+	r := w.repo()
+	if err := w.git(ctx, w.Dir, "fetch", "--quiet", "--no-tags", "--", r.Upstream.URL,
+		"refs/heads/"+r.Branch); err != nil {
 		return "", err
 	}
 	return repo.Git.Git("rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}")
@@ -207,10 +222,11 @@ func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
-	if k := w.Repo.Upstream.KeyFile; k != "" {
+	cfg := w.Config.Current()
+	if k := cfg.Repo(w.Name).Upstream.KeyFile; k != "" {
 		// accept-new: the first fetch learns the host key, later ones hold
 		// it to that, kept in the data dir rather than a user's home.
-		known := filepath.Join(w.Cfg.DataDir, "upstream_known_hosts")
+		known := filepath.Join(cfg.DataDir, "upstream_known_hosts")
 		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND=ssh -i '"+k+"' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='"+known+"'")
 	}
 	out, err := cmd.CombinedOutput()
@@ -227,14 +243,14 @@ func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
 
 // Start runs a watcher for every repo with an upstream and returns the
 // webhook handler for them, or nil when there are none. changed may be nil.
-func Start(ctx context.Context, cfg *config.Config, log zerolog.Logger, changed func(repo string)) *Handler {
+func Start(ctx context.Context, conf configSource, log zerolog.Logger, changed func(repo string)) *Handler {
 	h := &Handler{Watchers: map[string]*Watcher{}, Log: log}
-	for i := range cfg.Repos {
-		r := &cfg.Repos[i]
+	cfg := conf.Current()
+	for _, r := range cfg.Repos {
 		if r.Upstream == nil {
 			continue
 		}
-		w := NewWatcher(cfg, r, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
+		w := NewWatcher(conf, r.Name, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
 		h.Watchers[r.Name] = w
 		go w.Run(ctx)
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/go-playground/webhooks/v6/github"
 	"github.com/go-playground/webhooks/v6/gitlab"
 	"github.com/rs/zerolog"
+
+	"github.com/poolgate/poolgate/config"
 )
 
 // MaxWebhookBody caps an inbound payload. A push payload is a few KiB; the
@@ -26,13 +28,17 @@ type Handler struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, provider := r.PathValue("repo"), r.PathValue("provider")
 	wt := h.Watchers[name]
-	if wt == nil || wt.Repo.Upstream.Provider != provider {
+	var up *config.Upstream
+	if wt != nil {
+		up = wt.repo().Upstream
+	}
+	if wt == nil || up.Provider != provider {
 		http.Error(w, "no watched repo "+name+" for "+provider, http.StatusNotFound)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxWebhookBody)
 	log := h.Log.With().Str("repo", name).Str("provider", provider).Logger()
-	pusher, ref, ping, err := parse(provider, wt.Repo.Upstream.Secret, r)
+	pusher, ref, ping, err := parse(provider, up.Secret, r)
 	switch {
 	case errors.Is(err, errIgnored):
 		// Other events (issues, releases, …) are no concern of ours; a
@@ -52,7 +58,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("pong\n"))
 		return
 	}
-	if ref != "refs/heads/"+wt.Repo.Branch {
+	if ref != "refs/heads/"+wt.repo().Branch {
 		w.WriteHeader(http.StatusAccepted)
 		w.Write([]byte("other branch, ignored\n"))
 		return

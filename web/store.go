@@ -14,12 +14,17 @@ import (
 // StoreBackend reads the daemon's event store and repos: the Backend the
 // daemon and the tests use.
 type StoreBackend struct {
-	Cfg   *config.Config
-	Store *events.Store
-	Now   func() time.Time
+	// Config is the running config (config.Live), read at each request:
+	// a reload's max_claimed, stale_after and webhooks show at once.
+	Config configSource
+	Store  *events.Store
+	Now    func() time.Time
 	// Mirrors, if set, reports watch-mode repos' fetch health.
 	Mirrors func() map[string]upstream.SyncStatus
 }
+
+// configSource is the running config.
+type configSource interface{ Current() *config.Config }
 
 func (b *StoreBackend) now() time.Time {
 	if b.Now != nil {
@@ -29,8 +34,9 @@ func (b *StoreBackend) now() time.Time {
 }
 
 func (b *StoreBackend) Repos() []Repo {
-	out := make([]Repo, 0, len(b.Cfg.Repos))
-	for _, r := range b.Cfg.Repos {
+	cfg := b.Config.Current()
+	out := make([]Repo, 0, len(cfg.Repos))
+	for _, r := range cfg.Repos {
 		pools := make([]string, 0, len(r.Pools))
 		for _, p := range r.Pools {
 			pools = append(pools, p.Name)
@@ -53,10 +59,11 @@ func (b *StoreBackend) Repos() []Repo {
 }
 
 func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
-	if b.Cfg.Repo(repo) == nil {
+	cfg := b.Config.Current()
+	if cfg.Repo(repo) == nil {
 		return nil, ErrUnknownRepo
 	}
-	states, err := events.Pools(ctx, b.Store, b.Cfg, repo, b.now())
+	states, err := events.Pools(ctx, b.Store, cfg, repo, b.now())
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +92,7 @@ func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
 }
 
 func (b *StoreBackend) Events(ctx context.Context, repo string, q Query) ([]Event, error) {
-	if b.Cfg.Repo(repo) == nil {
+	if b.Config.Current().Repo(repo) == nil {
 		return nil, ErrUnknownRepo
 	}
 	eq := events.Query{Repo: repo, Pool: q.Pool, Lock: q.Lock, Limit: q.Limit}
@@ -104,7 +111,7 @@ func (b *StoreBackend) Events(ctx context.Context, repo string, q Query) ([]Even
 }
 
 func (b *StoreBackend) Rejections(ctx context.Context, repo string, limit int) ([]Event, error) {
-	if b.Cfg.Repo(repo) == nil {
+	if b.Config.Current().Repo(repo) == nil {
 		return nil, ErrUnknownRepo
 	}
 	evs, err := b.Store.Rejections(ctx, repo, limit)
@@ -135,7 +142,7 @@ func convert(evs []events.Event) []Event {
 }
 
 func (b *StoreBackend) Webhooks(ctx context.Context) ([]Webhook, error) {
-	ts, err := webhook.Targets(ctx, b.Cfg, b.Store, 20)
+	ts, err := webhook.Targets(ctx, b.Config.Current(), b.Store, 20)
 	if err != nil {
 		return nil, err
 	}

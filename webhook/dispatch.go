@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -77,22 +78,33 @@ func (o *Options) defaults() {
 	def(&o.Poll, 5*time.Second)
 }
 
-// Dispatcher delivers events to every configured webhook.
+// Dispatcher delivers events to every webhook of the running config: a
+// reload that adds, changes or removes one is followed at once.
 type Dispatcher struct {
-	store   *events.Store
-	log     zerolog.Logger
-	opt     Options
-	client  *http.Client
-	targets []*target
+	store  *events.Store
+	log    zerolog.Logger
+	opt    Options
+	client *http.Client
+
+	mu      sync.Mutex
+	targets []*target     // the running config's webhooks, in its order
+	changed chan struct{} // the targets changed: Run starts and stops them
 
 	slackMu   sync.Mutex
 	slackNext map[string]time.Time // per URL: earliest next send
 }
 
-// New prepares delivery to cfg's webhooks.
-func New(cfg *config.Config, store *events.Store, log zerolog.Logger, opt Options) *Dispatcher {
+// configSource is the running config (config.Live).
+type configSource interface {
+	Current() *config.Config
+	Subscribe(func(*config.Config)) (cancel func())
+}
+
+// New prepares delivery to the webhooks conf holds, and follows conf's
+// changes for the dispatcher's life.
+func New(conf configSource, store *events.Store, log zerolog.Logger, opt Options) *Dispatcher {
 	opt.defaults()
-	d := &Dispatcher{store: store, log: log, opt: opt, slackNext: map[string]time.Time{},
+	d := &Dispatcher{store: store, log: log, opt: opt, slackNext: map[string]time.Time{}, changed: make(chan struct{}, 1),
 		client: &http.Client{
 			Timeout: opt.Timeout,
 			// A redirected POST would become a GET, and a signed body
@@ -100,15 +112,92 @@ func New(cfg *config.Config, store *events.Store, log zerolog.Logger, opt Option
 			// failed attempt instead.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}}
-	for i := range cfg.Webhooks {
-		d.targets = append(d.targets, &target{d: d, cfg: cfg.Webhooks[i], wake: make(chan struct{}, 1)})
+	for _, w := range conf.Current().Webhooks {
+		d.targets = append(d.targets, d.newTarget(w))
 	}
+	conf.Subscribe(d.reconfigure)
 	return d
+}
+
+func (d *Dispatcher) newTarget(w config.Webhook) *target {
+	return &target{d: d, cfg: w, wake: make(chan struct{}, 1)}
+}
+
+// current is the targets now.
+func (d *Dispatcher) current() []*target {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.targets
+}
+
+// reconfigure takes a reloaded config's webhooks, inside the reload: an
+// unchanged webhook keeps its running target; a new one gets its cursor
+// now (after the newest event: the first event derived after the reload
+// is its first delivery, and the past is not replayed); a changed one
+// (URL, secret, filters, …) is a new target on the same cursor. A removed
+// or changed target is stopped here, before the reload ends: nothing is
+// sent to a removed URL after it, and two targets never deliver from one
+// cursor.
+func (d *Dispatcher) reconfigure(cfg *config.Config) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := map[string]*target{}
+	for _, t := range d.targets {
+		old[t.cfg.Name] = t
+	}
+	var next []*target
+	var added, changed, removed []string
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, w := range cfg.Webhooks {
+		t, ok := old[w.Name]
+		if ok && sameWebhook(t.cfg, w) {
+			next = append(next, t)
+			delete(old, w.Name)
+			continue
+		}
+		if ok {
+			changed = append(changed, w.Name)
+			t.stop()
+			delete(old, w.Name)
+		} else {
+			added = append(added, w.Name)
+		}
+		t = d.newTarget(w)
+		if err := d.initTarget(ctx, t); err != nil {
+			// The target reads its cursor again when it starts, and
+			// InitWebhook then creates it: only events before that are
+			// missed.
+			d.log.Error().Err(err).Str("webhook", w.Name).Msg("reload: initialising the webhook's cursor")
+		}
+		next = append(next, t)
+	}
+	for name, t := range old {
+		t.stop()
+		removed = append(removed, name)
+	}
+	if len(added)+len(changed)+len(removed) == 0 {
+		return
+	}
+	slices.Sort(removed)
+	d.targets = next
+	d.log.Info().Strs("added", added).Strs("changed", changed).Strs("removed", removed).Msg("webhooks follow the reload")
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+// sameWebhook: nothing a target delivers by differs (Signer is built from
+// Secret, Line is where the file says it).
+func sameWebhook(a, b config.Webhook) bool {
+	a.Signer, b.Signer, a.Line, b.Line = nil, nil, 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 // Notify wakes every target to look for new events. It never blocks.
 func (d *Dispatcher) Notify() {
-	for _, t := range d.targets {
+	for _, t := range d.current() {
 		select {
 		case t.wake <- struct{}{}:
 		default:
@@ -121,38 +210,83 @@ func (d *Dispatcher) Notify() {
 // a target disabled by a 410 whose URL has changed since. Call it before
 // the first sync of a start.
 func (d *Dispatcher) Init(ctx context.Context) error {
-	for _, t := range d.targets {
-		w, err := d.store.InitWebhook(ctx, t.cfg.Name)
-		if err != nil {
+	for _, t := range d.current() {
+		if err := d.initTarget(ctx, t); err != nil {
 			return err
-		}
-		sum := sha256.Sum256([]byte(t.cfg.URL))
-		changed, err := d.store.WebhookURLChanged(ctx, t.cfg.Name, hex.EncodeToString(sum[:]))
-		if err != nil {
-			return err
-		}
-		if changed && w.Disabled != "" {
-			d.log.Info().Str("webhook", t.cfg.Name).Str("was", w.Disabled).Msg("webhook URL changed: enabled again")
-			if err := d.store.EnableWebhook(ctx, t.cfg.Name); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
 }
 
-// Run delivers until ctx ends. A target whose cursor cannot be read is
-// retried; one that is disabled (after a 410) stays idle.
-func (d *Dispatcher) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, t := range d.targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t.run(ctx)
-		}()
+func (d *Dispatcher) initTarget(ctx context.Context, t *target) error {
+	w, err := d.store.InitWebhook(ctx, t.cfg.Name)
+	if err != nil {
+		return err
 	}
-	wg.Wait()
+	sum := sha256.Sum256([]byte(t.cfg.URL))
+	changed, err := d.store.WebhookURLChanged(ctx, t.cfg.Name, hex.EncodeToString(sum[:]))
+	if err != nil {
+		return err
+	}
+	if changed && w.Disabled != "" {
+		d.log.Info().Str("webhook", t.cfg.Name).Str("was", w.Disabled).Msg("webhook URL changed: enabled again")
+		if err := d.store.EnableWebhook(ctx, t.cfg.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run delivers until ctx ends, one goroutine per target, started as
+// reloads add targets (reconfigure stops the ones they remove). A target
+// whose cursor cannot be read is retried; one that is disabled (after a
+// 410) stays idle. Run may be called again after it returned (a cluster
+// node that leads again).
+func (d *Dispatcher) Run(ctx context.Context) {
+	defer func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, t := range d.targets {
+			t.stop()
+		}
+	}()
+	for {
+		d.mu.Lock()
+		for _, t := range d.targets {
+			if t.done == nil {
+				t.start(ctx)
+			}
+		}
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.changed:
+		}
+	}
+}
+
+// start runs the target until ctx ends or stop. Under d.mu.
+func (t *target) start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t.cancel, t.done = cancel, done
+	go func() {
+		defer close(done)
+		t.run(ctx)
+	}()
+}
+
+// stop ends the target's run, if started, and waits for it: an attempt in
+// flight is cancelled (and redelivered by a successor: at least once).
+// Under d.mu.
+func (t *target) stop() {
+	if t.done == nil {
+		return
+	}
+	t.cancel()
+	<-t.done
+	t.cancel, t.done = nil, nil
 }
 
 type target struct {
@@ -160,6 +294,10 @@ type target struct {
 	cfg  config.Webhook
 	wake chan struct{}
 	seq  int64
+	// cancel and done are its running delivery's (nil: not running);
+	// guarded by d.mu.
+	cancel func()
+	done   chan struct{}
 }
 
 func (t *target) logger() *zerolog.Logger {
@@ -398,7 +536,7 @@ func (t *target) stepSlack(ctx context.Context, evs []events.Event) (bool, error
 // Wants reports whether the named webhook takes e (its filters), for a
 // ledger's follower that must pass over what the webhook never takes.
 func (d *Dispatcher) Wants(webhook string, e *events.Event) bool {
-	for _, t := range d.targets {
+	for _, t := range d.current() {
 		if t.cfg.Name == webhook {
 			return t.matches(e)
 		}
@@ -408,8 +546,9 @@ func (d *Dispatcher) Wants(webhook string, e *events.Event) bool {
 
 // Webhooks are the configured webhooks' names.
 func (d *Dispatcher) Webhooks() []string {
-	names := make([]string, len(d.targets))
-	for i, t := range d.targets {
+	ts := d.current()
+	names := make([]string, len(ts))
+	for i, t := range ts {
 		names[i] = t.cfg.Name
 	}
 	return names

@@ -91,7 +91,7 @@ func start(t *testing.T, opt Options, hooks ...config.Webhook) (*events.Store, *
 		}
 	}
 	cfg := &config.Config{Webhooks: hooks}
-	d := New(cfg, st, zerolog.Nop(), opt)
+	d := New(config.NewLive(cfg), st, zerolog.Nop(), opt)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -392,7 +392,7 @@ func TestGiveUpBoundCountsFromTheFirstFailureBeforeARestart(t *testing.T) {
 	st.FailingSince(ctx, "x", e.Seq, time.Now().Add(-25*time.Hour))
 	opt := fast
 	opt.GiveUpAfter = 24 * time.Hour
-	d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: rc.URL, Format: "json"}}}, st, zerolog.Nop(), opt)
+	d := New(config.NewLive(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: rc.URL, Format: "json"}}}), st, zerolog.Nop(), opt)
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
@@ -413,7 +413,7 @@ func TestTargetDisabledByGoneIsEnabledAgainOnlyWhenItsURLChanges(t *testing.T) {
 	}
 	defer st.Close()
 	init := func(url string) string {
-		d := New(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: url, Format: "json"}}}, st, zerolog.Nop(), fast)
+		d := New(config.NewLive(&config.Config{Webhooks: []config.Webhook{{Name: "x", URL: url, Format: "json"}}}), st, zerolog.Nop(), fast)
 		if err := d.Init(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -133,19 +133,24 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	// Every part below reads the running config through live, which a
+	// SIGHUP (srv.Reload) swaps for all of them at once.
+	live := srv.Live()
 	m := metrics.New()
 	srv.Metrics = m
-	svc, stopEvents, err := startEvents(cfg, log, srv, m, node)
+	svc, stopEvents, err := startEvents(live, log, srv, m, node)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitFailed
 	}
 	pushed := svc.Pushed
 	moved.Store(&pushed)
-	watched := upstream.Start(ctx, cfg, log.With().Str("part", "upstream").Logger(), svc.Pushed)
-	backend := &web.StoreBackend{Cfg: cfg, Store: svc.Store, Mirrors: watched.Status}
-	m.Known(knownSeries(cfg))
-	m.WatchPools(poolGauges(cfg, backend))
+	watched := upstream.Start(ctx, live, log.With().Str("part", "upstream").Logger(), svc.Pushed)
+	backend := &web.StoreBackend{Config: live, Store: svc.Store, Mirrors: watched.Status}
+	// Series a reload adds (a pool, a webhook) start at 0 too.
+	m.Known(knownSeries(live.Current()))
+	live.Subscribe(func(c *config.Config) { m.Known(knownSeries(c)) })
+	m.WatchPools(poolGauges(live, backend))
 	m.WatchMirrors(mirrorGauges(watched))
 	page := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
 	page.HandleOperator(srv)
@@ -154,7 +159,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
 	}
 	srv.Handle("/", page)
-	startOperator(serveCtx, cfg, log, srv, svc.Store)
+	startOperator(serveCtx, live, log, srv, svc.Store)
 	if watched != nil {
 		// Providers cannot send our bearer token; the payload signature
 		// is what authenticates these.
@@ -173,8 +178,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // startEvents runs event derivation and webhook delivery beside the daemon,
 // never in a push's path: the daemon only pokes the service when a push
 // ends. The returned func stops both and closes the store.
-func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics, node *cluster.Node) (*events.Service, func(), error) {
-	svc, err := events.NewService(cfg, log.With().Str("part", "events").Logger())
+func startEvents(live *config.Live, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics, node *cluster.Node) (*events.Service, func(), error) {
+	svc, err := events.NewService(live, log.With().Str("part", "events").Logger())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -182,7 +187,7 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 	if node != nil {
 		opts.Ledger = node
 	}
-	disp := webhook.New(cfg, svc.Store, log.With().Str("part", "webhook").Logger(), opts)
+	disp := webhook.New(live, svc.Store, log.With().Str("part", "webhook").Logger(), opts)
 	svc.OnEvents = func(evs []events.Event) {
 		for _, e := range evs {
 			if e.HeldSeconds != nil && (e.Type == events.Released || e.Type == events.Removed) {
@@ -213,23 +218,23 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 
 // startOperator serves the operator socket for the CLI and runs
 // release_after, both until ctx ends (a stop or a hand-over).
-func startOperator(ctx context.Context, cfg *config.Config, log zerolog.Logger, srv *daemon.Server, st *events.Store) {
+func startOperator(ctx context.Context, live *config.Live, log zerolog.Logger, srv *daemon.Server, st *events.Store) {
 	olog := log.With().Str("part", "operator").Logger()
 	go func() {
-		if err := operator.ServeSocket(ctx, operator.SocketPath(cfg.DataDir), srv, olog); err != nil {
+		if err := operator.ServeSocket(ctx, operator.SocketPath(live.Current().DataDir), srv, olog); err != nil {
 			olog.Error().Err(err).Msg("operator socket; poolgate release and friends will act without the daemon")
 		}
 	}()
-	auto := &operator.AutoRelease{Config: srv.Config, Holds: st.Holds, Actor: srv, Log: olog}
+	auto := &operator.AutoRelease{Config: live.Current, Holds: st.Holds, Actor: srv, Log: olog}
 	go auto.Run(ctx)
 }
 
 // poolGauges reads each pool's state at scrape time from the same place
 // the API does.
-func poolGauges(cfg *config.Config, b *web.StoreBackend) metrics.PoolSource {
+func poolGauges(live *config.Live, b *web.StoreBackend) metrics.PoolSource {
 	return func() []metrics.PoolGauge {
 		var out []metrics.PoolGauge
-		for _, r := range cfg.Repos {
+		for _, r := range live.Current().Repos {
 			pools, err := b.Pools(context.Background(), r.Name)
 			if err != nil {
 				continue

@@ -210,6 +210,14 @@ func (s *Server) Log() string {
 	return s.logs.String()
 }
 
+// Signal sends sig to the running server (SIGHUP: reload the config).
+func (s *Server) Signal(sig syscall.Signal) {
+	s.T.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.T.Fatal(err)
+	}
+}
+
 // Stop signals the server and waits for it to exit (killing it after 60s).
 func (s *Server) Stop(sig syscall.Signal) {
 	select {
