@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
+
+	"github.com/poolgate/poolgate/internal/gitexec"
 )
 
 // zeroOID is git's "no object" in hook input and update-ref's old value.
@@ -29,26 +29,14 @@ type gitRunner struct {
 	home string // HOME for git: the data dir, as the daemon does
 }
 
-func (g gitRunner) env() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{"PATH=" + path, "HOME=" + g.home, "GIT_CONFIG_NOSYSTEM=1", "LC_ALL=C"}
-}
-
 // run runs git in dir. stdin and stdout may be nil; stderr is kept for the
 // error. A cancelled ctx kills git's whole process group.
 func (g gitRunner) run(ctx context.Context, dir string, stdin io.Reader, stdout io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = dir
-	cmd.Env = g.env()
+	cmd := gitexec.Command(ctx, gitexec.Options{Dir: dir, Home: g.home}, args...)
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Run(); err != nil {
 		return &gitError{args: args, err: err, stderr: strings.TrimSpace(errb.String())}
 	}
