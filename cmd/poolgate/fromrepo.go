@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/poolrepo"
 )
 
@@ -22,11 +22,13 @@ func gitDirOf(dir string) (string, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("%s: no such directory", dir)
 	}
-	cmd := exec.Command("git", "rev-parse", "--absolute-git-dir")
-	cmd.Dir = dir
-	// A repo above dir is not the one asked about.
-	cmd.Env = append(os.Environ(), "GIT_CEILING_DIRECTORIES="+filepath.Dir(absPath(dir)))
-	out, err := cmd.Output()
+	out, err := gitexec.Command(context.Background(), gitexec.Options{
+		Dir: dir,
+		// The user's own gitconfig (safe.directory) still applies.
+		Inherit: []string{"HOME"},
+		// A repo above dir is not the one asked about.
+		Env: []string{"GIT_CEILING_DIRECTORIES=" + filepath.Dir(absPath(dir))},
+	}, "rev-parse", "--absolute-git-dir").Output()
 	if err != nil {
 		return "", fmt.Errorf("%s is not a git repository", dir)
 	}
