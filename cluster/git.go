@@ -11,15 +11,10 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/internal/gitexec"
+	"github.com/poolgate/poolgate/validator"
 )
 
-// zeroOID is git's "no object" in hook input and update-ref's old value.
-const zeroOID = "0000000000000000000000000000000000000000"
-
 var shaRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
-
-// isZero reports git's all-zero "no object" id.
-func isZero(sha string) bool { return strings.Trim(sha, "0") == "" }
 
 // gitRunner runs git for the cluster's own work. It streams stdin and
 // stdout (packs), which the daemon's and gitstore's helpers do not, and
@@ -121,7 +116,7 @@ func (g gitRunner) unpack(ctx context.Context, dir, want string, r io.Reader) er
 // The cluster's ref hook is kept out: this follows a decision, it is not one.
 func (g gitRunner) setTip(ctx context.Context, dir, branch, sha, old, why string) error {
 	if old == "" {
-		old = zeroOID
+		old = validator.ZeroSHA
 	}
 	return g.run(ctx, dir, nil, nil, "-c", "core.hooksPath=/dev/null", "update-ref", "-m", why, "refs/heads/"+branch, sha, old)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // repoSettings tune every served repo; applied at each start so upgrades
@@ -79,8 +80,6 @@ func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
 	return nil
 }
 
-const zeroOID = "0000000000000000000000000000000000000000"
-
 // ensurePool adds a missing pool in one server-authored commit, made with
 // plumbing and a private index: a bare repo has no work tree, and the ref
 // moves only if nobody pushed in between (update-ref with the old value).
@@ -138,7 +137,7 @@ func (s *Server) ensurePool(ctx context.Context, dir string, r *config.Repo, p *
 	}
 	expect := old
 	if expect == "" {
-		expect = zeroOID
+		expect = validator.ZeroSHA
 	}
 	if _, err := s.git(ctx, dir, env, nil, "update-ref", "-m", "poolgate: create pool", ref, commit, expect); err != nil {
 		return err

@@ -46,7 +46,7 @@ func NewService(cfg *config.Config, log zerolog.Logger) (*Service, error) {
 	s := &Service{Store: st, cfg: cfg, log: log, derivers: map[string]*Deriver{}, kicks: map[string]chan struct{}{}}
 	for i := range cfg.Repos {
 		r := &cfg.Repos[i]
-		s.derivers[r.Name] = NewDeriver(st, r, RepoDir(cfg, r.Name))
+		s.derivers[r.Name] = NewDeriver(st, r, cfg.RepoDir(r.Name))
 		s.kicks[r.Name] = make(chan struct{}, 1)
 	}
 	return s, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // Target is where an action lands.
@@ -170,7 +171,7 @@ func sameClaim(r *poolrepo.Repo, tip string, a Action) error {
 			return nil
 		}
 	}
-	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, a.ClaimCommit[:10])
+	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, validator.Short(a.ClaimCommit))
 }
 
 // pushRefusal turns a failed local push into the operator's answer: the

@@ -242,7 +242,7 @@ func Start(ctx context.Context, cfg *config.Config, log zerolog.Logger, changed 
 		if r.Upstream == nil {
 			continue
 		}
-		w := NewWatcher(cfg, r, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
+		w := NewWatcher(cfg, r, cfg.RepoDir(r.Name), log, changed)
 		h.Watchers[r.Name] = w
 		go w.Run(ctx)
 	}

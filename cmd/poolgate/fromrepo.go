@@ -84,7 +84,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 		done()
 		return nil, nil, nil, err
 	}
-	if err := os.Symlink(gitDir, events.RepoDir(&local, name)); err != nil {
+	if err := os.Symlink(gitDir, local.RepoDir(name)); err != nil {
 		done()
 		return nil, nil, nil, err
 	}
@@ -93,7 +93,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 		done()
 		return nil, nil, nil, err
 	}
-	d := events.NewDeriver(st, &local.Repos[0], events.RepoDir(&local, name))
+	d := events.NewDeriver(st, &local.Repos[0], local.RepoDir(name))
 	err = d.SyncFunc(ctx, nil)
 	d.Close()
 	if err != nil {
@@ -154,7 +154,7 @@ func (src readSource) open(ctx context.Context, repos []string) (*config.Config,
 		}
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, events.DBFile)); err != nil && len(repos) > 0 {
-		if _, err := os.Stat(events.RepoDir(cfg, repos[0])); err != nil {
+		if _, err := os.Stat(cfg.RepoDir(repos[0])); err != nil {
 			// A hook-only host: the config is there, the daemon's data not.
 			return nil, nil, nil, usageErr{fmt.Errorf("no event store and no repo %s in %s (poolgate serve has not run here); for a repo served by another git server use --repo DIR", repos[0], cfg.DataDir)}
 		}
