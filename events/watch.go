@@ -48,7 +48,7 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 			return nil, nil
 		}
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
-			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: "permanent",
+			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: string(validator.Permanent),
 			Ref:    "refs/heads/" + d.branch,
 			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", validator.Short(r.Old), r.Dropped)}
 		if r.User != "" {
