@@ -12,6 +12,7 @@ import (
 
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // The global decision sits in git's reference-transaction hook, "prepared"
@@ -117,7 +118,7 @@ func (h *RefHook) decide() error {
 			// would silently differ between nodes.
 			return fmt.Errorf("only branch %s is replicated in a cluster, not %s", repo.Branch, f[2])
 		}
-		if isZero(f[1]) {
+		if validator.IsZero(f[1]) {
 			return fmt.Errorf("the branch cannot be deleted")
 		}
 		old, new = f[0], f[1]

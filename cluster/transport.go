@@ -12,6 +12,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/validator"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -112,7 +113,7 @@ func (p *peerServer) handle(sess ssh.Session) {
 	case "objects":
 		tip, err := p.git.tip(ctx, dir, repo.Branch)
 		if err != nil || tip == "" {
-			tip = zeroOID
+			tip = validator.ZeroSHA
 		}
 		fmt.Fprintf(sess, "tip %s\n", tip)
 		if err := p.git.unpack(ctx, dir, r.want, sess); err != nil {
@@ -187,7 +188,7 @@ func sendObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, di
 	have := ""
 	// The peer holds everything its tip reaches; leave that out when this
 	// node knows the commit (else the pack could not be made).
-	if !isZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
+	if peerTip != "" && !validator.IsZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
 		have = peerTip
 	}
 	perr := g.pack(ctx, dir, want, have, in)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/poolgate/poolgate/config"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -58,6 +57,3 @@ func (s *Server) Signer() gossh.Signer { return s.signer }
 
 // HooksDir is the hook directory every served repo's core.hooksPath names.
 func (s *Server) HooksDir() string { return s.hooksDir() }
-
-// RepoDir is where the daemon keeps a configured repo.
-func RepoDir(cfg *config.Config, name string) string { return repoDir(cfg, name) }

@@ -25,9 +25,10 @@ type PreReceive struct {
 	// Config, if set, is used instead of loading ConfigPath: the daemon
 	// judges with the config it has loaded already.
 	Config *config.Config
-	// GitEnv, if set, is the whole environment of the git commands that
-	// read the push's objects (nil: this process's, which inside a hook
-	// points git at the quarantine).
+	// GitEnv, if set, is added to the clean environment of the git
+	// commands that read the push's objects (nil: the variables of this
+	// process's that gitstore.HookEnv names, which inside a hook point git
+	// at the quarantine).
 	GitEnv []string
 }
 

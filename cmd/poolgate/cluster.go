@@ -49,7 +49,7 @@ func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, ex
 		return nil, moved, func() {}, nil
 	}
 	node, err = cluster.Start(cfg, log.With().Str("part", "cluster").Str("node", cfg.Cluster.Node).Logger(), cluster.Options{
-		RepoDir: func(name string) string { return daemon.RepoDir(cfg, name) },
+		RepoDir: cfg.RepoDir,
 		Signer:  srv.Signer(),
 		Moved: func(repo string) {
 			if f := moved.Load(); f != nil {

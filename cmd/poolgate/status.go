@@ -74,7 +74,7 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd stri
 	}
 	defer unlock()
 	for _, name := range repos {
-		d := events.NewDeriver(st, cfg.Repo(name), events.RepoDir(cfg, name))
+		d := events.NewDeriver(st, cfg.Repo(name), cfg.RepoDir(name))
 		err := d.SyncFunc(ctx, nil)
 		d.Close()
 		if err != nil {
