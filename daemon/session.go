@@ -251,6 +251,7 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 
 	var res gitproto.RelayResult
 	var failure *storeFailure
+	movedReported := false // a lost cluster race, answered as an ordinary rejection
 	if svc == ReceivePack {
 		res, err = gitproto.RelayPush(sess, stdout, printed, func(report []byte) string {
 			if limitErr.Load() != nil {
@@ -266,6 +267,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		})
 		if res.Refused && !res.Sideband && failure != nil {
 			tell(sess.Stderr(), failure)
+		}
+		if err == nil && !res.Refused && len(res.Report) == 0 {
+			res.Report, movedReported = reportMoved(sess, verdictFile, cmds)
 		}
 	} else {
 		_, err = io.Copy(sess, stdout)
@@ -294,6 +298,9 @@ func (s *Server) serveGit(sess ssh.Session, id identity, role config.Role, svc S
 		}
 		code = 1
 	default:
+	}
+	if movedReported {
+		code = 0 // as receive-pack exits after reporting an ordinary rejection
 	}
 
 	e := ev(zerolog.InfoLevel)
