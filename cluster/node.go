@@ -62,6 +62,7 @@ type Node struct {
 	etcdErr atomic.Pointer[string] // last etcd failure, nil when the last request worked
 	repos   map[string]*repoState
 	leader  atomic.Bool
+	derived chan struct{} // EventsDerived
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -94,9 +95,10 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 	}
 	n := &Node{
 		cfg: cfg, cl: cl, log: log, opts: opts, etcd: cli,
-		keys:  keys{cl.Etcd.Prefix},
-		git:   gitRunner{home: cfg.DataDir},
-		repos: map[string]*repoState{},
+		keys:    keys{cl.Etcd.Prefix},
+		git:     gitRunner{home: cfg.DataDir},
+		repos:   map[string]*repoState{},
+		derived: make(chan struct{}, 1),
 	}
 	n.dec = &decider{cl: cl, etcd: cli, signer: opts.Signer, git: n.git, keys: n.keys}
 	for _, r := range cfg.Repos {

@@ -190,6 +190,9 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 			}
 		}
 		disp.Notify()
+		if node != nil {
+			node.EventsDerived() // this node's rejections go to the others
+		}
 	}
 	// Cursors before the first sync: a new target starts after the newest
 	// event; history found on a first start is recorded, not announced
@@ -200,13 +203,21 @@ func startEvents(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, m *
 	}
 	srv.Observer = svc
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { svc.Run(ctx); done <- struct{}{} }()
 	go func() { runDelivery(ctx, node, disp, svc.Store); done <- struct{}{} }()
+	waits := 2
+	if node != nil {
+		// Refused pushes are recorded on one node only: shared through
+		// etcd so the leader delivers them (cluster/shared.go).
+		waits++
+		go func() { node.ShareRejections(ctx, svc.Store, disp.Notify); done <- struct{}{} }()
+	}
 	return svc, func() {
 		cancel()
-		<-done
-		<-done
+		for range waits {
+			<-done
+		}
 		svc.Store.Close()
 	}, nil
 }
