@@ -152,6 +152,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if node != nil {
 		// Which nodes are up, which leads, which are behind: from any node.
 		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
+		page.SetCluster(func(ctx context.Context) web.ClusterView { return clusterView(node.Status(ctx)) })
+		m.Registry.MustRegister(node.Collector())
 	}
 	srv.Handle("/", page)
 	startOperator(serveCtx, cfg, log, srv, svc.Store)
