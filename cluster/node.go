@@ -483,8 +483,15 @@ const lockWait = 20 * time.Second
 
 // lockRepo takes repo's cluster-wide push lock.
 func (n *Node) lockRepo(ctx context.Context, rs *repoState) (func(), error) {
-	// Bounded: a push waits for others' pushes, not for a lost etcd.
-	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	// Bounded: a push waits for others' pushes, not for a lost etcd. While
+	// this node's last etcd request failed, a push waits no longer than
+	// one request: pushes queued on a node cut off etcd (each behind the
+	// repo's local lock) fail in seconds, not lockWait each.
+	wait := lockWait
+	if n.etcdErr.Load() != nil {
+		wait = etcdOpTimeout
+	}
+	lctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var m *concurrency.Mutex
 	for try := 0; ; try++ {
