@@ -70,7 +70,7 @@ func Build(t testing.TB) (daemon, hook string) {
 
 // Fixture is a data dir and config for one server.
 type Fixture struct {
-	T       *testing.T
+	T       testing.TB
 	Dir     string
 	Data    string
 	Config  string
@@ -86,11 +86,13 @@ type Options struct {
 	// ExtraRepos is YAML appended to the repos list, indented as list
 	// items ("  - name: other\n    ...").
 	ExtraRepos string
+	// ExtraUsers is YAML appended to the users list, indented the same way.
+	ExtraUsers string
 }
 
 // New writes a config with one user `writer` (role write, a fresh key) and
 // one repo `locks` on master.
-func New(t *testing.T, o Options) *Fixture {
+func New(t testing.TB, o Options) *Fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &Fixture{T: t, Dir: dir, Data: filepath.Join(dir, "data"), Config: filepath.Join(dir, "poolgate.yaml")}
@@ -113,13 +115,13 @@ users:
   - name: writer
     role: write
     keys: [%q]
-repos:
+%srepos:
   - name: locks
     branch: master
     pools: %s
 %s
 webhooks: %s
-`, f.Data, o.Token, pub, o.Pools, o.ExtraRepos, o.Webhooks)
+`, f.Data, o.Token, pub, o.ExtraUsers, o.Pools, o.ExtraRepos, o.Webhooks)
 	if err := os.WriteFile(f.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ webhooks: %s
 
 // Server is a running poolgate serve.
 type Server struct {
-	T        *testing.T
+	T        testing.TB
 	F        *Fixture
 	SSHPort  string
 	HTTPAddr string
@@ -209,6 +211,9 @@ func (s *Server) Log() string {
 	defer s.mu.Unlock()
 	return s.logs.String()
 }
+
+// Signal sends sig to the server (SIGHUP reloads its config).
+func (s *Server) Signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }
 
 // Stop signals the server and waits for it to exit (killing it after 60s).
 func (s *Server) Stop(sig syscall.Signal) {
