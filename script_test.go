@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -57,6 +58,8 @@ func TestScripts(t *testing.T) {
 			"ssh-raw":  cmdSSHRaw,
 			"gen":      cmdGen,
 			"refs":     cmdRefs,
+			"tip":      cmdTip,
+			"pkt":      cmdPkt,
 			"fsck":     cmdFsck,
 			"poolgate": cmdPoolgate,
 			"waitfor":  cmdWaitfor,
@@ -336,6 +339,41 @@ func cmdRefs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: refs repo")
 	}
 	outcome(ts, false, "refs", ts.Exec("git", "-C", bareRepo(ts, args[0]), "for-each-ref", "--format=%(objectname) %(refname)"))
+}
+
+// tip <repo>: the served branch's commit, to stdout and to $TIP.
+func cmdTip(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: tip repo")
+	}
+	out, err := exec.Command("git", "-C", bareRepo(ts, args[0]), "rev-parse", "HEAD").Output()
+	ts.Check(err)
+	tip := strings.TrimSpace(string(out))
+	ts.Setenv("TIP", tip)
+	fmt.Fprintln(ts.Stdout(), tip)
+}
+
+// pkt <file> <line|0000>...: appends each argument (Go escapes read) as a
+// pkt-line, 0000 as a flush: a request git itself would never send, for
+// ssh-raw -stdin.
+func cmdPkt(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: pkt file line...")
+	}
+	var b bytes.Buffer
+	for _, a := range args[1:] {
+		if a == "0000" {
+			b.WriteString("0000")
+			continue
+		}
+		text, err := strconv.Unquote(`"` + strings.ReplaceAll(a, `"`, `\"`) + `"`)
+		ts.Check(err)
+		fmt.Fprintf(&b, "%04x%s", len(text)+4, text)
+	}
+	f, err := os.OpenFile(ts.MkAbs(args[0]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	ts.Check(err)
+	_, err = f.Write(b.Bytes())
+	ts.Check(errors.Join(err, f.Close()))
 }
 
 // fsck <repo>: the served repo is sound, no object left dangling by a
