@@ -191,12 +191,6 @@ func (a *attacker) claimAndRemove() (old string) {
 	return old
 }
 
-func TestMergeSmugglesClaimOfMissingLock(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("claiming: ghost", func() { a.write("staging/claimed/ghost", "") })
-	a.refused("claim-missing", "claim-missing", "lock ghost")
-}
-
 func TestMergeSmugglesDuplicateName(t *testing.T) {
 	a := newAttacker(t)
 	a.sideMerge("put a in claimed too", func() { a.write("staging/claimed/a", "") })
