@@ -29,9 +29,9 @@ import (
 // `go test -run TestScripts/<name> .` runs one; -testwork keeps its $WORK.
 //
 // Users: writer (role write), reader (read), admin (admin), stranger (a key
-// no user has). Repos: locks (pool demo: a b c d, max_claimed 2) and other
-// (where writer has only read). A script may replace the config with its
-// own poolgate.yaml section; $DATA and $PUB_<user> are expanded in it.
+// no user has). Repo: locks (pool demo: a b c d, max_claimed 2). A script
+// may replace the config with its own poolgate.yaml section; $DATA, $TOKEN
+// and $PUB_<user> are expanded in it.
 //
 // Variables: $SSH (ssh://git@127.0.0.1:PORT), $HTTP (host:port), $TOKEN,
 // $DATA, $CONFIG, $PUB_<user>, $KEY_<user> (the private key's file).
@@ -81,7 +81,7 @@ func setupScript(env *testscript.Env) error {
 		Token: "script-token",
 		ExtraUsers: fmt.Sprintf("  - name: reader\n    role: read\n    keys: [%q]\n  - name: admin\n    role: admin\n    keys: [%q]\n",
 			keys["reader"].Public, keys["admin"].Public),
-		ExtraRepos: "  - name: other\n    access: {writer: read}\n    pools: [{name: demo, locks: [a]}]\n",
+		NoRace: true,
 	})
 	signer, err := readSigner(f.KeyPath)
 	if err != nil {

@@ -71,6 +71,7 @@ func Build(t testing.TB) (daemon, hook string) {
 // Fixture is a data dir and config for one server.
 type Fixture struct {
 	T       testing.TB
+	NoRace  bool
 	Dir     string
 	Data    string
 	Config  string
@@ -88,6 +89,10 @@ type Options struct {
 	ExtraRepos string
 	// ExtraUsers is YAML appended to the users list, indented the same way.
 	ExtraUsers string
+	// NoRace runs the daemon built without -race, for suites that pin
+	// what a client sees rather than the daemon's concurrency (the
+	// scripts): it starts and serves several times faster.
+	NoRace bool
 }
 
 // New writes a config with one user `writer` (role write, a fresh key) and
@@ -95,7 +100,7 @@ type Options struct {
 func New(t testing.TB, o Options) *Fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &Fixture{T: t, Dir: dir, Data: filepath.Join(dir, "data"), Config: filepath.Join(dir, "poolgate.yaml")}
+	f := &Fixture{T: t, NoRace: o.NoRace, Dir: dir, Data: filepath.Join(dir, "data"), Config: filepath.Join(dir, "poolgate.yaml")}
 	var pub string
 	k := NewKey(t, dir, "writer")
 	f.KeyPath, f.KeyFP, pub = k.Path, gossh.FingerprintSHA256(k.Signer.PublicKey()), k.Public
@@ -146,6 +151,9 @@ func (f *Fixture) Start() *Server {
 	t := f.T
 	t.Helper()
 	bin, hook := Build(t)
+	if f.NoRace {
+		bin = hook
+	}
 	cmd := exec.Command(bin, "serve", "--config", f.Config)
 	// No start-up repack: a test that SIGKILLs the server would orphan it
 	// to race the temp dir's removal. daemon/ tests maintenance itself.
