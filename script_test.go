@@ -167,7 +167,8 @@ func cmdGitAs(ts *testscript.TestScript, neg bool, args []string) {
 // ssh-raw [flags] <user> [command line]: one connection with the Go ssh
 // client, to send what git never would. The remote's stdout and stderr
 // become the command's; a non-zero exit status, a refused channel or a
-// failed login is a failure. The command line is the arguments joined by
+// failed login is a failure. A refusal (non-zero, nothing on stdout) must
+// be exit 1 and one line "poolgate: …", checked here for every script. The command line is the arguments joined by
 // spaces, or the content of -f FILE (less one trailing newline); -e reads
 // Go escapes in it (\n, \x00).
 func cmdSSHRaw(ts *testscript.TestScript, neg bool, args []string) {
@@ -305,6 +306,14 @@ func cmdSSHRaw(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Stdout().Write(stdout.Bytes())
 	ts.Stderr().Write(stderr.Bytes())
+	// A refused command (nothing served) is exit 1 and one line
+	// "poolgate: …", whatever the client sent (SECURITY.md).
+	var ee *gossh.ExitError
+	if errors.As(err, &ee) && stdout.Len() == 0 {
+		if msg := stderr.String(); ee.ExitStatus() != 1 || !strings.HasPrefix(msg, "poolgate: ") || strings.Count(msg, "\n") != 1 || !strings.HasSuffix(msg, "\n") {
+			ts.Fatalf("a refusal is exit 1 and one line \"poolgate: …\"; got exit %d and %q", ee.ExitStatus(), msg)
+		}
+	}
 	outcome(ts, neg, "ssh-raw", err)
 }
 
