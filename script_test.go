@@ -363,7 +363,7 @@ func cmdTip(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // pkt <file> <line|0000>...: appends each argument (Go escapes read) as a
-// pkt-line, 0000 as a flush: a request git itself would never send, for
+// pkt-line, 0000/0001/0002 as a flush/delim/response-end: a request git itself would never send, for
 // ssh-raw -stdin.
 func cmdPkt(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
@@ -371,8 +371,8 @@ func cmdPkt(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	var b bytes.Buffer
 	for _, a := range args[1:] {
-		if a == "0000" {
-			b.WriteString("0000")
+		if a == "0000" || a == "0001" || a == "0002" { // flush, delim, response-end
+			b.WriteString(a)
 			continue
 		}
 		text, err := strconv.Unquote(`"` + strings.ReplaceAll(a, `"`, `\"`) + `"`)
