@@ -314,6 +314,7 @@ func (s *Server) runGit(run *gitRun) gitOutcome {
 		}
 	}()
 
+	movedReported := false // a lost cluster race, answered as an ordinary rejection
 	if push {
 		out.res, out.relayErr = gitproto.RelayPush(sess, stdout, printed, func(report []byte) string {
 			if limitErr.Load() != nil {
@@ -330,6 +331,9 @@ func (s *Server) runGit(run *gitRun) gitOutcome {
 		if out.res.Refused && !out.res.Sideband && out.failure != nil {
 			tell(sess.Stderr(), out.failure)
 		}
+		if out.relayErr == nil && !out.res.Refused && len(out.res.Report) == 0 {
+			out.res.Report, movedReported = reportMoved(sess, run.verdict, out.cmds)
+		}
 	} else {
 		_, out.relayErr = io.Copy(sess, stdout)
 	}
@@ -341,6 +345,9 @@ func (s *Server) runGit(run *gitRun) gitOutcome {
 	out.code, _ = gitexec.ExitCode(werr)
 	if killed.Load() {
 		out = s.killed(run, out)
+	}
+	if movedReported {
+		out.code = 0 // as receive-pack exits after reporting an ordinary rejection
 	}
 	if out.res.Refused {
 		out.code = 1 // the permanent path: the stock client must see an error exit

@@ -24,10 +24,12 @@ type CommandReader struct {
 	done    bool
 	buf     []byte
 	updates []RefUpdate
+	caps    []string // the first command's capabilities
 	err     error
 
-	mu     sync.Mutex
-	result []RefUpdate // updates, once the command list has ended
+	mu      sync.Mutex
+	result  []RefUpdate // updates, once the command list has ended
+	resCaps []string
 }
 
 // NewCommandReader reads a push's client half from r.
@@ -44,8 +46,16 @@ func (c *CommandReader) Parsed() []RefUpdate {
 func (c *CommandReader) finish() {
 	c.done = true
 	c.mu.Lock()
-	c.result = c.updates
+	c.result, c.resCaps = c.updates, c.caps
 	c.mu.Unlock()
+}
+
+// Capabilities returns what the client asked for on its first command, or
+// nil before the command list has ended.
+func (c *CommandReader) Capabilities() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resCaps
 }
 
 func (c *CommandReader) Read(p []byte) (int, error) {
@@ -67,6 +77,9 @@ func (c *CommandReader) Read(p []byte) (int, error) {
 		}
 		line := string(k.Payload)
 		if i := strings.IndexByte(line, 0); i >= 0 {
+			if len(c.updates) == 0 {
+				c.caps = strings.Fields(line[i+1:])
+			}
 			line = line[:i]
 		}
 		f := strings.Fields(line)
@@ -169,6 +182,57 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 			return res, err
 		}
 	}
+}
+
+// RefusalReport is the report-status receive-pack would have written had
+// it refused every update with msg ("unpack ok", then "ng REF msg" each),
+// framed as the client asked (side-band or not). It is for a receive-pack
+// that died without a report after a refusal that must reach the client as
+// an ordinary "[remote rejected]" (a cluster node's lost compare-and-set:
+// git 2.39 dies when the reference-transaction hook refuses). nil when the
+// client asked for no report.
+func RefusalReport(updates []RefUpdate, caps []string, msg string) []byte {
+	has := func(c string) bool {
+		for _, x := range caps {
+			if x == c {
+				return true
+			}
+		}
+		return false
+	}
+	if len(updates) == 0 || (!has("report-status") && !has("report-status-v2")) {
+		return nil
+	}
+	msg = strings.Map(func(r rune) rune {
+		if r < ' ' {
+			return ' '
+		}
+		return r
+	}, msg)
+	var body bytes.Buffer
+	body.Write(EncodePkt("unpack ok\n"))
+	for _, u := range updates {
+		body.Write(EncodePkt("ng " + u.Ref + " " + msg + "\n"))
+	}
+	body.WriteString("0000")
+	size := 0
+	switch {
+	case has("side-band-64k"):
+		size = MaxPkt - 5
+	case has("side-band"):
+		size = 1000 - 5
+	default:
+		return body.Bytes()
+	}
+	var out bytes.Buffer
+	b := body.Bytes()
+	for len(b) > 0 {
+		n := min(size, len(b))
+		out.Write(EncodePkt("\x01" + string(b[:n])))
+		b = b[n:]
+	}
+	out.WriteString("0000")
+	return out.Bytes()
 }
 
 func isBand(b byte) bool { return b == BandData || b == BandProgress || b == BandError }

@@ -111,3 +111,27 @@ func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 		t.Fatalf("updates %v", u)
 	}
 }
+
+func TestRefusalReportIsGitsOwnNgReportInTheClientsFraming(t *testing.T) {
+	from, to := strings.Repeat("1", 40), strings.Repeat("2", 40)
+	in := pkts(from+" "+to+" refs/heads/master\x00report-status side-band-64k agent=git/2.39\n", "")
+	c := NewCommandReader(bytes.NewReader(in))
+	if _, err := new(bytes.Buffer).ReadFrom(c); err != nil {
+		t.Fatal(err)
+	}
+	if caps := c.Capabilities(); strings.Join(caps, " ") != "report-status side-band-64k agent=git/2.39" {
+		t.Fatalf("capabilities %q", caps)
+	}
+	_, _, _, want := declinedPush()
+	if got := RefusalReport(c.Parsed(), c.Capabilities(), "pre-receive hook declined"); !bytes.Equal(got, want) {
+		t.Fatalf("side-band report\n got %q\nwant %q", got, want)
+	}
+	plain := RefusalReport(c.Parsed(), []string{"report-status"}, "the pool\nmoved")
+	unpack, ok, ng := ReportStatus(plain)
+	if unpack != "ok" || len(ok) != 0 || len(ng) != 1 || ng[0] != "refs/heads/master the pool moved" {
+		t.Fatalf("plain report %q: unpack %q ok %q ng %q", plain, unpack, ok, ng)
+	}
+	if r := RefusalReport(c.Parsed(), []string{"side-band-64k"}, "x"); r != nil {
+		t.Fatalf("a client that asked for no report got %q", r)
+	}
+}

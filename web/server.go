@@ -24,7 +24,8 @@ type Server struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
-	canAct  bool // operator actions are served (operator.go)
+	canAct  bool                              // operator actions are served (operator.go)
+	cluster func(context.Context) ClusterView // extend.go; nil: one node
 }
 
 // New builds the handler. token "" leaves everything open; metrics may be nil.
