@@ -1,6 +1,7 @@
 package gitproto
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -119,8 +120,33 @@ type RelayResult struct {
 // band-3 error, so git ends the push as an error. A stock pool-resource
 // client retries a "[remote rejected]" silently forever, but shows an error
 // and gives up (DESIGN.md §2, "Rejection is waiting").
-func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(report []byte) string) (RelayResult, error) {
-	var res RelayResult
+//
+// Packets are written to dst in batches: whatever receive-pack has written
+// by the time one is relayed goes out with it in one write, and the batch
+// is sent as soon as nothing more is waiting, so no packet is held back.
+// Each write to an SSH channel is at least one SSH packet, one encryption
+// and one system call; a push's advertisement and report are a handful of
+// pkt-lines each.
+func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(report []byte) string) (res RelayResult, err error) {
+	in := bufio.NewReaderSize(src, relayBuffer)
+	out := bufio.NewWriterSize(dst, relayBuffer)
+	defer func() {
+		if ferr := out.Flush(); err == nil {
+			err = ferr
+		}
+	}()
+	// write queues p and sends the batch when receive-pack has nothing
+	// more ready.
+	write := func(p []byte) error {
+		if _, err := out.Write(p); err != nil {
+			return err
+		}
+		if in.Buffered() == 0 {
+			return out.Flush()
+		}
+		return nil
+	}
+	src = in
 	var buf []byte
 	// The ref advertisement, up to its flush.
 	for {
@@ -129,7 +155,7 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 			return res, ignoreEOF(err)
 		}
 		buf = k.Raw[:0]
-		if _, err := dst.Write(k.Raw); err != nil {
+		if err := write(k.Raw); err != nil {
 			return res, err
 		}
 		if k.Flush {
@@ -161,9 +187,12 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 				if msg := decide(report); msg != "" {
 					res.Refused = true
 					if sideband {
-						if _, err := dst.Write(EncodePkt("\x03" + msg + "\n")); err != nil {
+						if _, err := out.Write(EncodePkt("\x03" + msg + "\n")); err != nil {
 							return res, err
 						}
+					}
+					if err := out.Flush(); err != nil {
+						return res, err
 					}
 					// Let receive-pack finish writing into the void.
 					_, err := io.Copy(io.Discard, src)
@@ -178,7 +207,7 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 				res.Report = append(res.Report, k.Raw...)
 			}
 		}
-		if _, err := dst.Write(k.Raw); err != nil {
+		if err := write(k.Raw); err != nil {
 			return res, err
 		}
 	}
@@ -234,6 +263,9 @@ func RefusalReport(updates []RefUpdate, caps []string, msg string) []byte {
 	out.WriteString("0000")
 	return out.Bytes()
 }
+
+// relayBuffer holds a batch of pkt-lines (a whole one at most, 64 KiB).
+const relayBuffer = 64 << 10
 
 func isBand(b byte) bool { return b == BandData || b == BandProgress || b == BandError }
 

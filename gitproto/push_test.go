@@ -2,6 +2,7 @@ package gitproto
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -133,5 +134,59 @@ func TestRefusalReportIsGitsOwnNgReportInTheClientsFraming(t *testing.T) {
 	}
 	if r := RefusalReport(c.Parsed(), []string{"side-band-64k"}, "x"); r != nil {
 		t.Fatalf("a client that asked for no report got %q", r)
+	}
+}
+
+// countingWriter records each write separately.
+type countingWriter struct {
+	writes [][]byte
+	wrote  chan struct{}
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	if c.wrote != nil {
+		c.wrote <- struct{}{}
+	}
+	return len(p), nil
+}
+
+// TestRelayPushBatchesWhatIsReadyAndHoldsNothingBack: pkt-lines that
+// receive-pack has written by the time they are relayed go out in one
+// write (one SSH packet, not one per pkt-line); a packet with nothing
+// after it yet is sent at once, not held for a batch (the client waits
+// for the advertisement before it sends the pack).
+func TestRelayPushBatchesWhatIsReadyAndHoldsNothingBack(t *testing.T) {
+	adv, progress, keepalive, report := declinedPush()
+	all := bytes.Join([][]byte{adv, progress, keepalive, report}, nil)
+	var w countingWriter
+	if _, err := RelayPush(&w, bytes.NewReader(all), nil, func([]byte) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.writes) != 1 || !bytes.Equal(w.writes[0], all) {
+		t.Fatalf("%d writes for a stream that was all ready, want 1 with it all: %q", len(w.writes), w.writes)
+	}
+
+	pr, pw := io.Pipe()
+	sent := &countingWriter{wrote: make(chan struct{}, 16)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := RelayPush(sent, pr, nil, func([]byte) string { return "" })
+		done <- err
+	}()
+	pw.Write(adv)
+	<-sent.wrote // the advertisement alone, before anything else is written
+	if len(sent.writes) != 1 || !bytes.Equal(sent.writes[0], adv) {
+		t.Fatalf("advertisement relayed as %q, want %q", sent.writes, adv)
+	}
+	pw.Write(keepalive)
+	<-sent.wrote // a keepalive while the hook runs goes out on its own
+	pw.Write(bytes.Join([][]byte{progress, report}, nil))
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bytes.Join(sent.writes, nil), bytes.Join([][]byte{adv, keepalive, progress, report}, nil); !bytes.Equal(got, want) {
+		t.Fatalf("relayed %q, want %q", got, want)
 	}
 }

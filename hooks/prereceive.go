@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitstore"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -30,6 +31,11 @@ type PreReceive struct {
 	// process's that gitstore.HookEnv names, which inside a hook point git
 	// at the quarantine).
 	GitEnv []string
+	// Objects, if set, returns the reader of the push's objects (the
+	// daemon's in-process one); git commands still get GitEnv, and so does
+	// git's cat-file for any object that reader does not have. Nil: git's
+	// cat-file reads them all.
+	Objects func() poolrepo.Objects
 }
 
 // Result of a hook run.
@@ -153,9 +159,12 @@ func RepoNameFromDir(dir string) string {
 // openRepo opens the pushed repo as this run sees it: in the daemon
 // (GitEnv set) with the push's quarantine, where the refused commits are.
 func (h *PreReceive) openRepo() *poolrepo.Repo {
-	repo := poolrepo.Open(h.Dir)
-	repo.Git.Env = h.GitEnv
-	return repo
+	g := gitstore.Open(h.Dir)
+	g.Env = h.GitEnv
+	if h.Objects == nil {
+		return poolrepo.OpenWith(g, g)
+	}
+	return poolrepo.OpenWith(g, poolrepo.WithFallback(h.Objects(), g))
 }
 
 func (h *PreReceive) judge() (Result, error) {
