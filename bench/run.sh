@@ -11,6 +11,9 @@
 #   bench/run.sh -variant 'poolgate-v2off=POOLGATE_V2=off'
 #                                   # one more poolgate with other settings, as a
 #                                   # further target in W1 and W6 (before/after)
+#   bench/run.sh -variant 'base=bin=/tmp/base/poolgate'
+#                                   # another build (its poolgate-hook beside it)
+#                                   # as a further target: before/after in one run
 #
 # Server CPU is read from one cpuacct cgroup per server (exact, descendants
 # included); client CPU from one for the harness and its git/ssh clients.

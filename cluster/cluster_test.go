@@ -178,6 +178,7 @@ func TestEtcdUnreachablePushIsAnErrorFetchStillServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.members[0].p.kill()
+	killed := time.Now()
 	_, err := c.Acquire(ctx)
 	if err == nil {
 		t.Fatal("a push landed with etcd down")
@@ -185,6 +186,11 @@ func TestEtcdUnreachablePushIsAnErrorFetchStillServed(t *testing.T) {
 	out := c.Stats().LastPush
 	if !strings.Contains(out, "pushes are unavailable") || strings.Contains(out, "[rejected]") || strings.Contains(out, "[remote rejected]") {
 		t.Errorf("push output is not an error naming the reason:\n%s", out)
+	}
+	// Past the grace a node cut off alone has: every node lost etcd, so no
+	// node can move the tip, and reads go on.
+	for time.Since(killed) < 7*time.Second {
+		time.Sleep(100 * time.Millisecond)
 	}
 	c2 := tc.client("c2", tc.nodes[1].sshAddr, "demo")
 	if err := c2.Clone(ctx); err != nil {

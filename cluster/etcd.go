@@ -62,6 +62,8 @@ func (k keys) node(name string) string { return k.prefix + "/nodes/" + name }
 func (k keys) nodes() string           { return k.prefix + "/nodes/" }
 func (k keys) lock(repo string) string { return k.prefix + "/locks/" + repo }
 func (k keys) election() string        { return k.prefix + "/leader" }
+func (k keys) events() string          { return k.prefix + "/events/" }
+func (k keys) event(id string) string  { return k.prefix + "/events/" + id }
 func (k keys) sent(webhook, id string) string {
 	return k.prefix + "/webhooks/" + webhook + "/sent/" + id
 }

@@ -6,20 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
+
+	"github.com/poolgate/poolgate/internal/gitexec"
+	"github.com/poolgate/poolgate/validator"
 )
 
-// zeroOID is git's "no object" in hook input and update-ref's old value.
-const zeroOID = "0000000000000000000000000000000000000000"
-
 var shaRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
-
-// isZero reports git's all-zero "no object" id.
-func isZero(sha string) bool { return strings.Trim(sha, "0") == "" }
 
 // gitRunner runs git for the cluster's own work. It streams stdin and
 // stdout (packs), which the daemon's and gitstore's helpers do not, and
@@ -29,26 +24,14 @@ type gitRunner struct {
 	home string // HOME for git: the data dir, as the daemon does
 }
 
-func (g gitRunner) env() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{"PATH=" + path, "HOME=" + g.home, "GIT_CONFIG_NOSYSTEM=1", "LC_ALL=C"}
-}
-
 // run runs git in dir. stdin and stdout may be nil; stderr is kept for the
 // error. A cancelled ctx kills git's whole process group.
 func (g gitRunner) run(ctx context.Context, dir string, stdin io.Reader, stdout io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = dir
-	cmd.Env = g.env()
+	cmd := gitexec.Command(ctx, gitexec.Options{Dir: dir, Home: g.home}, args...)
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Run(); err != nil {
 		return &gitError{args: args, err: err, stderr: strings.TrimSpace(errb.String())}
 	}
@@ -133,7 +116,7 @@ func (g gitRunner) unpack(ctx context.Context, dir, want string, r io.Reader) er
 // The cluster's ref hook is kept out: this follows a decision, it is not one.
 func (g gitRunner) setTip(ctx context.Context, dir, branch, sha, old, why string) error {
 	if old == "" {
-		old = zeroOID
+		old = validator.ZeroSHA
 	}
 	return g.run(ctx, dir, nil, nil, "-c", "core.hooksPath=/dev/null", "update-ref", "-m", why, "refs/heads/"+branch, sha, old)
 }

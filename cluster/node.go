@@ -60,8 +60,10 @@ type Node struct {
 	peer *peerServer
 
 	etcdErr atomic.Pointer[string] // last etcd failure, nil when the last request worked
+	etcdOK  atomic.Int64           // when etcd last answered (unix nanoseconds)
 	repos   map[string]*repoState
 	leader  atomic.Bool
+	derived chan struct{} // EventsDerived
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -94,10 +96,12 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 	}
 	n := &Node{
 		cfg: cfg, cl: cl, log: log, opts: opts, etcd: cli,
-		keys:  keys{cl.Etcd.Prefix},
-		git:   gitRunner{home: cfg.DataDir},
-		repos: map[string]*repoState{},
+		keys:    keys{cl.Etcd.Prefix},
+		git:     gitRunner{home: cfg.DataDir},
+		repos:   map[string]*repoState{},
+		derived: make(chan struct{}, 1),
 	}
+	n.etcdOK.Store(time.Now().UnixNano())
 	n.dec = &decider{cl: cl, etcd: cli, signer: opts.Signer, git: n.git, keys: n.keys}
 	for _, r := range cfg.Repos {
 		if r.Upstream != nil {
@@ -110,7 +114,7 @@ func Start(cfg *config.Config, log zerolog.Logger, opts Options, initWait time.D
 		cli.Close()
 		return nil, fmt.Errorf("cluster: listen %s: %w", cl.Listen, err)
 	}
-	n.peer = &peerServer{cfg: cfg, signer: opts.Signer, git: n.git, repoDir: opts.RepoDir, log: log}
+	n.peer = &peerServer{cfg: cfg, signer: opts.Signer, git: n.git, repoDir: opts.RepoDir, log: log, decided: n.readDecided}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.ctx, n.cancel = ctx, cancel
 	n.wg.Add(1)
@@ -153,6 +157,7 @@ func (n *Node) Close() {
 func (n *Node) etcdFailed(err error) {
 	if err == nil {
 		n.etcdErr.Store(nil)
+		n.etcdOK.Store(time.Now().UnixNano())
 		return
 	}
 	s := oneLine(err)
@@ -330,8 +335,10 @@ var ErrCatchingUp = errors.New("this node is catching up with the cluster; try a
 
 // BeforeGit runs before the daemon serves a git command on repo: a node
 // behind the decided tip catches up first, so a client told "ok" by one node
-// never fetches an older tip from another. A read with etcd unreachable is
-// served from the local repo (DESIGN §9: fetches still served).
+// never fetches an older tip from another. A read with etcd unreachable asks
+// the other nodes for the decided tip (decidedByPeers): served at it, or
+// from the local repo when etcd is down for every node (DESIGN §9: fetches
+// still served), refused when this node is cut off from the cluster.
 //
 // A push (write) first takes the repo's cluster-wide lock in etcd, held
 // until the returned release is called: pushes on different nodes are
@@ -362,7 +369,15 @@ func (n *Node) BeforeGit(ctx context.Context, repo string, write bool) (release 
 		if write {
 			return release, &UnavailableError{Reason: "this node cannot reach etcd"}
 		}
-		return release, nil
+		tip, err := n.decidedByPeers(ctx, rs)
+		if err != nil {
+			n.log.Warn().Err(err).Str("repo", repo).Msg("cluster: fetch refused, this node may be behind")
+			return release, err
+		}
+		if tip == "" {
+			return release, nil // no node can move the tip now: the local one is current
+		}
+		decided, found = tip, true
 	}
 	if !found {
 		if write {
@@ -379,6 +394,86 @@ func (n *Node) BeforeGit(ctx context.Context, repo string, write bool) (release 
 	return release, nil
 }
 
+// cutOffGrace is how long a node that reaches neither etcd nor every
+// other node still serves fetches from its own repos: the push locks'
+// lease (lockSessionTTL) — past it, another node may have moved the tip.
+const cutOffGrace = 5 * time.Second
+
+// peerAnswerTimeout bounds a peer's etcd read for a "decided" question.
+const peerAnswerTimeout = 2 * time.Second
+
+// CutOffError refuses a fetch on a node that may be behind the cluster:
+// it has lost etcd, and not every other node answered.
+type CutOffError struct{ For time.Duration }
+
+func (e *CutOffError) Error() string {
+	return fmt.Sprintf("this node has been cut off from the cluster for %s and may be behind it; try again (another node)", e.For.Round(time.Second))
+}
+
+// decidedByPeers is the read path when etcd does not answer this node:
+// the other nodes are asked for the decided tip (each reads etcd). A tip
+// one of them read is this fetch's; when every node answered that it
+// cannot reach etcd either, no node can move the tip, and "" says the
+// local one is current (DESIGN §9: fetches still served while etcd is
+// down). When nobody knew and some node did not answer, that node may be
+// moving the tip: the local repo is served only for cutOffGrace after etcd
+// last answered, then the fetch is refused, so a client never reads a
+// history older than one another node acknowledged (a stock release would
+// find its own claim missing and fail).
+func (n *Node) decidedByPeers(ctx context.Context, rs *repoState) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout+peerAnswerTimeout)
+	defer cancel()
+	type answer struct {
+		tip string
+		err error
+	}
+	answers := make(chan answer, len(n.cl.Peers))
+	for _, p := range n.cl.Peers {
+		go func() {
+			tip, err := askDecided(ctx, n.opts.Signer, p.Address, rs.name)
+			answers <- answer{tip, err}
+		}()
+	}
+	silent := 0
+	for range n.cl.Peers {
+		a := <-answers
+		switch {
+		case a.err != nil:
+			silent++
+		case a.tip != "":
+			return a.tip, nil
+		}
+	}
+	if silent == 0 {
+		return "", nil
+	}
+	if cut := time.Since(time.Unix(0, n.etcdOK.Load())); cut > cutOffGrace {
+		return "", &CutOffError{For: cut}
+	}
+	return "", nil
+}
+
+// readDecided is a peer's "decided" question: the tip read from etcd now.
+func (n *Node) readDecided(ctx context.Context, repo string) (string, error) {
+	rs := n.repos[repo]
+	if rs == nil {
+		return "", errors.New("not a replicated repo")
+	}
+	if n.etcdErr.Load() != nil {
+		// Known cut off too: say so at once rather than time out, so the
+		// asker can tell "etcd is down for everyone" from a silent node.
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
+	defer cancel()
+	tip, found, err := decidedTip(ctx, n.etcd, n.keys.tip(rs.name, rs.branch))
+	n.etcdFailed(err)
+	if err != nil || !found {
+		return "", err
+	}
+	return tip, nil
+}
+
 // lockSessionTTL is how long a push lock outlives a node that stopped
 // renewing it (killed, cut off from etcd).
 const lockSessionTTL = 5
@@ -388,8 +483,15 @@ const lockWait = 20 * time.Second
 
 // lockRepo takes repo's cluster-wide push lock.
 func (n *Node) lockRepo(ctx context.Context, rs *repoState) (func(), error) {
-	// Bounded: a push waits for others' pushes, not for a lost etcd.
-	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	// Bounded: a push waits for others' pushes, not for a lost etcd. While
+	// this node's last etcd request failed, a push waits no longer than
+	// one request: pushes queued on a node cut off etcd (each behind the
+	// repo's local lock) fail in seconds, not lockWait each.
+	wait := lockWait
+	if n.etcdErr.Load() != nil {
+		wait = etcdOpTimeout
+	}
+	lctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var m *concurrency.Mutex
 	for try := 0; ; try++ {

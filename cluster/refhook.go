@@ -12,6 +12,7 @@ import (
 
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // The global decision sits in git's reference-transaction hook, "prepared"
@@ -72,17 +73,19 @@ func (h *RefHook) Run() int {
 	if err == nil {
 		return 0
 	}
-	verdict := pushlog.VerdictPermanent
+	// The daemon reads the verdict once receive-pack ended, which is after
+	// this hook: a permanent one ends the push as an error.
+	verdictFile := h.Getenv(pushlog.EnvVerdictFile)
 	if errors.Is(err, ErrMoved) {
-		// The stock client's ordinary retry: it fetches the new tip.
-		verdict = pushlog.VerdictTransient
-		fmt.Fprintf(h.Stderr, "poolgate: push refused: %v; fetch and try again\n", err)
-	} else {
-		fmt.Fprintf(h.Stderr, "poolgate: push refused: %v\n", err)
+		// git 2.39 dies on a prepared-phase refusal, without a report; the
+		// daemon, seeing this rule, writes the report receive-pack would
+		// have ("ng"), so the stock client sees an ordinary
+		// "[remote rejected]", fetches the new tip and retries.
+		_ = pushlog.WriteVerdict(verdictFile, pushlog.VerdictTransient, []string{pushlog.RuleMoved})
+		return 1
 	}
-	// The daemon reads the verdict when receive-pack reports, which is
-	// after this hook: a permanent one ends the push as an error.
-	_ = os.WriteFile(h.Getenv(pushlog.EnvVerdictFile), []byte(verdict+"\nrules: \n"), 0o600)
+	fmt.Fprintf(h.Stderr, "poolgate: push refused: %v\n", err)
+	_ = pushlog.WriteVerdict(verdictFile, pushlog.VerdictPermanent, nil)
 	return 1
 }
 
@@ -117,7 +120,7 @@ func (h *RefHook) decide() error {
 			// would silently differ between nodes.
 			return fmt.Errorf("only branch %s is replicated in a cluster, not %s", repo.Branch, f[2])
 		}
-		if isZero(f[1]) {
+		if validator.IsZero(f[1]) {
 			return fmt.Errorf("the branch cannot be deleted")
 		}
 		old, new = f[0], f[1]

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -111,17 +113,38 @@ type Status struct {
 
 // Status reads every node's presence and the leader from etcd.
 func (n *Node) Status(ctx context.Context) Status {
-	st := Status{Node: n.cl.Node, Pushes: "ok"}
+	st := view(ctx, n.etcd, n.cl, n.keys)
+	st.Pushes = "ok"
 	if err := n.PushHealth(); err != nil {
 		st.Pushes = err.Error()
 	}
-	all := append([]struct{ Name, Address string }{{n.cl.Node, n.cl.Advertise}}, peerList(n)...)
+	return st
+}
+
+// ReadStatus is the cluster view for a command beside the daemon (poolgate
+// status): the same etcd reads, from the config's cluster block.
+func ReadStatus(ctx context.Context, cl *config.Cluster) (Status, error) {
+	cli, err := newEtcd(cl)
+	if err != nil {
+		return Status{}, err
+	}
+	defer cli.Close()
+	st := view(ctx, cli, cl, keys{cl.Etcd.Prefix})
+	if st.EtcdError != "" {
+		st.Pushes = "etcd unreachable: " + st.EtcdError
+	}
+	return st, nil
+}
+
+func view(ctx context.Context, cli *clientv3.Client, cl *config.Cluster, k keys) Status {
+	st := Status{Node: cl.Node}
+	all := append([]config.Peer{{Name: cl.Node, Address: cl.Advertise}}, cl.Peers...)
 	ctx, cancel := context.WithTimeout(ctx, etcdOpTimeout)
 	defer cancel()
-	resp, err := n.etcd.Get(ctx, n.keys.nodes(), clientv3.WithPrefix())
+	resp, err := cli.Get(ctx, k.nodes(), clientv3.WithPrefix())
 	var leader string
 	if err == nil {
-		if l, lerr := n.etcd.Get(ctx, n.keys.election()+"/", clientv3.WithFirstCreate()...); lerr == nil && len(l.Kvs) > 0 {
+		if l, lerr := cli.Get(ctx, k.election()+"/", clientv3.WithFirstCreate()...); lerr == nil && len(l.Kvs) > 0 {
 			leader = string(l.Kvs[0].Value)
 		}
 	} else {
@@ -131,7 +154,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		ns := NodeStatus{Name: a.Name, Address: a.Address, Leader: a.Name == leader}
 		if resp != nil {
 			for _, kv := range resp.Kvs {
-				if string(kv.Key) == n.keys.node(a.Name) {
+				if string(kv.Key) == k.node(a.Name) {
 					var p presence
 					json.Unmarshal(kv.Value, &p)
 					ns.Reachable, ns.Behind = true, p.Behind
@@ -143,18 +166,54 @@ func (n *Node) Status(ctx context.Context) Status {
 	return st
 }
 
-func peerList(n *Node) []struct{ Name, Address string } {
-	var out []struct{ Name, Address string }
-	for _, p := range n.cl.Peers {
-		out = append(out, struct{ Name, Address string }{p.Name, p.Address})
-	}
-	return out
-}
-
 // StatusHandler answers GET /api/v1/cluster with Status as JSON.
 func (n *Node) StatusHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Status(r.Context()))
 	})
+}
+
+// Collector exports the cluster view as metrics, read from etcd at scrape
+// time, the same from any node: poolgate_cluster_node_up,
+// poolgate_cluster_node_leader, poolgate_cluster_node_behind (repos not at
+// the decided tip) per node, and poolgate_cluster_pushes_available for
+// this node.
+func (n *Node) Collector() prometheus.Collector { return clusterCollector{n} }
+
+var (
+	descNodeUp = prometheus.NewDesc("poolgate_cluster_node_up",
+		"1 while the node is alive and reaches etcd (its presence key is there).", []string{"node"}, nil)
+	descNodeLeader = prometheus.NewDesc("poolgate_cluster_node_leader",
+		"1 for the node that delivers webhooks and raises stale alarms.", []string{"node"}, nil)
+	descNodeBehind = prometheus.NewDesc("poolgate_cluster_node_behind",
+		"Repos the node has not caught up with (0 for a node that is not up).", []string{"node"}, nil)
+	descPushes = prometheus.NewDesc("poolgate_cluster_pushes_available",
+		"1 while this node can take pushes (reaches etcd, every repo in step).", nil, nil)
+)
+
+type clusterCollector struct{ n *Node }
+
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descNodeUp
+	ch <- descNodeLeader
+	ch <- descNodeBehind
+	ch <- descPushes
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.Status(context.Background())
+	for _, ns := range st.Nodes {
+		ch <- prometheus.MustNewConstMetric(descNodeUp, prometheus.GaugeValue, b2f(ns.Reachable), ns.Name)
+		ch <- prometheus.MustNewConstMetric(descNodeLeader, prometheus.GaugeValue, b2f(ns.Leader), ns.Name)
+		ch <- prometheus.MustNewConstMetric(descNodeBehind, prometheus.GaugeValue, float64(len(ns.Behind)), ns.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(descPushes, prometheus.GaugeValue, b2f(st.Pushes == "ok"))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

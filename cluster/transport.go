@@ -12,6 +12,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/validator"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -29,6 +30,10 @@ import (
 //	                        pack leaves out what it has, then stores the
 //	                        objects without moving any ref and answers "ok"
 //	pack REPO WANT [HAVE]   the server sends a pack of WANT less HAVE
+//	decided REPO            the server answers "decided SHA", the branch's
+//	                        tip read from etcd just now, or "unknown" when
+//	                        it cannot reach etcd either (a node cut off
+//	                        etcd asks before it serves a fetch)
 //
 // Peer requests are small and rare (one per push per peer, one per catch-up).
 const peerDialTimeout = 3 * time.Second
@@ -41,6 +46,8 @@ type peerServer struct {
 	repoDir func(string) string
 	log     zerolog.Logger
 	srv     *ssh.Server
+	// decided reads a repo's decided tip from etcd (Node.readDecided).
+	decided func(ctx context.Context, repo string) (string, error)
 }
 
 func (p *peerServer) serve(ln net.Listener) error {
@@ -79,6 +86,8 @@ func (p *peerServer) parse(raw string) (request, *config.Repo, error) {
 	switch {
 	case len(f) == 3 && f[0] == "objects":
 	case (len(f) == 3 || len(f) == 4) && f[0] == "pack":
+	case len(f) == 2 && f[0] == "decided":
+		f = append(f, validator.ZeroSHA) // no object named; the check below passes
 	default:
 		return r, nil, fmt.Errorf("unknown peer command")
 	}
@@ -109,10 +118,18 @@ func (p *peerServer) handle(sess ssh.Session) {
 	dir := p.repoDir(r.repo)
 	log := p.log.With().Str("peer_cmd", r.verb).Str("repo", r.repo).Str("want", r.want).Logger()
 	switch r.verb {
+	case "decided":
+		tip, err := p.decided(ctx, r.repo)
+		if err != nil || tip == "" {
+			fmt.Fprintln(sess, "unknown")
+		} else {
+			fmt.Fprintf(sess, "decided %s\n", tip)
+		}
+		sess.Exit(0)
 	case "objects":
 		tip, err := p.git.tip(ctx, dir, repo.Branch)
 		if err != nil || tip == "" {
-			tip = zeroOID
+			tip = validator.ZeroSHA
 		}
 		fmt.Fprintf(sess, "tip %s\n", tip)
 		if err := p.git.unpack(ctx, dir, r.want, sess); err != nil {
@@ -187,7 +204,7 @@ func sendObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, di
 	have := ""
 	// The peer holds everything its tip reaches; leave that out when this
 	// node knows the commit (else the pack could not be made).
-	if !isZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
+	if peerTip != "" && !validator.IsZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
 		have = peerTip
 	}
 	perr := g.pack(ctx, dir, want, have, in)
@@ -267,4 +284,28 @@ func (ps *peerSession) close() {
 		ps.sess.Close()
 	}
 	ps.cli.Close()
+}
+
+// askDecided asks a peer for a repo's decided tip: "" when the peer cannot
+// reach etcd either; an error when the peer did not answer.
+func askDecided(ctx context.Context, signer gossh.Signer, addr, repo string) (string, error) {
+	ps, err := openPeer(ctx, signer, addr, "decided "+repo)
+	if err != nil {
+		return "", err
+	}
+	defer ps.close()
+	ps.in.Close()
+	line, err := bufio.NewReader(ps.out).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("peer: %v %s", err, strings.TrimSpace(ps.stderr.String()))
+	}
+	line = strings.TrimSpace(line)
+	if line == "unknown" {
+		return "", nil
+	}
+	tip, ok := strings.CutPrefix(line, "decided ")
+	if !ok || !shaRe.MatchString(tip) {
+		return "", fmt.Errorf("peer: unexpected answer %q", line)
+	}
+	return tip, nil
 }

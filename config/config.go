@@ -610,6 +610,13 @@ func expandEnv(n *yaml.Node, names *[]string) error {
 	return nil
 }
 
+// RepoDir is where the daemon keeps the repo called name, under the data
+// dir. name must be a configured (hence validated) repo name: it becomes a
+// file name.
+func (c *Config) RepoDir(name string) string {
+	return filepath.Join(c.DataDir, "repos", name+".git")
+}
+
 // Repo returns the named repo's settings, or nil.
 func (c *Config) Repo(name string) *Repo {
 	for i := range c.Repos {

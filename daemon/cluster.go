@@ -3,8 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"io"
+	"slices"
 
-	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitproto"
+	"github.com/poolgate/poolgate/pushlog"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -59,5 +62,28 @@ func (s *Server) Signer() gossh.Signer { return s.signer }
 // HooksDir is the hook directory every served repo's core.hooksPath names.
 func (s *Server) HooksDir() string { return s.hooksDir() }
 
-// RepoDir is where the daemon keeps a configured repo.
-func RepoDir(cfg *config.Config, name string) string { return repoDir(cfg, name) }
+// movedMessage is the ng reason of a push that lost the cluster's
+// compare-and-set.
+const movedMessage = "the pool moved on another node; fetch and try again"
+
+// reportMoved answers a push whose receive-pack ended without a report
+// because the cluster's reference-transaction hook found the branch moved
+// on another node (git dies on a prepared-phase refusal): it writes to w
+// the report receive-pack would have written for an ordinary rejection, so
+// the stock client sees "[remote rejected]" and retries rather than count
+// an error. It returns the report's pkt-lines (unframed) and whether it
+// wrote one.
+func reportMoved(w io.Writer, verdictFile string, cmds *gitproto.CommandReader) ([]byte, bool) {
+	v, rules := pushlog.ReadVerdict(verdictFile)
+	if v != pushlog.VerdictTransient || !slices.Contains(rules, pushlog.RuleMoved) {
+		return nil, false
+	}
+	rep := gitproto.RefusalReport(cmds.Parsed(), cmds.Capabilities(), movedMessage)
+	if rep == nil {
+		return nil, false
+	}
+	if _, err := w.Write(rep); err != nil {
+		return nil, false
+	}
+	return gitproto.RefusalReport(cmds.Parsed(), []string{"report-status"}, movedMessage), true
+}

@@ -57,5 +57,5 @@ func validName(name string) bool {
 
 // repoDir is where a repo lives. Only ever called with a validated name.
 func repoDir(cfg *config.Config, name string) string {
-	return filepath.Join(cfg.DataDir, "repos", name+".git")
+	return cfg.RepoDir(name)
 }

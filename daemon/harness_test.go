@@ -86,6 +86,7 @@ type fixture struct {
 	pools   string         // YAML of the locks repo's pools
 	ssh     string         // extra YAML lines under ssh:
 	http    string         // http.listen; "" turns HTTP off
+	exe     string         // the poolgate binary an in-process daemon installs as its hooks (default binPath)
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -223,7 +224,11 @@ func (f *fixture) startInProcess(drain time.Duration) (*server, context.CancelFu
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv, err := daemon.New(cfg, zerolog.New(logs), binPath)
+	exe := f.exe
+	if exe == "" {
+		exe = binPath
+	}
+	srv, err := daemon.New(cfg, zerolog.New(logs), exe)
 	if err != nil {
 		t.Fatal(err)
 	}

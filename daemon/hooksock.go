@@ -18,15 +18,19 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitread"
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/hooksock"
+	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 )
 
-// The pre-receive hook asks the daemon to judge the push (hooksock): no
-// config load, no poolgate start-up per push. The daemon judges as the
-// session that started the push, named by a one-time ticket it put into
-// receive-pack's environment.
+// The pre-receive hook asks the daemon to judge the push (hooksock), and
+// the post-receive hook asks it to record what landed: no config load, no
+// poolgate start-up and no git process per push. The daemon judges as the
+// session that started the push, named by a ticket it put into
+// receive-pack's environment, good for one judgement and, once that let the
+// push through, one record.
 
 // EnvHookSock set to "off" turns the socket off and installs the shell
 // script hook, as before it existed (for measuring; the hook then judges in
@@ -45,6 +49,9 @@ type hookTicket struct {
 	key     string
 	role    string
 	verdict string // the push's verdict file
+	// What the ticket was used for (under hookTickets.mu): judged by
+	// pre-receive, which accepted it, and recorded by post-receive.
+	judged, accepted, recorded bool
 }
 
 // hookTickets are the tickets of pushes in flight, by ticket id.
@@ -78,10 +85,13 @@ func (h *hookTickets) take(id string) {
 	delete(h.m, id)
 }
 
-// redeem returns the ticket for token and withdraws it: a ticket judges
-// one hook run, so a token seen once (in a process listing, a log) is
-// worth nothing afterwards. A wrong secret leaves the ticket to its push.
-func (h *hookTickets) redeem(token string) *hookTicket {
+// redeem returns the ticket for token, spending it for hook: a ticket
+// judges one pre-receive run and, only after that run accepted the push,
+// records one post-receive run, so a token seen once (in a process
+// listing, a log) is worth nothing afterwards, and no record of an
+// acceptance can be asked for a push the daemon did not let through. A
+// wrong secret leaves the ticket to its push.
+func (h *hookTickets) redeem(token, hook string) *hookTicket {
 	id, secret, ok := strings.Cut(token, ".")
 	if !ok {
 		return nil
@@ -92,8 +102,28 @@ func (h *hookTickets) redeem(token string) *hookTicket {
 	if t == nil || subtle.ConstantTimeCompare(t.secret, []byte(secret)) != 1 {
 		return nil
 	}
-	delete(h.m, id)
+	switch hook {
+	case "":
+		if t.judged {
+			return nil
+		}
+		t.judged = true
+	case hooksock.PostReceive:
+		if !t.accepted || t.recorded {
+			return nil
+		}
+		t.recorded = true
+	default:
+		return nil
+	}
 	return t
+}
+
+// accept marks t's push as let through by its judgement.
+func (h *hookTickets) accept(t *hookTicket) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.accepted = true
 }
 
 // listenHookSocket opens this process's hook socket. Security: the socket
@@ -182,22 +212,10 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		s.log.Warn().Err(err).Msg("hook socket: malformed request")
 		return hookRefusal("malformed request")
 	}
-	t := s.hookTickets.redeem(req.Token)
+	t := s.hookTickets.redeem(req.Token, req.Hook)
 	if t == nil {
-		s.log.Warn().Msg("hook socket: unknown or spent ticket, refused")
+		s.log.Warn().Str("hook", req.Hook).Msg("hook socket: unknown or spent ticket, refused")
 		return hookRefusal("this push has no valid ticket")
-	}
-	gitEnv := s.baseEnv()
-	if req.Quarantine != "" {
-		q, err := quarantineDir(t.dir, req.Quarantine)
-		if err != nil {
-			s.log.Warn().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: bad quarantine")
-			return hookRefusal("bad quarantine directory")
-		}
-		// The daemon reads the pushed objects exactly as the hook would:
-		// the quarantine first, the repo's own objects behind it.
-		gitEnv = append(gitEnv, "GIT_QUARANTINE_PATH="+q, "GIT_OBJECT_DIRECTORY="+q,
-			"GIT_ALTERNATE_OBJECT_DIRECTORIES="+filepath.Dir(q))
 	}
 	env := map[string]string{
 		pushlog.EnvRepo: t.repo, pushlog.EnvUser: t.user, pushlog.EnvKey: t.key, pushlog.EnvRole: t.role,
@@ -212,12 +230,41 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		Stdin:  strings.NewReader(req.Input),
 		Stderr: &stderr,
 		Dir:    t.dir,
-		GitEnv: gitEnv,
+		GitEnv: s.baseEnv(),
+		// The objects are read in this process: no git cat-file per push.
+		Objects: func() poolrepo.Objects { return gitread.Open(t.dir) },
 	}
-	code, err := runJudge(h)
+	if req.Hook == hooksock.PostReceive {
+		// The refs have moved and the objects left the quarantine.
+		code, err := runJudge((*hooks.PostReceive)(h).Run)
+		if err != nil {
+			s.log.Error().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: recording the push panicked")
+			return hooksock.Answer(1, "poolgate: warning: the push landed but could not be recorded: internal error\n")
+		}
+		s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("recorded over the hook socket")
+		return hooksock.Answer(code, stderr.String())
+	}
+	if req.Quarantine != "" {
+		q, err := quarantineDir(t.dir, req.Quarantine)
+		if err != nil {
+			s.log.Warn().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: bad quarantine")
+			return hookRefusal("bad quarantine directory")
+		}
+		// The daemon reads the pushed objects exactly as the hook would:
+		// the quarantine first, the repo's own objects behind it (and any
+		// git command, or git's cat-file for an object the in-process
+		// reader lacks, is pointed at the same).
+		h.GitEnv = append(h.GitEnv, "GIT_QUARANTINE_PATH="+q, "GIT_OBJECT_DIRECTORY="+q,
+			"GIT_ALTERNATE_OBJECT_DIRECTORIES="+filepath.Dir(q))
+		h.Objects = func() poolrepo.Objects { return gitread.OpenQuarantine(t.dir, q) }
+	}
+	code, err := runJudge(h.Run)
 	if err != nil {
 		s.log.Error().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: the judge panicked; the push is refused")
 		return hookRefusal("internal error")
+	}
+	if code == 0 {
+		s.hookTickets.accept(t)
 	}
 	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("judged over the hook socket")
 	return hooksock.Answer(code, stderr.String())
@@ -226,13 +273,13 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 // runJudge runs the judge, turning a panic into an error: a hook process
 // that crashed refused one push, and judging in the daemon must not make
 // the same bug take the whole server down.
-func runJudge(h *hooks.PreReceive) (code int, err error) {
+func runJudge(run func() int) (code int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return h.Run(), nil
+	return run(), nil
 }
 
 func hookRefusal(why string) hooksock.Response {

@@ -309,3 +309,128 @@ func TestHookSocketGarbageRefusesThePush(t *testing.T) {
 		t.Errorf("no socket: push not refused (err %v):\n%s", err, out)
 	}
 }
+
+// countingWrappers puts a `git` that logs its working directory and
+// arguments first on PATH, and returns a poolgate binary (with the hook
+// program beside it) that logs each start: what a push starts is counted,
+// not timed. It returns the poolgate path and the two logs.
+func countingWrappers(t *testing.T) (exe, gitLog, poolgateLog string) {
+	t.Helper()
+	realGit, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	gitLog, poolgateLog = filepath.Join(dir, "git.log"), filepath.Join(dir, "poolgate.log")
+	wrap := filepath.Join(dir, "wrap")
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{wrap, bin} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(path, script string) {
+		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(wrap, "git"), "#!/bin/sh\nprintf '%s\\t%s\\n' \"$(pwd -P)\" \"$*\" >> '"+gitLog+"'\nexec '"+realGit+"' \"$@\"\n")
+	exe = filepath.Join(bin, "poolgate")
+	write(exe, "#!/bin/sh\necho \"$*\" >> '"+poolgateLog+"'\nexec '"+binPath+"' \"$@\"\n")
+	// A copy, not a link: its fallback runs the poolgate beside its own
+	// resolved path, which must be the counting one.
+	hook, err := os.ReadFile(filepath.Join(filepath.Dir(binPath), hooks.HookProgram))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(bin, hooks.HookProgram), string(hook))
+	t.Setenv("PATH", wrap+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return exe, gitLog, poolgateLog
+}
+
+// TestValidatedPushStartsNoPoolgateAndNoCatFile: under the daemon a push
+// is judged and recorded without starting poolgate (both hooks are the
+// small program, which asks the daemon) and without git cat-file (the
+// daemon reads the quarantined objects in-process); what the judge and
+// the record see is still right: the claim lands and is recorded as the
+// writer's, the over-limit claim is refused and recorded with its build.
+func TestValidatedPushStartsNoPoolgateAndNoCatFile(t *testing.T) {
+	f := newFixture(t)
+	exe, gitLog, poolgateLog := countingWrappers(t)
+	f.exe = exe
+	s, _ := f.startInProcess(0)
+	ctx := ctxT(t, 120*time.Second)
+	for _, name := range []string{"pre-receive", "post-receive"} {
+		if link, err := os.Readlink(filepath.Join(f.data, "hooks", name)); err != nil || filepath.Base(link) != hooks.HookProgram {
+			t.Fatalf("%s is not a link to %s: %q, %v", name, hooks.HookProgram, link, err)
+		}
+	}
+	c := s.client("writer", "w")
+	if err := c.Clone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, err := filepath.EvalSymlinks(f.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverGit := func() []string {
+		b, _ := os.ReadFile(gitLog)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, data+string(os.PathSeparator)) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	before := len(serverGit())
+	os.Remove(poolgateLog)
+
+	for _, l := range []string{"lock-a", "lock-b"} {
+		out := pushStep(ctx, t, c, "demo/unclaimed/"+l, "demo/claimed/"+l, c.Message("claiming", l))
+		if strings.Contains(out, "rejected") || strings.Contains(out, "refused") {
+			t.Fatalf("claim of %s refused:\n%s", l, out)
+		}
+	}
+	out := pushStep(ctx, t, c, "demo/unclaimed/lock-c", "demo/claimed/lock-c", c.Message("claiming", "lock-c"))
+	if !strings.Contains(out, "[remote rejected]") || !strings.Contains(out, "over-limit") {
+		t.Fatalf("third claim should be a transient rejection:\n%s", out)
+	}
+
+	if b, err := os.ReadFile(poolgateLog); err == nil {
+		t.Errorf("poolgate was started during the pushes:\n%s", b)
+	}
+	started := serverGit()[before:]
+	var receivePacks int
+	for _, l := range started {
+		if strings.Contains(l, "cat-file") {
+			t.Errorf("git cat-file started for a push: %s", l)
+		}
+		if strings.Contains(l, "receive-pack") {
+			receivePacks++
+		}
+	}
+	if receivePacks != 3 {
+		// The wrapper must see the daemon's own git starts, or the count
+		// above proves nothing.
+		t.Errorf("wrapper saw %d receive-packs, want 3:\n%s", receivePacks, strings.Join(started, "\n"))
+	}
+
+	logs := s.logs.String()
+	if n := strings.Count(logs, `"message":"judged over the hook socket"`); n != 3 {
+		t.Errorf("%d pushes judged over the hook socket, want 3", n)
+	}
+	if n := strings.Count(logs, `"message":"recorded over the hook socket"`); n != 2 {
+		t.Errorf("%d pushes recorded over the hook socket, want 2", n)
+	}
+	repo := filepath.Join(f.data, "repos", "locks.git")
+	recs, err := os.ReadFile(pushlog.At(repo).Path(pushlog.Pushes))
+	tip := f.bareGit("rev-parse", "master")
+	if err != nil || strings.Count(string(recs), `"user":"writer"`) != 2 || !strings.Contains(string(recs), `"new":"`+tip+`"`) {
+		t.Errorf("push records (%v), want the writer's two claims up to %s:\n%s", err, tip, recs)
+	}
+	rej, err := os.ReadFile(pushlog.At(repo).Path(pushlog.Rejections))
+	if err != nil || !strings.Contains(string(rej), "over-limit") || !strings.Contains(string(rej), `"user":"writer"`) {
+		t.Errorf("rejection record (%v):\n%s", err, rej)
+	}
+}

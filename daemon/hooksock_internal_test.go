@@ -6,6 +6,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/hooksock"
 	"github.com/poolgate/poolgate/pushlog"
 )
 
@@ -23,7 +24,7 @@ func TestJudgePanicRefusesThePushNotTheDaemon(t *testing.T) {
 	env := map[string]string{pushlog.EnvRepo: "locks", pushlog.EnvRole: "write"}
 	h := &hooks.PreReceive{Config: cfg, Getenv: func(k string) string { return env[k] }, Stdin: panicReader{},
 		Stderr: &strings.Builder{}, Dir: t.TempDir()}
-	if _, err := runJudge(h); err == nil || !strings.Contains(err.Error(), "judge bug") {
+	if _, err := runJudge(h.Run); err == nil || !strings.Contains(err.Error(), "judge bug") {
 		t.Fatalf("runJudge: %v, want the panic as an error", err)
 	}
 }
@@ -37,13 +38,49 @@ func TestTicketIsSpentOnceAndAWrongSecretLeavesIt(t *testing.T) {
 	defer withdraw()
 	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
 	id, _, _ := strings.Cut(token, ".")
-	if tk.redeem(id+".wrong") != nil || tk.redeem(token+"x") != nil || tk.redeem(id) != nil {
+	if tk.redeem(id+".wrong", "") != nil || tk.redeem(token+"x", "") != nil || tk.redeem(id, "") != nil {
 		t.Fatal("a wrong secret redeemed the ticket")
 	}
-	if got := tk.redeem(token); got == nil || got.user != "writer" {
+	if got := tk.redeem(token, ""); got == nil || got.user != "writer" {
 		t.Fatalf("the right token: %+v", got)
 	}
-	if tk.redeem(token) != nil {
+	if tk.redeem(token, "") != nil {
 		t.Fatal("a ticket was redeemed twice")
 	}
+}
+
+// TestPostReceiveTicketOnlyAfterAnAcceptedJudgement: the post-receive half
+// of a ticket records nothing for a push its judgement did not let
+// through, and records once; the judgement itself is still spent once.
+func TestPostReceiveTicketOnlyAfterAnAcceptedJudgement(t *testing.T) {
+	var tk hookTickets
+	env, withdraw, err := tk.issue("/sock", &hookTicket{user: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
+	if tk.redeem(token, hooksock.PostReceive) != nil {
+		t.Fatal("post-receive redeemed a ticket before any judgement")
+	}
+	judged := tk.redeem(token, "")
+	if judged == nil {
+		t.Fatal("the judgement's redeem failed")
+	}
+	if tk.redeem(token, hooksock.PostReceive) != nil {
+		t.Fatal("post-receive redeemed a ticket whose push was refused")
+	}
+	tk.accept(judged)
+	if tk.redeem(token, "") != nil {
+		t.Fatal("a ticket was judged twice")
+	}
+	if tk.redeem(token, "bogus") != nil {
+		t.Fatal("a ticket redeemed for an unknown hook")
+	}
+	if got := tk.redeem(token, hooksock.PostReceive); got != judged {
+		t.Fatalf("post-receive after acceptance: %+v", got)
+	}
+	if tk.redeem(token, hooksock.PostReceive) != nil {
+		t.Fatal("a push was recorded twice on one ticket")
+	}
+	withdraw()
 }

@@ -5,13 +5,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // repoSettings tune every served repo; applied at each start so upgrades
@@ -80,8 +80,6 @@ func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
 	return nil
 }
 
-const zeroOID = "0000000000000000000000000000000000000000"
-
 // ensurePool adds a missing pool in one server-authored commit, made with
 // plumbing and a private index: a bare repo has no work tree, and the ref
 // moves only if nobody pushed in between (update-ref with the old value).
@@ -139,7 +137,7 @@ func (s *Server) ensurePool(ctx context.Context, dir string, r *config.Repo, p *
 	}
 	expect := old
 	if expect == "" {
-		expect = zeroOID
+		expect = validator.ZeroSHA
 	}
 	if _, err := s.git(ctx, dir, env, nil, "update-ref", "-m", "poolgate: create pool", ref, commit, expect); err != nil {
 		return err
@@ -149,16 +147,11 @@ func (s *Server) ensurePool(ctx context.Context, dir string, r *config.Repo, p *
 }
 
 // git runs a git command of the daemon's own (not a client's) and returns
-// its trimmed stdout; stderr goes into the error.
+// its trimmed stdout; stderr goes into the error. On cancel (shutdown)
+// git's whole group goes: a pack-objects under repack outliving the daemon
+// would keep writing into the repo.
 func (s *Server) git(ctx context.Context, dir string, env []string, stdin []byte, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(s.baseEnv(), env...)
-	// git repack runs pack-objects as a child: on cancel (shutdown) the
-	// whole group goes, or a pack-objects outliving the daemon would keep
-	// writing into the repo.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd := gitexec.Command(ctx, s.gitOptions(dir, env...), args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -170,21 +163,15 @@ func (s *Server) git(ctx context.Context, dir string, env []string, stdin []byte
 	return strings.TrimSpace(out.String()), nil
 }
 
-// baseEnv is the whole environment git gets: nothing of the daemon's own
-// environment leaks into git or the hook beyond PATH.
-func (s *Server) baseEnv() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{
-		"PATH=" + path,
-		// Git reads $HOME/.gitconfig; the data dir is the operator's place
-		// for one, not whoever's home the daemon started in.
-		"HOME=" + s.cfg.DataDir,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"LC_ALL=C",
-	}
+// gitOptions is how the daemon runs git in dir: the clean environment with
+// env added. Git reads $HOME/.gitconfig; the data dir is the operator's
+// place for one, not whoever's home the daemon started in.
+func (s *Server) gitOptions(dir string, env ...string) gitexec.Options {
+	return gitexec.Options{Dir: dir, Home: s.cfg.DataDir, Env: env}
 }
+
+// baseEnv is the whole environment of a git the daemon starts, for a
+// caller that hands it on (the hook socket's reads, operator actions).
+func (s *Server) baseEnv() []string { return gitexec.Environ(s.gitOptions("")) }
 
 func (s *Server) hooksDir() string { return filepath.Join(s.cfg.DataDir, "hooks") }

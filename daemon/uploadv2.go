@@ -8,15 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gliderlabs/ssh"
-	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitproto"
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/rs/zerolog"
 )
 
@@ -82,17 +80,15 @@ func (s *Server) v2cache() *v2Cache {
 
 // caps returns the repo's advertisement, asking git at most once per
 // capsTTL.
-func (c *v2Cache) caps(ctx context.Context, s *Server, dir string, env []string) (*v2Caps, error) {
+func (c *v2Cache) caps(ctx context.Context, git gitexec.Options) (*v2Caps, error) {
+	dir := git.Dir
 	c.mu.Lock()
 	e := c.m[dir]
 	c.mu.Unlock()
 	if e != nil && time.Since(e.at) < capsTTL {
 		return e, nil
 	}
-	cmd := exec.CommandContext(ctx, "git", "upload-pack", "--advertise-refs", "--stateless-rpc", ".")
-	cmd.Dir = dir
-	cmd.Env = env
-	adv, err := cmd.Output()
+	adv, err := gitexec.Command(ctx, git, "upload-pack", "--advertise-refs", "--stateless-rpc", ".").Output()
 	if err != nil {
 		return nil, fmt.Errorf("git upload-pack --advertise-refs: %w", err)
 	}
@@ -101,11 +97,9 @@ func (c *v2Cache) caps(ctx context.Context, s *Server, dir string, env []string)
 	}
 	// Settings that make ls-refs show something other than the plain
 	// list of refs: any of them set, and git answers ls-refs itself.
-	cfg := exec.CommandContext(ctx, "git", "config", "--get-regexp",
-		`^(uploadpack\.hiderefs|transfer\.hiderefs|lsrefs\.unborn|extensions\.refstorage|extensions\.objectformat|core\.repositoryformatversion)$`)
-	cfg.Dir = dir
-	cfg.Env = env
-	out, _ := cfg.Output() // exit 1: none set
+	out, _ := gitexec.Command(ctx, git, "config", "--get-regexp",
+		`^(uploadpack\.hiderefs|transfer\.hiderefs|lsrefs\.unborn|extensions\.refstorage|extensions\.objectformat|core\.repositoryformatversion)$`,
+	).Output() // exit 1: none set
 	plain := true
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if line == "" || line == "core.repositoryformatversion 0" {
@@ -133,9 +127,10 @@ var errNoV2 = errors.New("protocol v2 not available")
 
 // serveUploadV2 serves one protocol v2 upload-pack session and returns its
 // exit status.
-func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []string, dir string) (int, v2Stats, error) {
+func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, git gitexec.Options) (int, v2Stats, error) {
 	var st v2Stats
-	caps, err := s.v2cache().caps(ctx, s, dir, env)
+	dir := git.Dir
+	caps, err := s.v2cache().caps(ctx, git)
 	if err != nil {
 		return 0, st, fmt.Errorf("%w: %v", errNoV2, err)
 	}
@@ -175,7 +170,7 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 				}
 			}
 			st.forwarded++
-			if code, err := s.statelessUploadPack(ctx, sess, env, dir, bytes.NewReader(req)); code != 0 || err != nil {
+			if code, err := s.statelessUploadPack(ctx, sess, git, bytes.NewReader(req)); code != 0 || err != nil {
 				return code, st, err
 			}
 			continue
@@ -184,7 +179,7 @@ func (s *Server) serveUploadV2(ctx context.Context, sess ssh.Session, env []stri
 		// request's flush; git judges it.
 		req := gitproto.NewRequestReader(r, first.Raw)
 		st.forwarded++
-		code, err := s.statelessUploadPack(ctx, sess, env, dir, req)
+		code, err := s.statelessUploadPack(ctx, sess, git, req)
 		if code != 0 || err != nil {
 			return code, st, err
 		}
@@ -206,47 +201,33 @@ func (s *Server) v2ProtocolError(sess ssh.Session, st v2Stats, err error) (int, 
 
 // statelessUploadPack runs `git upload-pack --stateless-rpc` for one
 // request and copies its answer to the client.
-func (s *Server) statelessUploadPack(ctx context.Context, sess ssh.Session, env []string, dir string, req io.Reader) (int, error) {
-	cmd := exec.Command("git", "upload-pack", "--stateless-rpc", ".")
-	cmd.Dir = dir
-	cmd.Env = env
+func (s *Server) statelessUploadPack(ctx context.Context, sess ssh.Session, git gitexec.Options, req io.Reader) (int, error) {
+	cmd := gitexec.Command(ctx, git, "upload-pack", "--stateless-rpc", ".")
 	cmd.Stdin = req
 	cmd.Stdout = sess
 	cmd.Stderr = sess.Stderr()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return 1, err
+	err := cmd.Run()
+	if code, ok := gitexec.ExitCode(err); ok {
+		return code, nil
 	}
-	stop := context.AfterFunc(ctx, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	err := cmd.Wait()
-	stop()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() > 0 {
-			return ee.ExitCode(), nil
-		}
-		return 1, err
-	}
-	return 0, nil
+	return 1, err
 }
 
 // tryUploadV2 serves an upload-pack session in protocol v2 when the client
 // asked for it; ok is false when the caller must run plain git upload-pack.
-func (s *Server) tryUploadV2(ctx context.Context, sess ssh.Session, svc Service, protocol string, env []string, repo *config.Repo,
-	ev func(zerolog.Level) *zerolog.Event, start time.Time) (code int, ok bool) {
-	if svc != UploadPack || !wantsV2(protocol) {
+func (s *Server) tryUploadV2(run *gitRun) (code int, ok bool) {
+	if run.svc != UploadPack || !wantsV2(run.protocol) {
 		return 0, false
 	}
-	code, st, err := s.serveUploadV2(ctx, sess, env, repoDir(s.cfg, repo.Name))
+	code, st, err := s.serveUploadV2(run.ctx, run.sess, run.git)
 	if errors.Is(err, errNoV2) {
-		ev(zerolog.WarnLevel).Err(err).Msg("protocol v2 served by plain git upload-pack")
+		run.event(s, zerolog.WarnLevel).Err(err).Msg("protocol v2 served by plain git upload-pack")
 		return 0, false
 	}
-	e := ev(zerolog.InfoLevel).Str("protocol", protocol).Int("ls_refs", st.lsRefs).Int("git_runs", st.forwarded)
+	e := s.record(run, gitOutcome{code: code}).Int("ls_refs", st.lsRefs).Int("git_runs", st.forwarded)
 	if err != nil {
 		e = e.AnErr("v2", err)
 	}
-	s.Metrics.GitCommand(string(svc), time.Since(start).Seconds())
-	e.Dur("duration", time.Since(start)).Int("exit", code).Msg("git")
+	e.Msg("git")
 	return code, true
 }

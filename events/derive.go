@@ -67,11 +67,6 @@ type Deriver struct {
 	contents map[string]lockText
 }
 
-// RepoDir is where the daemon keeps a repo (daemon/repos.go agrees).
-func RepoDir(cfg *config.Config, name string) string {
-	return filepath.Join(cfg.DataDir, "repos", name+".git")
-}
-
 // NewDeriver prepares derivation for one configured repo at dir (a bare
 // repo, or a work tree whose .git is read).
 func NewDeriver(store *Store, repo *config.Repo, dir string) *Deriver {

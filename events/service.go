@@ -58,7 +58,7 @@ func NewService(conf configSource, log zerolog.Logger) (*Service, error) {
 	s := &Service{Store: st, conf: conf, dataDir: cfg.DataDir, log: log, derivers: map[string]*Deriver{}, kicks: map[string]chan struct{}{}}
 	for i := range cfg.Repos {
 		r := &cfg.Repos[i]
-		d := NewDeriver(st, r, RepoDir(cfg, r.Name))
+		d := NewDeriver(st, r, cfg.RepoDir(r.Name))
 		name := r.Name
 		d.settings = func() *config.Repo { return conf.Current().Repo(name) }
 		s.derivers[name] = d

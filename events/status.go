@@ -135,7 +135,7 @@ func Behind(st *Store, cfg *config.Config, repoName string) (bool, error) {
 	if rc == nil {
 		return false, fmt.Errorf("unknown repo %q", repoName)
 	}
-	r := gitread.Open(gitDir(RepoDir(cfg, repoName)))
+	r := gitread.Open(gitDir(cfg.RepoDir(repoName)))
 	defer r.Close()
 	tip, err := r.Tip(rc.Branch)
 	if err != nil {

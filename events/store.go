@@ -581,3 +581,18 @@ func (p *preparedTx) QueryRow(q string, args ...any) *sql.Row {
 	}
 	return s.QueryRow(args...)
 }
+
+// Import stores an event derived on another node (a cluster node's refused
+// push, shared through etcd) under its own id and a seq of this store, so
+// this node's webhook delivery and history have it; it reports whether it
+// was new here.
+func (s *Store) Import(ctx context.Context, e Event) (bool, error) {
+	isNew := false
+	err := s.update(ctx, func(tx *sql.Tx) error {
+		e.Seq = 0
+		var err error
+		isNew, err = insertEvent(tx, &e)
+		return err
+	})
+	return isNew, err
+}

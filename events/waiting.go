@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/poolgate/poolgate/validator"
 )
 
 // WaiterGoneAfter is how long a waiting build may go without retrying
@@ -57,7 +59,7 @@ func waiterKeys(e *Event) []string {
 // The table holds only builds seen within WaiterGoneAfter (pruned here), so
 // its size follows the waiters, never the history.
 func (d *Deriver) noteWaiter(tx *sql.Tx, e *Event) error {
-	if e.Kind == "permanent" {
+	if e.Kind == string(validator.Permanent) {
 		return nil
 	}
 	pool := ""

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // Violation is the event type of a rule broken by a commit that landed
@@ -47,9 +48,9 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 			return nil, nil
 		}
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
-			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: "permanent",
+			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: string(validator.Permanent),
 			Ref:    "refs/heads/" + d.branch,
-			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", short(r.Old), r.Dropped)}
+			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", validator.Short(r.Old), r.Dropped)}
 		if r.User != "" {
 			e.Pusher = &Pusher{User: r.User}
 		}
@@ -84,11 +85,4 @@ func (d *Deriver) readRecordFile(tx *sql.Tx, file pushlog.Kind, cursor string, c
 		}
 	}
 	return setCursor(tx, d.cfg.Name, cursor, strconv.FormatInt(next, 10))
-}
-
-func short(sha string) string {
-	if len(sha) > 10 {
-		return sha[:10]
-	}
-	return sha
 }

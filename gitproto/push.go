@@ -1,6 +1,7 @@
 package gitproto
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -24,10 +25,12 @@ type CommandReader struct {
 	done    bool
 	buf     []byte
 	updates []RefUpdate
+	caps    []string // the first command's capabilities
 	err     error
 
-	mu     sync.Mutex
-	result []RefUpdate // updates, once the command list has ended
+	mu      sync.Mutex
+	result  []RefUpdate // updates, once the command list has ended
+	resCaps []string
 }
 
 // NewCommandReader reads a push's client half from r.
@@ -44,8 +47,16 @@ func (c *CommandReader) Parsed() []RefUpdate {
 func (c *CommandReader) finish() {
 	c.done = true
 	c.mu.Lock()
-	c.result = c.updates
+	c.result, c.resCaps = c.updates, c.caps
 	c.mu.Unlock()
+}
+
+// Capabilities returns what the client asked for on its first command, or
+// nil before the command list has ended.
+func (c *CommandReader) Capabilities() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resCaps
 }
 
 func (c *CommandReader) Read(p []byte) (int, error) {
@@ -67,6 +78,9 @@ func (c *CommandReader) Read(p []byte) (int, error) {
 		}
 		line := string(k.Payload)
 		if i := strings.IndexByte(line, 0); i >= 0 {
+			if len(c.updates) == 0 {
+				c.caps = strings.Fields(line[i+1:])
+			}
 			line = line[:i]
 		}
 		f := strings.Fields(line)
@@ -106,8 +120,33 @@ type RelayResult struct {
 // band-3 error, so git ends the push as an error. A stock pool-resource
 // client retries a "[remote rejected]" silently forever, but shows an error
 // and gives up (DESIGN.md §2, "Rejection is waiting").
-func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(report []byte) string) (RelayResult, error) {
-	var res RelayResult
+//
+// Packets are written to dst in batches: whatever receive-pack has written
+// by the time one is relayed goes out with it in one write, and the batch
+// is sent as soon as nothing more is waiting, so no packet is held back.
+// Each write to an SSH channel is at least one SSH packet, one encryption
+// and one system call; a push's advertisement and report are a handful of
+// pkt-lines each.
+func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(report []byte) string) (res RelayResult, err error) {
+	in := bufio.NewReaderSize(src, relayBuffer)
+	out := bufio.NewWriterSize(dst, relayBuffer)
+	defer func() {
+		if ferr := out.Flush(); err == nil {
+			err = ferr
+		}
+	}()
+	// write queues p and sends the batch when receive-pack has nothing
+	// more ready.
+	write := func(p []byte) error {
+		if _, err := out.Write(p); err != nil {
+			return err
+		}
+		if in.Buffered() == 0 {
+			return out.Flush()
+		}
+		return nil
+	}
+	src = in
 	var buf []byte
 	// The ref advertisement, up to its flush.
 	for {
@@ -116,7 +155,7 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 			return res, ignoreEOF(err)
 		}
 		buf = k.Raw[:0]
-		if _, err := dst.Write(k.Raw); err != nil {
+		if err := write(k.Raw); err != nil {
 			return res, err
 		}
 		if k.Flush {
@@ -148,9 +187,12 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 				if msg := decide(report); msg != "" {
 					res.Refused = true
 					if sideband {
-						if _, err := dst.Write(EncodePkt("\x03" + msg + "\n")); err != nil {
+						if _, err := out.Write(EncodePkt("\x03" + msg + "\n")); err != nil {
 							return res, err
 						}
+					}
+					if err := out.Flush(); err != nil {
+						return res, err
 					}
 					// Let receive-pack finish writing into the void.
 					_, err := io.Copy(io.Discard, src)
@@ -165,11 +207,65 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 				res.Report = append(res.Report, k.Raw...)
 			}
 		}
-		if _, err := dst.Write(k.Raw); err != nil {
+		if err := write(k.Raw); err != nil {
 			return res, err
 		}
 	}
 }
+
+// RefusalReport is the report-status receive-pack would have written had
+// it refused every update with msg ("unpack ok", then "ng REF msg" each),
+// framed as the client asked (side-band or not). It is for a receive-pack
+// that died without a report after a refusal that must reach the client as
+// an ordinary "[remote rejected]" (a cluster node's lost compare-and-set:
+// git 2.39 dies when the reference-transaction hook refuses). nil when the
+// client asked for no report.
+func RefusalReport(updates []RefUpdate, caps []string, msg string) []byte {
+	has := func(c string) bool {
+		for _, x := range caps {
+			if x == c {
+				return true
+			}
+		}
+		return false
+	}
+	if len(updates) == 0 || (!has("report-status") && !has("report-status-v2")) {
+		return nil
+	}
+	msg = strings.Map(func(r rune) rune {
+		if r < ' ' {
+			return ' '
+		}
+		return r
+	}, msg)
+	var body bytes.Buffer
+	body.Write(EncodePkt("unpack ok\n"))
+	for _, u := range updates {
+		body.Write(EncodePkt("ng " + u.Ref + " " + msg + "\n"))
+	}
+	body.WriteString("0000")
+	size := 0
+	switch {
+	case has("side-band-64k"):
+		size = MaxPkt - 5
+	case has("side-band"):
+		size = 1000 - 5
+	default:
+		return body.Bytes()
+	}
+	var out bytes.Buffer
+	b := body.Bytes()
+	for len(b) > 0 {
+		n := min(size, len(b))
+		out.Write(EncodePkt("\x01" + string(b[:n])))
+		b = b[n:]
+	}
+	out.WriteString("0000")
+	return out.Bytes()
+}
+
+// relayBuffer holds a batch of pkt-lines (a whole one at most, 64 KiB).
+const relayBuffer = 64 << 10
 
 func isBand(b byte) bool { return b == BandData || b == BandProgress || b == BandError }
 

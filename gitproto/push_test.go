@@ -2,6 +2,7 @@ package gitproto
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -109,5 +110,83 @@ func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	}
 	if u := c.Parsed(); len(u) != 1 || u[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
 		t.Fatalf("updates %v", u)
+	}
+}
+
+func TestRefusalReportIsGitsOwnNgReportInTheClientsFraming(t *testing.T) {
+	from, to := strings.Repeat("1", 40), strings.Repeat("2", 40)
+	in := pkts(from+" "+to+" refs/heads/master\x00report-status side-band-64k agent=git/2.39\n", "")
+	c := NewCommandReader(bytes.NewReader(in))
+	if _, err := new(bytes.Buffer).ReadFrom(c); err != nil {
+		t.Fatal(err)
+	}
+	if caps := c.Capabilities(); strings.Join(caps, " ") != "report-status side-band-64k agent=git/2.39" {
+		t.Fatalf("capabilities %q", caps)
+	}
+	_, _, _, want := declinedPush()
+	if got := RefusalReport(c.Parsed(), c.Capabilities(), "pre-receive hook declined"); !bytes.Equal(got, want) {
+		t.Fatalf("side-band report\n got %q\nwant %q", got, want)
+	}
+	plain := RefusalReport(c.Parsed(), []string{"report-status"}, "the pool\nmoved")
+	unpack, ok, ng := ReportStatus(plain)
+	if unpack != "ok" || len(ok) != 0 || len(ng) != 1 || ng[0] != "refs/heads/master the pool moved" {
+		t.Fatalf("plain report %q: unpack %q ok %q ng %q", plain, unpack, ok, ng)
+	}
+	if r := RefusalReport(c.Parsed(), []string{"side-band-64k"}, "x"); r != nil {
+		t.Fatalf("a client that asked for no report got %q", r)
+	}
+}
+
+// countingWriter records each write separately.
+type countingWriter struct {
+	writes [][]byte
+	wrote  chan struct{}
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	if c.wrote != nil {
+		c.wrote <- struct{}{}
+	}
+	return len(p), nil
+}
+
+// TestRelayPushBatchesWhatIsReadyAndHoldsNothingBack: pkt-lines that
+// receive-pack has written by the time they are relayed go out in one
+// write (one SSH packet, not one per pkt-line); a packet with nothing
+// after it yet is sent at once, not held for a batch (the client waits
+// for the advertisement before it sends the pack).
+func TestRelayPushBatchesWhatIsReadyAndHoldsNothingBack(t *testing.T) {
+	adv, progress, keepalive, report := declinedPush()
+	all := bytes.Join([][]byte{adv, progress, keepalive, report}, nil)
+	var w countingWriter
+	if _, err := RelayPush(&w, bytes.NewReader(all), nil, func([]byte) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.writes) != 1 || !bytes.Equal(w.writes[0], all) {
+		t.Fatalf("%d writes for a stream that was all ready, want 1 with it all: %q", len(w.writes), w.writes)
+	}
+
+	pr, pw := io.Pipe()
+	sent := &countingWriter{wrote: make(chan struct{}, 16)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := RelayPush(sent, pr, nil, func([]byte) string { return "" })
+		done <- err
+	}()
+	pw.Write(adv)
+	<-sent.wrote // the advertisement alone, before anything else is written
+	if len(sent.writes) != 1 || !bytes.Equal(sent.writes[0], adv) {
+		t.Fatalf("advertisement relayed as %q, want %q", sent.writes, adv)
+	}
+	pw.Write(keepalive)
+	<-sent.wrote // a keepalive while the hook runs goes out on its own
+	pw.Write(bytes.Join([][]byte{progress, report}, nil))
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bytes.Join(sent.writes, nil), bytes.Join([][]byte{adv, keepalive, progress, report}, nil); !bytes.Equal(got, want) {
+		t.Fatalf("relayed %q, want %q", got, want)
 	}
 }

@@ -147,3 +147,98 @@ func TestMissingBranchObjectAndWrongTypeAreErrors(t *testing.T) {
 		t.Fatal("a revision expression was accepted as an object name")
 	}
 }
+
+// TestQuarantineReadsThePushThenTheRepoAndSizesAsGitDoes: a commit made
+// into a quarantine object directory (as receive-pack keeps a push) is
+// read with the repo's packed history behind it, blob sizes agree with
+// git's for loose and packed objects alike, and the repo alone does not
+// have the quarantined commit.
+func TestQuarantineReadsThePushThenTheRepoAndSizesAsGitDoes(t *testing.T) {
+	gitDir, commits := history(t, 20)
+	git(t, gitDir, "repack", "-adf", "-q", "--depth=50", "--window=50")
+	wt := filepath.Dir(gitDir)
+	q := filepath.Join(gitDir, "objects", "tmp_objdir-incoming-test")
+	if err := os.Mkdir(q, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(wt, "p", "unclaimed", "lock-big"), []byte(strings.Repeat("x", 5000)), 0o644)
+	git(t, wt, "add", "-A")
+	env := []string{"GIT_OBJECT_DIRECTORY=" + q, "GIT_ALTERNATE_OBJECT_DIRECTORIES=" + filepath.Join(gitDir, "objects")}
+	cmd := exec.Command("git", "commit", "-q", "-m", "adding unclaimed: lock-big")
+	cmd.Dir = wt
+	cmd.Env = append(os.Environ(), append(env, "HOME="+wt, "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@x", "GIT_COMMITTER_NAME=c", "GIT_COMMITTER_EMAIL=c@x")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("commit into the quarantine: %v\n%s", err, out)
+	}
+	pushed := git(t, wt, "rev-parse", "HEAD") // resolves only through the ref; the object is in q
+	if _, err := Open(gitDir).Commit(pushed); !errors.Is(err, ErrMissing) {
+		t.Fatalf("the repo alone read the quarantined commit: %v", err)
+	}
+
+	r := OpenQuarantine(gitDir, q)
+	defer r.Close()
+	g := gitstore.Open(gitDir)
+	g.Env = append(os.Environ(), env...)
+	defer g.Close()
+	all := append(commits, pushed)
+	c, err := r.Commit(pushed)
+	if err != nil || c.Parents[0] != commits[len(commits)-1] {
+		t.Fatalf("quarantined commit: %+v, %v", c, err)
+	}
+	// Trees and blob sizes of the packed history and the loose push.
+	for _, h := range all {
+		c, err := g.Commit(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trees := []string{c.Tree}
+		for len(trees) > 0 {
+			want, err := g.ReadTree(trees[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.ReadTree(trees[0])
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("tree %s: %v, %v; want %v", trees[0], got, err, want)
+			}
+			trees = trees[1:]
+			for _, e := range want {
+				if e.IsTree() {
+					trees = append(trees, e.Hash)
+					continue
+				}
+				ws, err := g.BlobSize(e.Hash)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if gs, err := r.BlobSize(e.Hash); err != nil || gs != ws {
+					t.Fatalf("blob %s (%s): size %d, %v; git says %d", e.Hash, e.Name, gs, err, ws)
+				}
+			}
+		}
+	}
+	if _, err := r.BlobSize(strings.Repeat("ab", 20)); !errors.Is(err, ErrMissing) {
+		t.Fatalf("size of a missing object: %v, want ErrMissing", err)
+	}
+}
+
+// TestReadersShareOnePackIndex: a second reader of the same packs (the
+// judge of a push beside the events service's reader) does not load the
+// pack index again.
+func TestReadersShareOnePackIndex(t *testing.T) {
+	gitDir, commits := history(t, 5)
+	git(t, gitDir, "repack", "-adf", "-q")
+	a, b := Open(gitDir), Open(gitDir)
+	defer a.Close()
+	defer b.Close()
+	for _, r := range []*Repo{a, b} {
+		if _, err := r.Commit(commits[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pa, pb := a.objs[0].packs, b.objs[0].packs
+	if len(pa) != 1 || len(pb) != 1 || pa[0].idx != pb[0].idx {
+		t.Fatalf("two readers of one pack hold indexes %v and %v, want one shared", pa, pb)
+	}
+}

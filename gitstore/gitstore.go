@@ -8,6 +8,7 @@ package gitstore
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
 )
 
@@ -26,8 +28,9 @@ var ErrMissing = errors.New("object not found")
 // Repo reads objects of one repository.
 type Repo struct {
 	Dir string
-	// Env, if set, replaces the process environment for git (nil: inherit,
-	// which is what a hook needs to see quarantined objects).
+	// Env, if set, is added to git's clean environment (gitexec.Environ)
+	// in place of the variables a hook inherits (HookEnv): the daemon
+	// judging a push names the quarantine itself.
 	Env []string
 
 	cmd   *exec.Cmd
@@ -40,13 +43,29 @@ type Repo struct {
 // tree). The cat-file process starts at the first read.
 func Open(dir string) *Repo { return &Repo{Dir: dir} }
 
+// HookEnv are the variables of its own environment a git the hook starts
+// is given: git's quarantine of the pushed objects (receive-pack sets them
+// for the hook; without them the pushed commits are not found), the repo
+// as receive-pack named it, and HOME for its gitconfig.
+var HookEnv = []string{
+	"GIT_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH", "HOME",
+}
+
+// command is git with args in the repo. It stays in the caller's process
+// group: the hook's git must die with the receive-pack the daemon kills.
+func (r *Repo) command(args ...string) *exec.Cmd {
+	o := gitexec.Options{Dir: r.Dir, Env: r.Env, SameGroup: true}
+	if r.Env == nil {
+		o.Inherit = HookEnv
+	}
+	return gitexec.Command(context.Background(), o, args...)
+}
+
 func (r *Repo) start() error {
 	if r.cmd != nil {
 		return nil
 	}
-	cmd := exec.Command("git", "cat-file", "--batch-command")
-	cmd.Dir = r.Dir
-	cmd.Env = r.Env
+	cmd := r.command("cat-file", "--batch-command")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -264,9 +283,7 @@ func (r *Repo) Git(args ...string) (string, error) { return r.GitStatus(0, args.
 // answer, not a failure (merge-base exits 1 when there is no base): it
 // returns "" and no error then.
 func (r *Repo) GitStatus(quiet int, args ...string) (string, error) {
-	cmd := exec.Command("git", args...)
-	cmd.Dir = r.Dir
-	cmd.Env = r.Env
+	cmd := r.command(args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -286,10 +303,7 @@ func (r *Repo) GitStatus(quiet int, args ...string) (string, error) {
 
 // IsAncestor reports whether a is an ancestor of b.
 func (r *Repo) IsAncestor(a, b string) (bool, error) {
-	cmd := exec.Command("git", "merge-base", "--is-ancestor", a, b)
-	cmd.Dir = r.Dir
-	cmd.Env = r.Env
-	err := cmd.Run()
+	err := r.command("merge-base", "--is-ancestor", a, b).Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() == 1 {
 		return false, nil

@@ -23,8 +23,9 @@ const HookProgram = "poolgate-hook"
 // points core.hooksPath at such a directory it owns, so nothing inside a
 // repo (which a pusher's objects can never reach anyway) decides what runs.
 //
-// Where HookProgram sits next to exe, pre-receive is a symlink to it: git
-// starts it directly, with no shell and no start of the whole poolgate.
+// Where HookProgram sits next to exe, each hook is a symlink to it: git
+// starts it directly, with no shell and no start of the whole poolgate
+// (the link's name tells it which hook it is).
 func Install(dir, exe string) error { return install(dir, exe, true) }
 
 // InstallScript always writes shell scripts running `exe hook NAME` (for
@@ -41,7 +42,7 @@ func install(dir, exe string, allowSmall bool) error {
 	for _, name := range hookNames {
 		tmp := filepath.Join(dir, "."+name+".tmp")
 		os.Remove(tmp)
-		if useSmall && name == "pre-receive" {
+		if useSmall {
 			if err := os.Symlink(small, tmp); err != nil {
 				return err
 			}

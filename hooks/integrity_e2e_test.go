@@ -3,7 +3,6 @@ package hooks_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -50,19 +49,6 @@ func (a *attacker) gitIn(stdin string, args ...string) string {
 		a.t.Fatalf("git %v: %v", args, err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// sideMerge commits change on a side branch from the tip and merges it
-// with --no-ff: the side commit is new in the push and only a merge's
-// second parent.
-func (a *attacker) sideMerge(msg string, change func()) {
-	a.t.Helper()
-	a.git("checkout", "-q", "-b", "side")
-	change()
-	a.commit(msg)
-	a.git("checkout", "-q", "master")
-	a.git("merge", "-q", "--no-ff", "--no-edit", "side")
-	a.git("branch", "-q", "-D", "side")
 }
 
 // commitTree makes a commit of tree with parents and moves master to it
@@ -191,63 +177,6 @@ func (a *attacker) claimAndRemove() (old string) {
 	return old
 }
 
-func TestMergeSmugglesClaimOfMissingLock(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("claiming: ghost", func() { a.write("staging/claimed/ghost", "") })
-	a.refused("claim-missing", "claim-missing", "lock ghost")
-}
-
-func TestMergeSmugglesDuplicateName(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("put a in claimed too", func() { a.write("staging/claimed/a", "") })
-	a.refused("duplicate-name", "duplicate-name", "lock a", "both claimed/ and unclaimed/")
-}
-
-func TestMergeSmugglesClaimsOverMaxClaimed(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("take three", func() {
-		for _, n := range []string{"a", "b", "c"} {
-			a.git("mv", "staging/unclaimed/"+n, "staging/claimed/"+n)
-		}
-	})
-	out := a.refused("over-limit", "over-limit", "3 locks would be claimed, over max_claimed 2")
-	if !strings.Contains(out, "[remote rejected]") {
-		t.Fatalf("over-limit is transient, an ordinary rejection:\n%s", out)
-	}
-}
-
-func TestMergeSmugglesSymlink(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("adding unclaimed: evil", func() {
-		if err := os.Symlink("/etc/passwd", filepath.Join(a.work, "staging/unclaimed/evil")); err != nil {
-			t.Fatal(err)
-		}
-	})
-	a.refused("bad-mode", "bad-mode", "symlink")
-}
-
-func TestMergeSmugglesOversizeLock(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("adding unclaimed: big", func() { a.write("staging/unclaimed/big", strings.Repeat("x", 100<<10)) })
-	a.refused("too-large", "too-large", "lock big", "102400 bytes")
-}
-
-func TestMergeSmugglesNewPool(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("adding unclaimed: n1", func() {
-		a.write("newpool/claimed/.gitkeep", "")
-		a.write("newpool/unclaimed/n1", "")
-	})
-	// Offline, who pushed is unknown, so pool-change is not judged.
-	a.refused("pool-change", "", "pool newpool", "creates a new pool")
-}
-
-func TestMergeSmugglesDirectoryInClaimed(t *testing.T) {
-	a := newAttacker(t)
-	a.sideMerge("nested", func() { a.write("staging/claimed/dir/inner", "") })
-	a.refused("bad-path", "bad-path", "staging/claimed/dir/")
-}
-
 // An old commit of the branch as the other parent: the merge may not take
 // over what the branch had then and no longer has.
 func TestMergeWithOldCommitBringsBackRemovedLockClaimed(t *testing.T) {
@@ -283,61 +212,6 @@ func TestMergeWithOldFirstParentUndoesTheBranch(t *testing.T) {
 	tip := a.git("rev-parse", "HEAD")
 	a.commitTree(a.git("rev-parse", old+"^{tree}"), "Merge branch 'master'", old, tip)
 	a.refused("claim-missing", "claim-missing", "lock d")
-}
-
-func TestOctopusMergeSmugglesClaimOfMissingLock(t *testing.T) {
-	a := newAttacker(t)
-	for _, b := range []string{"one", "two"} {
-		a.git("checkout", "-q", "-b", b, "master")
-	}
-	a.git("checkout", "-q", "one")
-	a.git("mv", "staging/unclaimed/a", "staging/claimed/a")
-	a.commit("claiming: a")
-	a.git("checkout", "-q", "two")
-	a.write("staging/claimed/ghost", "")
-	a.commit("claiming: ghost")
-	a.git("checkout", "-q", "master")
-	a.git("merge", "-q", "--no-ff", "--no-edit", "one", "two")
-	if n := len(strings.Fields(a.git("log", "-1", "--format=%P"))); n != 3 {
-		t.Fatalf("want an octopus merge, got %d parents", n)
-	}
-	a.refused("claim-missing", "claim-missing", "lock ghost")
-}
-
-// A root commit (no parents) as a merge parent: judged against nothing, it
-// creates the pool and claims from nowhere.
-func TestMergeSmugglesUnrelatedRootCommit(t *testing.T) {
-	a := newAttacker(t)
-	a.git("checkout", "-q", "--orphan", "root")
-	a.git("rm", "-q", "-r", "-f", ".")
-	a.write("staging/claimed/.gitkeep", "")
-	a.write("staging/claimed/ghost", "")
-	a.commit("claiming: ghost")
-	a.git("checkout", "-q", "master")
-	a.git("merge", "-q", "--no-edit", "--allow-unrelated-histories", "root")
-	out := a.refused("claim-missing", "claim-missing", "lock ghost")
-	if !strings.Contains(out, "[pool-change]") {
-		t.Fatalf("the root commit creates pool staging from nothing, no [pool-change]:\n%s", out)
-	}
-}
-
-// Reachable from the branch is what counts, not whether the objects are
-// new: a commit already in the repo under another ref (an admin's import)
-// is judged when a merge brings it into the branch.
-func TestMergeOfCommitAlreadyUnderAnotherRefIsJudged(t *testing.T) {
-	a := newAttacker(t)
-	a.git("checkout", "-q", "-b", "side")
-	a.write("staging/claimed/ghost", "")
-	a.commit("claiming: ghost")
-	// Straight into the served repo, as an admin's push to another ref
-	// leaves it; fetch runs no hook.
-	a.run(a.bare, "git", "fetch", "-q", a.work, "side:refs/heads/imported")
-	a.git("checkout", "-q", "master")
-	a.git("merge", "-q", "--no-ff", "--no-edit", "side")
-	out := a.refused("claim-missing", "claim-missing", "lock ghost")
-	if !strings.Contains(out, "claiming: ghost") {
-		t.Fatalf("the refusal should name the imported commit:\n%s", out)
-	}
 }
 
 // A human's `git pull` (a local commit merged with the server's newer tip)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/gitstore"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -25,10 +26,16 @@ type PreReceive struct {
 	// Config, if set, is used instead of loading ConfigPath: the daemon
 	// judges with the config it has loaded already.
 	Config *config.Config
-	// GitEnv, if set, is the whole environment of the git commands that
-	// read the push's objects (nil: this process's, which inside a hook
-	// points git at the quarantine).
+	// GitEnv, if set, is added to the clean environment of the git
+	// commands that read the push's objects (nil: the variables of this
+	// process's that gitstore.HookEnv names, which inside a hook point git
+	// at the quarantine).
 	GitEnv []string
+	// Objects, if set, returns the reader of the push's objects (the
+	// daemon's in-process one); git commands still get GitEnv, and so does
+	// git's cat-file for any object that reader does not have. Nil: git's
+	// cat-file reads them all.
+	Objects func() poolrepo.Objects
 }
 
 // Result of a hook run.
@@ -152,9 +159,12 @@ func RepoNameFromDir(dir string) string {
 // openRepo opens the pushed repo as this run sees it: in the daemon
 // (GitEnv set) with the push's quarantine, where the refused commits are.
 func (h *PreReceive) openRepo() *poolrepo.Repo {
-	repo := poolrepo.Open(h.Dir)
-	repo.Git.Env = h.GitEnv
-	return repo
+	g := gitstore.Open(h.Dir)
+	g.Env = h.GitEnv
+	if h.Objects == nil {
+		return poolrepo.OpenWith(g, g)
+	}
+	return poolrepo.OpenWith(g, poolrepo.WithFallback(h.Objects(), g))
 }
 
 func (h *PreReceive) judge() (Result, error) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 )
@@ -125,7 +124,7 @@ func (h *PostReceive) record() error {
 	if err != nil || len(lines) == 0 {
 		return err
 	}
-	repo := poolrepo.Open(h.Dir)
+	repo := pre.openRepo()
 	defer repo.Close()
 	set, err := pre.settings(repo)
 	if err != nil {

@@ -7,18 +7,6 @@ import (
 	"testing"
 )
 
-func TestClaimOfMissingLockIsRefused(t *testing.T) {
-	r := newPoolRepo(t, defaultConfig)
-	r.write("staging/claimed/ghost", "")
-	r.commit("claiming: ghost")
-	r.refused("claim-missing", "write", "pool staging", "lock ghost", "adding claimed: ghost")
-
-	r.resetToServer()
-	r.git("mv", "staging/unclaimed/a", "staging/claimed/a")
-	r.commit("claiming: a")
-	r.lands("write")
-}
-
 func TestAddClaimedNeedsItsMessageOrAnAdmin(t *testing.T) {
 	r := newPoolRepo(t, defaultConfig)
 	r.write("staging/claimed/new", "")
@@ -86,45 +74,6 @@ func TestMultiCommitPushWithABadSecondCommitLandsNothing(t *testing.T) {
 	}
 }
 
-func TestForcePushAndBranchDeletion(t *testing.T) {
-	r := newPoolRepo(t, defaultConfig)
-	r.git("mv", "staging/unclaimed/a", "staging/claimed/a")
-	r.commit("claiming: a")
-	r.lands("write")
-
-	// The init-pool job's reset: a fresh history force-pushed.
-	r.git("reset", "-q", "--hard", "HEAD~1")
-	r.git("commit", "-q", "--allow-empty", "-m", "re-init")
-	before := r.tip()
-	out, err := r.push("write", "--force", "origin", "HEAD:master")
-	if err == nil || !strings.Contains(out, "[ref]") || !strings.Contains(out, "non-fast-forward") {
-		t.Fatalf("writer's force push not refused by [ref]: %v\n%s", err, out)
-	}
-	if r.tip() != before {
-		t.Fatal("branch moved")
-	}
-	r.mustPush("admin", "--force", "origin", "HEAD:master")
-	if r.tip() != r.git("rev-parse", "HEAD") {
-		t.Fatal("admin force push did not land")
-	}
-
-	for _, role := range []string{"write", "admin"} {
-		out, err := r.push(role, "origin", ":master")
-		if err == nil || !strings.Contains(out, "deleting the pool branch is refused") {
-			t.Fatalf("%s deleting the branch not refused: %v\n%s", role, err, out)
-		}
-	}
-}
-
-func TestPushToAnotherRefNeedsAnAdmin(t *testing.T) {
-	r := newPoolRepo(t, defaultConfig)
-	out, err := r.push("write", "origin", "HEAD:refs/heads/other")
-	if err == nil || !strings.Contains(out, "[ref]") || !strings.Contains(out, "only refs/heads/master may be pushed") {
-		t.Fatalf("writer's push to another branch not refused: %v\n%s", err, out)
-	}
-	r.mustPush("admin", "origin", "HEAD:refs/heads/other")
-}
-
 func TestSymlinkSubmoduleNestedDirectoryAreRefused(t *testing.T) {
 	r := newPoolRepo(t, defaultConfig)
 	if err := os.Symlink("/etc/passwd", filepath.Join(r.work, "staging/unclaimed/evil")); err != nil {
@@ -166,18 +115,6 @@ func TestHostileLockNamesAreRefused(t *testing.T) {
 	r.write("staging/unclaimed/bad\xffutf8", "")
 	r.commit("invalid utf-8")
 	r.refused("bad-name", "write", "UTF-8")
-}
-
-func TestTenMebibyteLockFileIsRefused(t *testing.T) {
-	r := newPoolRepo(t, defaultConfig)
-	r.write("staging/unclaimed/big", strings.Repeat("x", 10<<20))
-	r.commit("adding unclaimed: big")
-	r.refused("too-large", "write", "10485760 bytes", "65536")
-
-	r.resetToServer()
-	r.write("staging/unclaimed/small", strings.Repeat("x", 64<<10))
-	r.commit("adding unclaimed: small")
-	r.lands("write")
 }
 
 func TestDotFilesOfPoolTriggerResourceAreAllowed(t *testing.T) {

@@ -1,9 +1,11 @@
-// Package hooksock is the pre-receive hook's line to the running daemon.
-// Under `poolgate serve` the hook does not judge a push itself: it sends
-// its input and its quarantine directory over a unix socket, and the daemon,
-// which has the config loaded and knows who pushes, judges in-process. This
-// package holds the wire format and the hook's side of it, and nothing else,
-// so the small hook program (cmd/poolgate-hook) that imports it starts fast.
+// Package hooksock is the hooks' line to the running daemon. Under
+// `poolgate serve` the pre-receive hook does not judge a push itself: it
+// sends its input and its quarantine directory over a unix socket, and the
+// daemon, which has the config loaded and knows who pushes, judges
+// in-process. The post-receive hook sends the refs that moved the same way,
+// and the daemon records the accepted push. This package holds the wire
+// format and the hooks' side of it, and nothing else, so the small hook
+// program (cmd/poolgate-hook) that imports it starts fast.
 package hooksock
 
 import (
@@ -36,8 +38,16 @@ const (
 	MaxResponse = 4 << 20
 )
 
+// The hooks that ask the daemon.
+const (
+	PreReceive  = "pre-receive"
+	PostReceive = "post-receive"
+)
+
 // Request is what the hook sends: one JSON object, then it half-closes.
 type Request struct {
+	// Hook is PostReceive or, empty, PreReceive.
+	Hook  string `json:"hook,omitempty"`
 	Token string `json:"token"`
 	// Quarantine is git's GIT_QUARANTINE_PATH: where receive-pack keeps
 	// the pushed objects until the hook accepts them. Empty when the push
@@ -77,11 +87,18 @@ func Enabled(getenv func(string) string) bool {
 }
 
 // Run is the whole hook when Enabled: it sends stdin to the daemon, prints
-// the daemon's messages and returns the exit status. It fails closed: a
-// socket that cannot be reached, dies mid-judgement or answers anything
-// but a well-formed response refuses the push.
-func Run(getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
-	resp, err := ask(getenv, stdin)
+// the daemon's messages and returns the exit status. Pre-receive fails
+// closed: a socket that cannot be reached, dies mid-judgement or answers
+// anything but a well-formed response refuses the push. Post-receive runs
+// after the refs moved and cannot undo them: it warns.
+func Run(hook string, getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
+	resp, err := ask(hook, getenv, stdin)
+	if err != nil && hook == PostReceive {
+		// The push has landed; who pushed it is in the pending record the
+		// pre-receive judgement wrote (as hooks.PostReceive says).
+		fmt.Fprintf(stderr, "poolgate: warning: the push landed but could not be recorded: %v\n", err)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
 		// A validator that cannot answer is not a lock conflict: the
@@ -98,7 +115,7 @@ func Run(getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
 	return *resp.Exit
 }
 
-func ask(getenv func(string) string, stdin io.Reader) (Response, error) {
+func ask(hook string, getenv func(string) string, stdin io.Reader) (Response, error) {
 	var resp Response
 	in, err := io.ReadAll(io.LimitReader(stdin, MaxInput+1))
 	if err != nil {
@@ -107,7 +124,10 @@ func ask(getenv func(string) string, stdin io.Reader) (Response, error) {
 	if len(in) > MaxInput {
 		return resp, errors.New("hook input too large")
 	}
-	req, err := json.Marshal(Request{Token: getenv(EnvToken), Quarantine: getenv("GIT_QUARANTINE_PATH"), Input: string(in)})
+	if hook == PreReceive {
+		hook = "" // the default, as older requests spelled it
+	}
+	req, err := json.Marshal(Request{Hook: hook, Token: getenv(EnvToken), Quarantine: getenv("GIT_QUARANTINE_PATH"), Input: string(in)})
 	if err != nil {
 		return resp, err
 	}

@@ -37,7 +37,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 func TestRunSendsTicketQuarantineAndInputAndRelaysTheAnswer(t *testing.T) {
 	sock, got := serve(t, `{"exit":1,"stderr":"poolgate: no\n"}`)
 	var stderr strings.Builder
-	code := Run(env(map[string]string{EnvSocket: sock, EnvToken: "id.secret", "GIT_QUARANTINE_PATH": "/q"}),
+	code := Run(PreReceive, env(map[string]string{EnvSocket: sock, EnvToken: "id.secret", "GIT_QUARANTINE_PATH": "/q"}),
 		strings.NewReader("a b refs/heads/master\n"), &stderr)
 	if code != 1 || stderr.String() != "poolgate: no\n" {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
@@ -53,13 +53,13 @@ func TestRunFailsClosedOnAnythingButAWellFormedAnswer(t *testing.T) {
 		`{"exit":0,"stderr":"","more":1}`, `{"exit":0,"stderr":""}{"exit":0,"stderr":""}`, `{"exit":null,"stderr":""}`} {
 		sock, _ := serve(t, answer)
 		var stderr strings.Builder
-		if code := Run(env(map[string]string{EnvSocket: sock, EnvToken: "x"}), strings.NewReader(""), &stderr); code != 1 ||
+		if code := Run(PreReceive, env(map[string]string{EnvSocket: sock, EnvToken: "x"}), strings.NewReader(""), &stderr); code != 1 ||
 			!strings.Contains(stderr.String(), "could not validate") {
 			t.Errorf("answer %q: exit %d, stderr %q", answer, code, stderr.String())
 		}
 	}
 	var stderr strings.Builder
-	if code := Run(env(map[string]string{EnvSocket: filepath.Join(t.TempDir(), "none"), EnvToken: "x"}), strings.NewReader(""), &stderr); code != 1 {
+	if code := Run(PreReceive, env(map[string]string{EnvSocket: filepath.Join(t.TempDir(), "none"), EnvToken: "x"}), strings.NewReader(""), &stderr); code != 1 {
 		t.Errorf("no socket: exit %d", code)
 	}
 }

@@ -5,13 +5,15 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // Target is where an action lands.
@@ -73,10 +75,10 @@ func Apply(ctx context.Context, t Target, a Action) (Result, error) {
 		return Result{}, err
 	}
 	defer os.RemoveAll(scratch)
-	g := &git{dir: scratch, env: append(cleanEnv(),
+	g := gitIn(scratch,
 		"GIT_INDEX_FILE="+filepath.Join(scratch, "index"),
 		"GIT_AUTHOR_NAME="+a.Operator, "GIT_AUTHOR_EMAIL=operator@poolgate",
-		"GIT_COMMITTER_NAME=poolgate", "GIT_COMMITTER_EMAIL=poolgate@localhost")}
+		"GIT_COMMITTER_NAME=poolgate", "GIT_COMMITTER_EMAIL=poolgate@localhost")
 	if _, err := g.run(ctx, nil, "init", "-q", "--bare", "."); err != nil {
 		return Result{}, err
 	}
@@ -122,9 +124,9 @@ func Apply(ctx context.Context, t Target, a Action) (Result, error) {
 	}
 
 	verdict := filepath.Join(scratch, "verdict")
-	push := &git{dir: scratch, env: append(append(cleanEnv(), t.Env...),
-		pushlog.EnvUser+"="+a.Operator, pushlog.EnvRole+"=write", pushlog.EnvKey+"=",
-		pushlog.EnvOperator+"=1", pushlog.EnvVerdictFile+"="+verdict)}
+	push := gitIn(scratch, slices.Concat(t.Env, []string{
+		pushlog.EnvUser + "=" + a.Operator, pushlog.EnvRole + "=write", pushlog.EnvKey + "=",
+		pushlog.EnvOperator + "=1", pushlog.EnvVerdictFile + "=" + verdict})...)
 	ref := "refs/heads/" + t.Branch
 	dst, err := filepath.Abs(t.Dir)
 	if err != nil {
@@ -169,7 +171,7 @@ func sameClaim(r *poolrepo.Repo, tip string, a Action) error {
 			return nil
 		}
 	}
-	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, a.ClaimCommit[:10])
+	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, validator.Short(a.ClaimCommit))
 }
 
 // pushRefusal turns a failed local push into the operator's answer: the
@@ -194,26 +196,18 @@ func pushRefusal(out string, err error, verdictFile string) error {
 	return err
 }
 
-// cleanEnv is all of the caller's environment a git command here gets:
+// gitIn is git run in dir with env added to gitexec's clean environment:
 // nothing of an operator's shell (GIT_DIR, a ~/.gitconfig) leaks in.
-func cleanEnv() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{"PATH=" + path, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "LC_ALL=C", "HOME=/nonexistent"}
+func gitIn(dir string, env ...string) *git {
+	return &git{gitexec.Options{Dir: dir, Home: "/nonexistent", Env: append([]string{"GIT_CONFIG_GLOBAL=/dev/null"}, env...)}}
 }
 
-type git struct {
-	dir string
-	env []string
-}
+type git struct{ o gitexec.Options }
 
 // run returns stdout trimmed; on failure, stdout and stderr together, for
 // pushRefusal to read.
 func (g *git) run(ctx context.Context, stdin []byte, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir, cmd.Env = g.dir, g.env
+	cmd := gitexec.Command(ctx, g.o, args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -3,52 +3,30 @@ package poolrepo
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/poolgate/poolgate/internal/fixture"
 	"github.com/poolgate/poolgate/pool"
 )
 
-// history writes a repo whose lock env-a moves at commits 1..4 and then
-// not for `quiet` commits (env-b moves instead), with git fast-import.
+// history is testdata/pools/staging-env-a.fi (env-a moves at commits 1..3)
+// followed by `quiet` commits in which only env-b moves.
 func history(t *testing.T, quiet int) (dir, tip string) {
-	dir = t.TempDir()
-	if out, err := exec.Command("git", "init", "-q", "--bare", dir).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	dir = filepath.Join(t.TempDir(), "locks.git")
 	var b strings.Builder
-	b.WriteString("blob\nmark :1\ndata 0\n\n")
-	mark := 1
-	commit := func(msg string, ops ...string) {
-		mark++
-		fmt.Fprintf(&b, "commit refs/heads/master\nmark :%d\ncommitter git <git@localhost> %d +0000\ndata %d\n%s\n", mark, 1700000000+mark, len(msg), msg)
-		if mark > 2 {
-			fmt.Fprintf(&b, "from :%d\n", mark-1)
-		}
-		for _, o := range ops {
-			b.WriteString(o + "\n")
-		}
-		b.WriteString("\n")
-	}
-	mv := func(name, from, to string) []string {
-		return []string{"D staging/" + from + "/" + name, "M 100644 :1 staging/" + to + "/" + name}
-	}
-	commit("create", "M 100644 :1 staging/claimed/.gitkeep", "M 100644 :1 staging/unclaimed/env-a", "M 100644 :1 staging/unclaimed/env-b")
-	commit("claiming: env-a", mv("env-a", "unclaimed", "claimed")...)
-	commit("unclaiming: env-a", mv("env-a", "claimed", "unclaimed")...)
-	commit("claiming: env-a", mv("env-a", "unclaimed", "claimed")...)
 	for i := 0; i < quiet; i++ {
-		if i%2 == 0 {
-			commit("claiming: env-b", mv("env-b", "unclaimed", "claimed")...)
-		} else {
-			commit("unclaiming: env-b", mv("env-b", "claimed", "unclaimed")...)
+		from, to, verb := "unclaimed", "claimed", "claiming"
+		if i%2 == 1 {
+			from, to, verb = "claimed", "unclaimed", "unclaiming"
 		}
+		msg := verb + ": env-b"
+		// No from: fast-import goes on from the branch the fixture left.
+		fmt.Fprintf(&b, "commit refs/heads/master\ncommitter git <git@localhost> %d +0000\ndata %d\n%s\nD staging/%s/env-b\nM 100644 :1 staging/%s/env-b\n\n",
+			1700000100+i, len(msg), msg, from, to)
 	}
-	cmd := exec.Command("git", "-C", dir, "fast-import", "--quiet")
-	cmd.Stdin = strings.NewReader(b.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("fast-import: %v %s", err, out)
-	}
+	fixture.Import(t, dir, fixture.Read(t, "pools/staging-env-a.fi"), []byte(b.String()))
 	out, err := exec.Command("git", "-C", dir, "rev-parse", "refs/heads/master").Output()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@
 package poolrepo
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,9 +13,22 @@ import (
 	"github.com/poolgate/poolgate/validator"
 )
 
+// Objects is where a Repo reads commits, trees and blob sizes: gitstore
+// (git cat-file, which follows git's environment, as inside a hook) or
+// gitread (in-process, for the daemon).
+type Objects interface {
+	Commit(hash string) (*gitstore.Commit, error)
+	ReadTree(hash string) ([]pool.TreeEntry, error)
+	BlobSize(hash string) (int64, error)
+	Close() error
+}
+
 // Repo wraps a git repository with a snapshot cache.
 type Repo struct {
+	// Git runs git commands in the repo (and reads objects, unless the
+	// Repo was opened with other Objects).
 	Git    *gitstore.Repo
+	objs   Objects
 	loader *pool.Loader
 	// commits caches parsed commits: a chain check reads each parent twice.
 	commits map[string]*gitstore.Commit
@@ -23,17 +37,29 @@ type Repo struct {
 // Open opens the repository at dir.
 func Open(dir string) *Repo {
 	g := gitstore.Open(dir)
-	return &Repo{Git: g, loader: pool.NewLoader(g), commits: map[string]*gitstore.Commit{}}
+	return OpenWith(g, g)
 }
 
-func (r *Repo) Close() error { return r.Git.Close() }
+// OpenWith opens a repository that reads objects from objs and runs git
+// commands (the rare walks the in-process paths leave to git) with g.
+func OpenWith(g *gitstore.Repo, objs Objects) *Repo {
+	return &Repo{Git: g, objs: objs, loader: pool.NewLoader(objs), commits: map[string]*gitstore.Commit{}}
+}
+
+func (r *Repo) Close() error {
+	err := r.objs.Close()
+	if gerr := r.Git.Close(); gerr != nil && err == nil {
+		err = gerr
+	}
+	return err
+}
 
 // RawCommit returns the parsed commit.
 func (r *Repo) RawCommit(hash string) (*gitstore.Commit, error) {
 	if c, ok := r.commits[hash]; ok {
 		return c, nil
 	}
-	c, err := r.Git.Commit(hash)
+	c, err := r.objs.Commit(hash)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +83,7 @@ func (r *Repo) Commit(hash string) (validator.Commit, error) {
 func (r *Repo) Snapshot(tree string) (*pool.Snapshot, error) { return r.loader.Load(tree) }
 
 // BlobSize implements validator.Source.
-func (r *Repo) BlobSize(hash string) (int64, error) { return r.Git.BlobSize(hash) }
+func (r *Repo) BlobSize(hash string) (int64, error) { return r.objs.BlobSize(hash) }
 
 // TreeShape implements validator.Source. The memo lives as long as the Repo:
 // a whole push, so a tree shared by its commits is read once.
@@ -186,4 +212,45 @@ func reverse(s []string) {
 	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
 		s[i], s[j] = s[j], s[i]
 	}
+}
+
+// WithFallback reads from primary and asks fallback for what primary does
+// not have (gitstore.ErrMissing). The daemon reads a push in-process and
+// keeps git's cat-file, which knows every object source git does
+// (alternates files, the environment), for anything its reader misses, so
+// a judgement never differs from what git itself would read.
+func WithFallback(primary, fallback Objects) Objects { return &fallbackObjects{primary, fallback} }
+
+type fallbackObjects struct{ primary, fallback Objects }
+
+func (f *fallbackObjects) Commit(hash string) (*gitstore.Commit, error) {
+	c, err := f.primary.Commit(hash)
+	if errors.Is(err, gitstore.ErrMissing) {
+		return f.fallback.Commit(hash)
+	}
+	return c, err
+}
+
+func (f *fallbackObjects) ReadTree(hash string) ([]pool.TreeEntry, error) {
+	t, err := f.primary.ReadTree(hash)
+	if errors.Is(err, gitstore.ErrMissing) {
+		return f.fallback.ReadTree(hash)
+	}
+	return t, err
+}
+
+func (f *fallbackObjects) BlobSize(hash string) (int64, error) {
+	n, err := f.primary.BlobSize(hash)
+	if errors.Is(err, gitstore.ErrMissing) {
+		return f.fallback.BlobSize(hash)
+	}
+	return n, err
+}
+
+func (f *fallbackObjects) Close() error {
+	err := f.primary.Close()
+	if ferr := f.fallback.Close(); ferr != nil && err == nil {
+		err = ferr
+	}
+	return err
 }

@@ -41,6 +41,20 @@ const (
 	VerdictPermanent = "permanent"
 )
 
+// The words the daemon's log line of a push adds for pushes the hook gave
+// no verdict on (or did not run for).
+const (
+	VerdictRejected = "rejected"       // by git itself, or a hook without a verdict
+	VerdictFailed   = "failed"         // git failed
+	VerdictNothing  = "nothing-pushed" // no ref update reached the server
+)
+
+// RuleMoved is the rule a cluster node's reference-transaction hook writes
+// with a transient verdict when it lost the compare-and-set (another node
+// moved the branch first): the daemon answers the client as receive-pack
+// would have rejected it, an ordinary "[remote rejected]".
+const RuleMoved = "moved"
+
 // WriteVerdict writes the verdict file: the verdict on the first line, the
 // broken rules on the second. Written once per hook run.
 func WriteVerdict(path, verdict string, rules []string) error {

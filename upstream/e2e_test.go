@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-playground/webhooks/v6/github"
+	"github.com/poolgate/poolgate/internal/fixture"
 )
 
 const hookSecret = "upstream-e2e-secret"
@@ -42,9 +42,7 @@ func commitPush(t *testing.T, work, msg string) {
 
 func signedPush(t *testing.T, url, pusher string) int {
 	t.Helper()
-	var p github.PushPayload
-	p.Ref, p.Pusher.Name = "refs/heads/master", pusher
-	body, _ := json.Marshal(p)
+	body := fixture.PushPayload(t, "github", pusher)
 	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 	req.Header.Set("X-GitHub-Event", "push")
 	m := hmac.New(sha256.New, []byte(hookSecret))

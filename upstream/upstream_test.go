@@ -17,12 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-playground/webhooks/v6/gitea"
 	"github.com/go-playground/webhooks/v6/github"
-	"github.com/go-playground/webhooks/v6/gitlab"
 	"github.com/rs/zerolog"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/internal/fixture"
 	"github.com/poolgate/poolgate/pushlog"
 )
 
@@ -126,10 +125,14 @@ func (w *world) waitMirror(want string) {
 	}
 }
 
-// post sends a provider's webhook with the library's own payload struct.
+// post sends a provider's webhook: a body from testdata/webhooks (see
+// fixture.PushPayload), or any other value marshalled as JSON.
 func (w *world) post(provider string, payload any, sign func(body []byte, h http.Header)) *http.Response {
 	w.t.Helper()
-	body, _ := json.Marshal(payload)
+	body, ok := payload.([]byte)
+	if !ok {
+		body, _ = json.Marshal(payload)
+	}
 	req, _ := http.NewRequest("POST", w.srv.URL+"/hooks/"+provider+"/locks", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	sign(body, req.Header)
@@ -167,12 +170,8 @@ func githubSigned(key string) func([]byte, http.Header) {
 	}
 }
 
-func githubPush(pusher string) github.PushPayload {
-	var p github.PushPayload
-	p.Ref = "refs/heads/master"
-	p.Pusher.Name = pusher
-	return p
-}
+// githubPush is GitHub's push body, pushed by pusher.
+func githubPush(t *testing.T, pusher string) []byte { return fixture.PushPayload(t, "github", pusher) }
 
 func readJSONL[T any](t *testing.T, path string) []T {
 	t.Helper()
@@ -200,7 +199,7 @@ func TestGitHubPushWebhookFetchesAndRecordsThePusher(t *testing.T) {
 	w := newWorld(t, "github", time.Hour)
 	w.run(w.work, "git", "mv", "staging/unclaimed/a", "staging/claimed/a")
 	w.commitPush("claiming: a")
-	if resp := w.post("github", githubPush("alice"), githubSigned(secret)); resp.StatusCode != http.StatusAccepted {
+	if resp := w.post("github", githubPush(t, "alice"), githubSigned(secret)); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("webhook answered %d", resp.StatusCode)
 	}
 	w.waitMirror(w.upstreamTip())
@@ -224,7 +223,7 @@ func TestWebhookWithABadSignatureIsRefusedAndFetchesNothing(t *testing.T) {
 		"wrong secret": githubSigned("not-the-secret"),
 		"unsigned":     func(b []byte, h http.Header) { h.Set("X-GitHub-Event", "push") },
 	} {
-		if resp := w.post("github", githubPush("mallory"), sign); resp.StatusCode != http.StatusUnauthorized {
+		if resp := w.post("github", githubPush(t, "mallory"), sign); resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("%s: answered %d, want 401", name, resp.StatusCode)
 		}
 	}
@@ -260,7 +259,7 @@ func TestGitLabAndGiteaPushesAreVerifiedWithTheirOwnSchemes(t *testing.T) {
 		w := newWorld(t, "gitlab", time.Hour)
 		w.run(w.work, "git", "mv", "staging/unclaimed/b", "staging/claimed/b")
 		w.commitPush("claiming: b")
-		p := gitlab.PushEventPayload{ObjectKind: "push", Ref: "refs/heads/master", UserUsername: "bob"}
+		p := fixture.PushPayload(t, "gitlab", "bob")
 		if resp := w.post("gitlab", p, func(b []byte, h http.Header) {
 			h.Set("X-Gitlab-Event", "Push Hook")
 			h.Set("X-Gitlab-Token", "wrong")
@@ -279,7 +278,7 @@ func TestGitLabAndGiteaPushesAreVerifiedWithTheirOwnSchemes(t *testing.T) {
 		w := newWorld(t, "gitea", time.Hour)
 		w.run(w.work, "git", "mv", "staging/unclaimed/b", "staging/claimed/b")
 		w.commitPush("claiming: b")
-		p := gitea.PushPayload{Ref: "refs/heads/master", Pusher: &gitea.User{UserName: "carol"}}
+		p := fixture.PushPayload(t, "gitea", "carol")
 		if resp := w.post("gitea", p, func(b []byte, h http.Header) {
 			h.Set("X-Gitea-Event", "push")
 			h.Set("X-Gitea-Signature", hmacHex("wrong", b))
@@ -300,7 +299,7 @@ func TestDuplicateNameCommitUpstreamIsRecordedAsAViolation(t *testing.T) {
 	w := newWorld(t, "github", time.Hour)
 	w.write("staging/claimed/a") // a is also in unclaimed/
 	w.commitPush("adding claimed: a")
-	w.post("github", githubPush("alice"), githubSigned(secret))
+	w.post("github", githubPush(t, "alice"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
 	var vs []pushlog.UpstreamViolation
 	eventually(t, "a violation record", func() bool {
@@ -325,14 +324,14 @@ func TestForcePushUpstreamIsReportedAndTheMirrorFollows(t *testing.T) {
 	w := newWorld(t, "github", time.Hour)
 	w.run(w.work, "git", "mv", "staging/unclaimed/a", "staging/claimed/a")
 	w.commitPush("claiming: a")
-	w.post("github", githubPush("alice"), githubSigned(secret))
+	w.post("github", githubPush(t, "alice"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
 	lost := w.upstreamTip()
 
 	w.run(w.work, "git", "reset", "-q", "--hard", "HEAD~1")
 	w.write("staging/unclaimed/c")
 	w.commitPush("re-init the pool", "--force")
-	w.post("github", githubPush("mallory"), githubSigned(secret))
+	w.post("github", githubPush(t, "mallory"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
 	var rw []pushlog.Rewrite
 	eventually(t, "a rewrite record", func() bool {
@@ -357,7 +356,7 @@ func TestUpstreamMergeSmugglingAClaimOfAMissingLockIsAViolation(t *testing.T) {
 	w.run(w.work, "git", "checkout", "-q", "master")
 	w.run(w.work, "git", "merge", "-q", "--no-ff", "-m", "merge side", "side")
 	w.run(w.work, "git", "push", "-q", "origin", "HEAD:master")
-	w.post("github", githubPush("alice"), githubSigned(secret))
+	w.post("github", githubPush(t, "alice"), githubSigned(secret))
 	w.waitMirror(w.upstreamTip())
 	var vs []pushlog.UpstreamViolation
 	eventually(t, "a violation record", func() bool {
@@ -390,10 +389,10 @@ func TestReloadedSecretAndPollIntervalReachTheRunningWatcher(t *testing.T) {
 
 	w.run(w.work, "git", "mv", "staging/unclaimed/a", "staging/claimed/a")
 	w.commitPush("claiming: a")
-	if resp := w.post("github", githubPush("mallory"), githubSigned(secret)); resp.StatusCode != http.StatusUnauthorized {
+	if resp := w.post("github", githubPush(t, "mallory"), githubSigned(secret)); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("signed with the secret a reload replaced: answered %d, want 401", resp.StatusCode)
 	}
-	if resp := w.post("github", githubPush("alice"), githubSigned("new-s3cret")); resp.StatusCode != http.StatusAccepted {
+	if resp := w.post("github", githubPush(t, "alice"), githubSigned("new-s3cret")); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("signed with the reloaded secret: answered %d, want 202", resp.StatusCode)
 	}
 	w.waitMirror(w.upstreamTip())

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -218,18 +218,26 @@ func (w *Watcher) fetch(ctx context.Context, repo *poolrepo.Repo) (string, error
 	return repo.Git.Git("rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}")
 }
 
+// fetchEnv is what of the daemon's environment a fetch from upstream may
+// need beyond gitexec's clean set: the SSH agent and the network's proxy
+// and CA settings. Git's own configuration comes from the data dir's
+// .gitconfig (HOME), as for everything else the daemon runs.
+var fetchEnv = []string{
+	"SSH_AUTH_SOCK", "GIT_SSH_COMMAND",
+	"http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+	"SSL_CERT_FILE", "SSL_CERT_DIR",
+}
+
 func (w *Watcher) git(ctx context.Context, dir string, args ...string) error {
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
 	cfg := w.Config.Current()
+	o := gitexec.Options{Dir: dir, Home: cfg.DataDir, Inherit: fetchEnv, Env: []string{"GIT_TERMINAL_PROMPT=0"}}
 	if k := cfg.Repo(w.Name).Upstream.KeyFile; k != "" {
 		// accept-new: the first fetch learns the host key, later ones hold
 		// it to that, kept in the data dir rather than a user's home.
 		known := filepath.Join(cfg.DataDir, "upstream_known_hosts")
-		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND=ssh -i '"+k+"' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='"+known+"'")
+		o.Env = append(o.Env, "GIT_SSH_COMMAND=ssh -i '"+k+"' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='"+known+"'")
 	}
-	out, err := cmd.CombinedOutput()
+	out, err := gitexec.Command(ctx, o, args...).CombinedOutput()
 	if err != nil {
 		msg := strings.TrimSpace(string(out))
 		if msg == "" {
@@ -250,7 +258,7 @@ func Start(ctx context.Context, conf configSource, log zerolog.Logger, changed f
 		if r.Upstream == nil {
 			continue
 		}
-		w := NewWatcher(conf, r.Name, filepath.Join(cfg.DataDir, "repos", r.Name+".git"), log, changed)
+		w := NewWatcher(conf, r.Name, cfg.RepoDir(r.Name), log, changed)
 		h.Watchers[r.Name] = w
 		go w.Run(ctx)
 	}

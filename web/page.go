@@ -64,6 +64,7 @@ type pageData struct {
 	Webhooks []Webhook
 	Partial  bool
 	CanAct   bool // show release/claim buttons (operator.go)
+	Cluster  *ClusterView
 }
 
 // page renders the status page; ?partial=1 renders only the part that the
@@ -100,6 +101,10 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Webhooks = hooks
+	if s.cluster != nil {
+		cv := s.cluster(ctx)
+		d.Cluster = &cv
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/rs/zerolog"
 )
 
@@ -22,7 +24,8 @@ type Server struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	mux     *http.ServeMux
-	canAct  bool // operator actions are served (operator.go)
+	canAct  bool                              // operator actions are served (operator.go)
+	cluster func(context.Context) ClusterView // extend.go; nil: one node
 }
 
 // New builds the handler. token "" leaves everything open; metrics may be nil.
@@ -190,11 +193,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, repo string, 
 }
 
 func knownType(t string) bool {
-	switch strings.TrimPrefix(t, "lock.") {
-	case "added", "removed", "claimed", "released", "updated", "stale", "rejected", "violation":
-		return true
-	}
-	return false
+	return slices.Contains(config.EventTypes, strings.TrimPrefix(t, "lock."))
 }
 
 func (s *Server) apiRejections(w http.ResponseWriter, r *http.Request, repo string, n int) (any, error) {

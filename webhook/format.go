@@ -16,6 +16,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/validator"
 )
 
 // Payload is the JSON format's body.
@@ -141,7 +142,7 @@ func SlackLine(e *events.Event) string {
 			who = e.Pusher.User
 		}
 		s := "⛔ push by " + slackEscape(who) + slackBuildLink(e) + " to *" + slackEscape(e.Repo) + "* refused (`" + slackEscape(e.Rule) + "`"
-		if e.Kind == "transient" {
+		if e.Kind == string(validator.Transient) {
 			s += ", waiting"
 		}
 		s += "): " + slackEscape(e.Reason)

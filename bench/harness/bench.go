@@ -327,7 +327,18 @@ func (b *bench) startVariant(ctx context.Context, i int, name, env string) (*ser
 	if err := os.WriteFile(file, []byte(strings.Replace(string(cfg), "data_dir: "+b.pgData, "data_dir: "+data, 1)), 0o644); err != nil {
 		return nil, err
 	}
-	s, err := startPoolgate(ctx, b.o.poolgate, file, filepath.Join(filepath.Dir(data), "serve.log"), strings.Fields(env))
+	// bin=PATH among the settings runs another build (say, the commit
+	// before a change, with its poolgate-hook beside it): before/after in
+	// one run.
+	bin, vars := b.o.poolgate, []string(nil)
+	for _, f := range strings.Fields(env) {
+		if p, ok := strings.CutPrefix(f, "bin="); ok {
+			bin = p
+			continue
+		}
+		vars = append(vars, f)
+	}
+	s, err := startPoolgate(ctx, bin, file, filepath.Join(filepath.Dir(data), "serve.log"), vars)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func main() {
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the daemon here: during W6's first poolgate round, and a W1-only pass of -profile-for")
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "with -pprof: length of the extra poolgate-only acquire+release pass")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "stop everything after this long")
-	flag.Var(&o.variants, "variant", "NAME=ENV...: one more poolgate with these environment settings, as a further target in W1 and W6 (repeatable), e.g. poolgate-v2off=POOLGATE_V2=off")
+	flag.Var(&o.variants, "variant", "NAME=ENV...: one more poolgate with these environment settings, as a further target in W1 and W6 (repeatable), e.g. poolgate-v2off=POOLGATE_V2=off; bin=PATH among them runs another build, e.g. base=bin=/tmp/base/poolgate")
 	o.scaleN, o.scaleNOpenSSH = intList{1000, 3000, 10000}, intList{300, 1000}
 	flag.Var(&o.scaleN, "scale-n", "W7: waiting builds against poolgate, comma-separated")
 	flag.Var(&o.scaleNOpenSSH, "scale-n-openssh", "W7: waiting builds against OpenSSH (client forced to curve25519)")

@@ -1,12 +1,12 @@
-// Command poolgate-hook is the pre-receive hook `poolgate serve` installs
-// when this program sits next to the poolgate binary: it only carries the
-// push to the daemon's hook socket (package hooksock), so a push pays the
-// start of a small program instead of poolgate's whole one. git runs it
-// directly (the hook is a symlink to it), without a shell.
+// Command poolgate-hook is the pre-receive and post-receive hook `poolgate
+// serve` installs when this program sits next to the poolgate binary: it
+// only carries the push to the daemon's hook socket (package hooksock), so
+// a push pays the start of a small program instead of poolgate's whole
+// one, twice. git runs it directly (each hook is a symlink to it, and the
+// link's name says which hook it is), without a shell.
 //
 // Run without the daemon's ticket (any other git server), it becomes
-// `poolgate hook pre-receive` from the same directory, which judges
-// in-process.
+// `poolgate hook NAME` from the same directory, which works in-process.
 package main
 
 import (
@@ -19,13 +19,23 @@ import (
 )
 
 func main() {
+	// git starts a hook by its path, so argv[0] is the link's name. Any
+	// other name (the program run by hand) is the pre-receive hook.
+	hook := hooksock.PreReceive
+	if filepath.Base(os.Args[0]) == hooksock.PostReceive {
+		hook = hooksock.PostReceive
+	}
 	if hooksock.Enabled(os.Getenv) {
-		os.Exit(hooksock.Run(os.Getenv, os.Stdin, os.Stderr))
+		os.Exit(hooksock.Run(hook, os.Getenv, os.Stdin, os.Stderr))
 	}
 	exe, err := os.Executable()
 	if err == nil {
 		full := filepath.Join(filepath.Dir(exe), "poolgate")
-		err = syscall.Exec(full, []string{full, "hook", "pre-receive"}, os.Environ())
+		err = syscall.Exec(full, []string{full, "hook", hook}, os.Environ())
+	}
+	if hook == hooksock.PostReceive {
+		fmt.Fprintf(os.Stderr, "poolgate: warning: the push landed but could not be recorded: %v\n", err)
+		os.Exit(1)
 	}
 	// Fail closed: no judge, no push.
 	fmt.Fprintf(os.Stderr, "poolgate: push refused: the server could not validate it: %v\n", err)

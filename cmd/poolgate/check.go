@@ -24,6 +24,10 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(pos) == 1 && pos[0] == "post-receive" {
+		if hooksock.Enabled(os.Getenv) {
+			// Under poolgate serve: the daemon records (see package hooksock).
+			return hooksock.Run(hooksock.PostReceive, os.Getenv, os.Stdin, stderr)
+		}
 		h := &hooks.PostReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
 		return h.Run()
 	}
@@ -33,7 +37,7 @@ func runHook(args []string, stdout, stderr io.Writer) int {
 	}
 	if hooksock.Enabled(os.Getenv) {
 		// Under poolgate serve: the daemon judges (see package hooksock).
-		return hooksock.Run(os.Getenv, os.Stdin, stderr)
+		return hooksock.Run(hooksock.PreReceive, os.Getenv, os.Stdin, stderr)
 	}
 	h := &hooks.PreReceive{ConfigPath: *cfg, Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
 	return h.Run()

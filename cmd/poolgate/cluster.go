@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/poolgate/poolgate/cluster"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/web"
 	"github.com/poolgate/poolgate/webhook"
 	"github.com/rs/zerolog"
 )
@@ -49,7 +52,7 @@ func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, ex
 		return nil, moved, func() {}, nil
 	}
 	node, err = cluster.Start(cfg, log.With().Str("part", "cluster").Str("node", cfg.Cluster.Node).Logger(), cluster.Options{
-		RepoDir: func(name string) string { return daemon.RepoDir(cfg, name) },
+		RepoDir: cfg.RepoDir,
 		Signer:  srv.Signer(),
 		Moved: func(repo string) {
 			if f := moved.Load(); f != nil {
@@ -76,4 +79,47 @@ func runDelivery(ctx context.Context, node *cluster.Node, disp *webhook.Dispatch
 	}
 	go node.FollowCursors(ctx, st, disp)
 	node.Lead(ctx, disp.Run)
+}
+
+// printCluster lists a cluster node's view of every node (poolgate status),
+// read from etcd as the node itself reads it; nothing for a single node.
+func printCluster(ctx context.Context, w io.Writer, cfg *config.Config) {
+	if cfg.Cluster == nil {
+		return
+	}
+	st, err := cluster.ReadStatus(ctx, cfg.Cluster)
+	if err != nil {
+		fmt.Fprintf(w, "\nCluster: %v\n", oneLine(err))
+		return
+	}
+	fmt.Fprintf(w, "\nCluster (as node %s sees it):\n", st.Node)
+	if st.EtcdError != "" {
+		fmt.Fprintf(w, "etcd unreachable: %s\n", st.EtcdError)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tHEALTH\tROLE")
+	for _, n := range st.Nodes {
+		health := "in step"
+		switch {
+		case !n.Reachable:
+			health = "unreachable"
+		case len(n.Behind) > 0:
+			health = "behind: " + strings.Join(n.Behind, ",")
+		}
+		role := "-"
+		if n.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Address, health, role)
+	}
+	tw.Flush()
+}
+
+// clusterView is the status page's cluster section.
+func clusterView(st cluster.Status) web.ClusterView {
+	v := web.ClusterView{Node: st.Node, Pushes: st.Pushes, EtcdError: st.EtcdError}
+	for _, n := range st.Nodes {
+		v.Nodes = append(v.Nodes, web.ClusterNode{Name: n.Name, Address: n.Address, Reachable: n.Reachable, Leader: n.Leader, Behind: n.Behind})
+	}
+	return v
 }

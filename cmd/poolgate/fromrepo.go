@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/poolrepo"
 )
 
@@ -22,11 +22,13 @@ func gitDirOf(dir string) (string, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("%s: no such directory", dir)
 	}
-	cmd := exec.Command("git", "rev-parse", "--absolute-git-dir")
-	cmd.Dir = dir
-	// A repo above dir is not the one asked about.
-	cmd.Env = append(os.Environ(), "GIT_CEILING_DIRECTORIES="+filepath.Dir(absPath(dir)))
-	out, err := cmd.Output()
+	out, err := gitexec.Command(context.Background(), gitexec.Options{
+		Dir: dir,
+		// The user's own gitconfig (safe.directory) still applies.
+		Inherit: []string{"HOME"},
+		// A repo above dir is not the one asked about.
+		Env: []string{"GIT_CEILING_DIRECTORIES=" + filepath.Dir(absPath(dir))},
+	}, "rev-parse", "--absolute-git-dir").Output()
 	if err != nil {
 		return "", fmt.Errorf("%s is not a git repository", dir)
 	}
@@ -82,7 +84,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 		done()
 		return nil, nil, nil, err
 	}
-	if err := os.Symlink(gitDir, events.RepoDir(&local, name)); err != nil {
+	if err := os.Symlink(gitDir, local.RepoDir(name)); err != nil {
 		done()
 		return nil, nil, nil, err
 	}
@@ -91,7 +93,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 		done()
 		return nil, nil, nil, err
 	}
-	d := events.NewDeriver(st, &local.Repos[0], events.RepoDir(&local, name))
+	d := events.NewDeriver(st, &local.Repos[0], local.RepoDir(name))
 	err = d.SyncFunc(ctx, nil)
 	d.Close()
 	if err != nil {
@@ -152,7 +154,7 @@ func (src readSource) open(ctx context.Context, repos []string) (*config.Config,
 		}
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, events.DBFile)); err != nil && len(repos) > 0 {
-		if _, err := os.Stat(events.RepoDir(cfg, repos[0])); err != nil {
+		if _, err := os.Stat(cfg.RepoDir(repos[0])); err != nil {
 			// A hook-only host: the config is there, the daemon's data not.
 			return nil, nil, nil, usageErr{fmt.Errorf("no event store and no repo %s in %s (poolgate serve has not run here); for a repo served by another git server use --repo DIR", repos[0], cfg.DataDir)}
 		}

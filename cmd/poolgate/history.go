@@ -15,6 +15,7 @@ import (
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/pushlog"
+	"github.com/poolgate/poolgate/validator"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -128,10 +129,7 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		if e.Pusher != nil && e.Pusher.User != "" {
 			pusher = e.Pusher.User
 		}
-		commit := e.Commit
-		if len(commit) > 10 {
-			commit = commit[:10]
-		}
+		commit := validator.Short(e.Commit)
 		fmt.Fprintln(tw, strings.Join([]string{fmtTime(e.Time), e.Type, dash(e.Pool), dash(e.Lock), pusher,
 			buildOf(e.Pipeline, e.Job, e.Build, e.BuildID), detail(&e), dash(commit)}, "\t"))
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/gitstore"
 	"github.com/poolgate/poolgate/hooks"
 	"github.com/poolgate/poolgate/operator"
@@ -93,7 +92,7 @@ func operateVia(ctx context.Context, cfgFile string, a operator.Action) (operato
 	if !errors.Is(err, operator.ErrNoDaemon) {
 		return res, err
 	}
-	return operateLocal(ctx, cfg, events.RepoDir(cfg, a.Repo), a)
+	return operateLocal(ctx, cfg, cfg.RepoDir(a.Repo), a)
 }
 
 // operateLocal acts without a daemon, as the OS user running the command.

@@ -202,7 +202,9 @@ func rewrite(t *testing.T, f *testserver.Fixture, pairs ...string) {
 func reload(t *testing.T, s *testserver.Server, line string) {
 	t.Helper()
 	before := strings.Count(s.Log(), line)
-	s.Signal(syscall.SIGHUP)
+	if err := s.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, "the log line "+line, func() bool { return strings.Count(s.Log(), line) > before })
 }
 

@@ -157,6 +157,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if node != nil {
 		// Which nodes are up, which leads, which are behind: from any node.
 		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
+		page.SetCluster(func(ctx context.Context) web.ClusterView { return clusterView(node.Status(ctx)) })
+		m.Registry.MustRegister(node.Collector())
 	}
 	srv.Handle("/", page)
 	startOperator(serveCtx, live, log, srv, svc.Store)
@@ -195,6 +197,9 @@ func startEvents(live *config.Live, log zerolog.Logger, srv *daemon.Server, m *m
 			}
 		}
 		disp.Notify()
+		if node != nil {
+			node.EventsDerived() // this node's rejections go to the others
+		}
 	}
 	// Cursors before the first sync: a new target starts after the newest
 	// event; history found on a first start is recorded, not announced
@@ -205,13 +210,21 @@ func startEvents(live *config.Live, log zerolog.Logger, srv *daemon.Server, m *m
 	}
 	srv.Observer = svc
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { svc.Run(ctx); done <- struct{}{} }()
 	go func() { runDelivery(ctx, node, disp, svc.Store); done <- struct{}{} }()
+	waits := 2
+	if node != nil {
+		// Refused pushes are recorded on one node only: shared through
+		// etcd so the leader delivers them (cluster/shared.go).
+		waits++
+		go func() { node.ShareRejections(ctx, svc.Store, disp.Notify); done <- struct{}{} }()
+	}
 	return svc, func() {
 		cancel()
-		<-done
-		<-done
+		for range waits {
+			<-done
+		}
 		svc.Store.Close()
 	}, nil
 }

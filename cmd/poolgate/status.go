@@ -74,7 +74,7 @@ func openStore(ctx context.Context, cfg *config.Config, repos []string, cmd stri
 	}
 	defer unlock()
 	for _, name := range repos {
-		d := events.NewDeriver(st, cfg.Repo(name), events.RepoDir(cfg, name))
+		d := events.NewDeriver(st, cfg.Repo(name), cfg.RepoDir(name))
 		err := d.SyncFunc(ctx, nil)
 		d.Close()
 		if err != nil {
@@ -144,6 +144,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(all) == 0 {
 		fmt.Fprintln(stdout, "no locks")
+		printCluster(ctx, stdout, cfg)
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -173,6 +174,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	printWaiting(stdout, waiting, len(repos) > 1, now)
+	printCluster(ctx, stdout, cfg)
 	return exitOK
 }
 
