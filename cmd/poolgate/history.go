@@ -42,24 +42,10 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate history: unexpected argument %q (one REPO at most)\n", pos[1])
 		return exitUsage
 	}
-	q := events.Query{Pool: *poolName, Lock: *lock, Limit: *limit}
-	if *types != "" {
-		for _, t := range strings.Split(*types, ",") {
-			t = strings.TrimSpace(t)
-			if !slices.Contains(config.EventTypes, t) {
-				fmt.Fprintf(stderr, "poolgate history: unknown event type %q (want %s)\n", t, strings.Join(config.EventTypes, ", "))
-				return exitUsage
-			}
-			q.Types = append(q.Types, t)
-		}
-	}
-	if *since != "" {
-		t, err := parseSince(*since, time.Now())
-		if err != nil {
-			fmt.Fprintf(stderr, "poolgate history: --since: %v\n", err)
-			return exitUsage
-		}
-		q.Since = t
+	q, err := historyQuery(*poolName, *lock, *types, *since, *limit)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate history: %v\n", err)
+		return exitUsage
 	}
 	src := readSource{cfgFile: *cfgFile, repoDir: *repoDir, name: *name, cmd: "history", stderr: stderr}
 	if len(pos) == 1 && src.repoDir != "" && src.name == "" {
@@ -103,7 +89,35 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate history: %v\n", oneLine(err))
 		return exitFailed
 	}
-	if *asJSON {
+	printHistory(stdout, evs, *asJSON)
+	return exitOK
+}
+
+// historyQuery turns the filter flags into a query; an error is a usage error.
+func historyQuery(pool, lock, types, since string, limit int) (events.Query, error) {
+	q := events.Query{Pool: pool, Lock: lock, Limit: limit}
+	if types != "" {
+		for _, t := range strings.Split(types, ",") {
+			t = strings.TrimSpace(t)
+			if !slices.Contains(config.EventTypes, t) {
+				return q, fmt.Errorf("unknown event type %q (want %s)", t, strings.Join(config.EventTypes, ", "))
+			}
+			q.Types = append(q.Types, t)
+		}
+	}
+	if since != "" {
+		t, err := parseSince(since, time.Now())
+		if err != nil {
+			return q, fmt.Errorf("--since: %v", err)
+		}
+		q.Since = t
+	}
+	return q, nil
+}
+
+// printHistory prints events newest first, as a table or as JSON.
+func printHistory(stdout io.Writer, evs []events.Event, asJSON bool) {
+	if asJSON {
 		type row struct {
 			Type string    `json:"type"`
 			Time time.Time `json:"time"`
@@ -116,11 +130,11 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(out)
-		return exitOK
+		return
 	}
 	if len(evs) == 0 {
 		fmt.Fprintln(stdout, "no events")
-		return exitOK
+		return
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tEVENT\tPOOL\tLOCK\tPUSHER\tBUILD\tDETAIL\tCOMMIT")
@@ -134,7 +148,6 @@ func runHistory(args []string, stdout, stderr io.Writer) int {
 			buildOf(e.Pipeline, e.Job, e.Build, e.BuildID), detail(&e), dash(commit)}, "\t"))
 	}
 	tw.Flush()
-	return exitOK
 }
 
 // detail is the one thing worth knowing beyond the columns.

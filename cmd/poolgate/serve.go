@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,20 +39,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	var cfg *config.Config
-	var demo *daemon.Demo
-	var err error
-	if *cfgFile != "" {
-		// Absolute, because the hook reads the same file from inside a repo.
-		abs, aerr := filepath.Abs(*cfgFile)
-		if aerr != nil {
-			abs = *cfgFile
-		}
-		cfg, err = config.Load(abs)
-	} else {
-		home, _ := os.UserHomeDir()
-		cfg, demo, err = daemon.DemoConfig(daemon.DemoDataDir, home)
-	}
+	cfg, demo, err := loadServeConfig(*cfgFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %v\n", err)
 		return exitUsage
@@ -110,29 +98,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	serveCtx, handedOver := context.WithCancel(ctx)
 	defer handedOver()
-	go func() {
-		for {
-			select {
-			case <-serveCtx.Done():
-				return
-			case sig := <-sigs:
-				switch sig {
-				case syscall.SIGHUP:
-					srv.Reload()
-				case syscall.SIGUSR2:
-					// Hand-over: a new process takes the listening sockets;
-					// once it accepts, this one stops accepting and drains.
-					if err := daemon.Handover(serveCtx, log, sshLn, httpLn); err != nil {
-						log.Error().Err(err).Msg("hand-over failed; this process goes on serving")
-						continue
-					}
-					log.Info().Msg("hand-over: the new process is accepting; draining")
-					handedOver()
-					return
-				}
-			}
-		}
-	}()
+	go handleSignals(serveCtx, handedOver, sigs, log, srv, sshLn, httpLn)
 	// Every part below reads the running config through live, which a
 	// SIGHUP (srv.Reload) swaps for all of them at once.
 	live := srv.Live()
@@ -146,27 +112,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	pushed := svc.Pushed
 	moved.Store(&pushed)
 	watched := upstream.Start(ctx, live, log.With().Str("part", "upstream").Logger(), svc.Pushed)
-	backend := &web.StoreBackend{Config: live, Store: svc.Store, Mirrors: watched.Status}
-	// Series a reload adds (a pool, a webhook) start at 0 too.
-	m.Known(knownSeries(live.Current()))
-	live.Subscribe(func(c *config.Config) { m.Known(knownSeries(c)) })
-	m.WatchPools(poolGauges(live, backend))
-	m.WatchMirrors(mirrorGauges(watched))
-	page := web.New(backend, cfg.HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
-	page.HandleOperator(srv)
-	if node != nil {
-		// Which nodes are up, which leads, which are behind: from any node.
-		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
-		page.SetCluster(func(ctx context.Context) web.ClusterView { return clusterView(node.Status(ctx)) })
-		m.Registry.MustRegister(node.Collector())
-	}
-	srv.Handle("/", page)
+	startHTTP(live, log, srv, m, svc.Store, watched, node)
 	startOperator(serveCtx, live, log, srv, svc.Store)
-	if watched != nil {
-		// Providers cannot send our bearer token; the payload signature
-		// is what authenticates these.
-		srv.Handle("POST /hooks/{provider}/{repo}", watched)
-	}
 	// Events stop after the drain, so the last pushes are still derived.
 	defer stopEvents()
 	daemon.Ready(log)
@@ -175,6 +122,72 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// loadServeConfig reads FILE, or without one makes the demo default.
+func loadServeConfig(file string) (*config.Config, *daemon.Demo, error) {
+	if file == "" {
+		home, _ := os.UserHomeDir()
+		return daemon.DemoConfig(daemon.DemoDataDir, home)
+	}
+	// Absolute, because the hook reads the same file from inside a repo.
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		abs = file
+	}
+	cfg, err := config.Load(abs)
+	return cfg, nil, err
+}
+
+// handleSignals reloads on SIGHUP and hands over on SIGUSR2 until ctx ends
+// or a hand-over succeeds (then handedOver stops this process accepting).
+func handleSignals(ctx context.Context, handedOver func(), sigs <-chan os.Signal, log zerolog.Logger, srv *daemon.Server, sshLn, httpLn net.Listener) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				srv.Reload()
+			case syscall.SIGUSR2:
+				// Hand-over: a new process takes the listening sockets;
+				// once it accepts, this one stops accepting and drains.
+				if err := daemon.Handover(ctx, log, sshLn, httpLn); err != nil {
+					log.Error().Err(err).Msg("hand-over failed; this process goes on serving")
+					continue
+				}
+				log.Info().Msg("hand-over: the new process is accepting; draining")
+				handedOver()
+				return
+			}
+		}
+	}
+}
+
+// startHTTP puts the page, the API, metrics and the upstream webhook
+// receiver on the daemon's HTTP listener.
+func startHTTP(live *config.Live, log zerolog.Logger, srv *daemon.Server, m *metrics.Metrics, st *events.Store, watched *upstream.Handler, node *cluster.Node) {
+	backend := &web.StoreBackend{Config: live, Store: st, Mirrors: watched.Status}
+	// Series a reload adds (a pool, a webhook) start at 0 too.
+	m.Known(knownSeries(live.Current()))
+	live.Subscribe(func(c *config.Config) { m.Known(knownSeries(c)) })
+	m.WatchPools(poolGauges(live, backend))
+	m.WatchMirrors(mirrorGauges(watched))
+	page := web.New(backend, live.Current().HTTP.Token, m.Handler(), log.With().Str("part", "http").Logger())
+	page.HandleOperator(srv)
+	if node != nil {
+		// Which nodes are up, which leads, which are behind: from any node.
+		page.HandleAPI("GET /api/v1/cluster", node.StatusHandler())
+		page.SetCluster(func(ctx context.Context) web.ClusterView { return clusterView(node.Status(ctx)) })
+		m.Registry.MustRegister(node.Collector())
+	}
+	srv.Handle("/", page)
+	if watched != nil {
+		// Providers cannot send our bearer token; the payload signature
+		// is what authenticates these.
+		srv.Handle("POST /hooks/{provider}/{repo}", watched)
+	}
 }
 
 // startEvents runs event derivation and webhook delivery beside the daemon,
