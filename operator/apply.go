@@ -35,94 +35,124 @@ func Apply(ctx context.Context, t Target, a Action) (Result, error) {
 	if err := a.Check(); err != nil {
 		return Result{}, err
 	}
-	spec := specs[a.Verb]
-	r := poolrepo.Open(t.Dir)
-	defer r.Close()
-	tip, err := r.Git.ResolveBranch(t.Branch)
+	tip, old, err := precondition(t, a)
 	if err != nil {
 		return Result{}, err
 	}
-	if tip == "" {
-		return Result{}, refuse(NotFound, "branch %s has no commits yet", t.Branch)
-	}
-	snap, err := r.SnapshotAt(tip)
-	if err != nil {
-		return Result{}, err
-	}
-	p := snap.Pool(a.Pool)
-	if p == nil {
-		return Result{}, refuse(NotFound, "there is no pool %q on branch %s", a.Pool, t.Branch)
-	}
-	if st := p.StateOf(a.Lock); st == pool.Absent && spec.from != pool.Absent {
-		return Result{}, refuse(NotFound, "there is no lock %s/%s on branch %s", a.Pool, a.Lock, t.Branch)
-	} else if st != spec.from {
-		return Result{}, refuse(Conflict, "cannot %s %s/%s: it is %s, not %s", a.Verb, a.Pool, a.Lock, st, spec.want)
-	}
-	paths := []string{a.Pool + "/" + pool.Claimed + "/" + a.Lock, a.Pool + "/" + pool.Unclaimed + "/" + a.Lock}
-	if a.Commit != "" {
-		if err := lockSince(r, a.Commit, tip, paths); err != nil {
-			return Result{}, err
-		}
-	}
-	if a.ClaimCommit != "" {
-		if err := sameClaim(r, tip, a); err != nil {
-			return Result{}, err
-		}
-	}
-
 	scratch, err := os.MkdirTemp("", "poolgate-operator-")
 	if err != nil {
 		return Result{}, err
 	}
 	defer os.RemoveAll(scratch)
+	commit, err := writeCommit(ctx, scratch, t, a, tip, old)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := pushCommit(ctx, scratch, t, a, tip, commit); err != nil {
+		return Result{}, err
+	}
+	return Result{Old: tip, Commit: commit}, nil
+}
+
+// lockPaths are the lock's two possible paths: claimed, then unclaimed.
+func lockPaths(a Action) []string {
+	return []string{a.Pool + "/" + pool.Claimed + "/" + a.Lock, a.Pool + "/" + pool.Unclaimed + "/" + a.Lock}
+}
+
+// precondition checks the lock against the branch tip (and against what
+// the operator saw, when the action names it) and returns the tip and the
+// lock's entry there.
+func precondition(t Target, a Action) (tip string, old pool.Lock, err error) {
+	spec := specs[a.Verb]
+	r := poolrepo.Open(t.Dir)
+	defer r.Close()
+	tip, err = r.Git.ResolveBranch(t.Branch)
+	if err != nil {
+		return "", old, err
+	}
+	if tip == "" {
+		return "", old, refuse(NotFound, "branch %s has no commits yet", t.Branch)
+	}
+	snap, err := r.SnapshotAt(tip)
+	if err != nil {
+		return "", old, err
+	}
+	p := snap.Pool(a.Pool)
+	if p == nil {
+		return "", old, refuse(NotFound, "there is no pool %q on branch %s", a.Pool, t.Branch)
+	}
+	if st := p.StateOf(a.Lock); st == pool.Absent && spec.from != pool.Absent {
+		return "", old, refuse(NotFound, "there is no lock %s/%s on branch %s", a.Pool, a.Lock, t.Branch)
+	} else if st != spec.from {
+		return "", old, refuse(Conflict, "cannot %s %s/%s: it is %s, not %s", a.Verb, a.Pool, a.Lock, st, spec.want)
+	}
+	if a.Commit != "" {
+		if err := lockSince(r, a.Commit, tip, lockPaths(a)); err != nil {
+			return "", old, err
+		}
+	}
+	if a.ClaimCommit != "" {
+		if err := sameClaim(r, tip, a); err != nil {
+			return "", old, err
+		}
+	}
+	old, _ = p.Lock(a.Lock)
+	return tip, old, nil
+}
+
+// writeCommit writes the action's commit on top of tip in scratch, a bare
+// repository that borrows the repo's objects, and returns its id.
+func writeCommit(ctx context.Context, scratch string, t Target, a Action, tip string, old pool.Lock) (string, error) {
 	g := gitIn(scratch,
 		"GIT_INDEX_FILE="+filepath.Join(scratch, "index"),
 		"GIT_AUTHOR_NAME="+a.Operator, "GIT_AUTHOR_EMAIL=operator@poolgate",
 		"GIT_COMMITTER_NAME=poolgate", "GIT_COMMITTER_EMAIL=poolgate@localhost")
 	if _, err := g.run(ctx, nil, "init", "-q", "--bare", "."); err != nil {
-		return Result{}, err
+		return "", err
 	}
 	objects, err := filepath.Abs(filepath.Join(t.Dir, "objects"))
 	if err != nil {
-		return Result{}, err
+		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(scratch, "objects", "info", "alternates"), []byte(objects+"\n"), 0o644); err != nil {
-		return Result{}, err
+		return "", err
 	}
 	if _, err := g.run(ctx, nil, "read-tree", tip); err != nil {
-		return Result{}, err
+		return "", err
 	}
 	var entries bytes.Buffer
-	old, _ := p.Lock(a.Lock)
 	mode, blob := fmt.Sprintf("%o", old.Mode), old.Hash
 	if a.Verb == Add {
 		if blob, err = g.run(ctx, []byte{}, "hash-object", "-w", "--stdin"); err != nil {
-			return Result{}, err
+			return "", err
 		}
 		mode = "100644"
 	}
+	paths := lockPaths(a)
 	for _, path := range paths {
 		// Mode 0 removes the path from the index.
 		fmt.Fprintf(&entries, "0 %s\t%s\n", strings.Repeat("0", len(tip)), path)
 	}
-	switch spec.to {
+	switch specs[a.Verb].to {
 	case pool.StateClaimed:
 		fmt.Fprintf(&entries, "%s %s\t%s\n", mode, blob, paths[0])
 	case pool.StateUnclaimed:
 		fmt.Fprintf(&entries, "%s %s\t%s\n", mode, blob, paths[1])
 	}
 	if _, err := g.run(ctx, entries.Bytes(), "update-index", "--index-info"); err != nil {
-		return Result{}, err
+		return "", err
 	}
 	tree, err := g.run(ctx, nil, "write-tree")
 	if err != nil {
-		return Result{}, err
+		return "", err
 	}
-	commit, err := g.run(ctx, nil, "commit-tree", tree, "-p", tip, "-m", a.Message())
-	if err != nil {
-		return Result{}, err
-	}
+	return g.run(ctx, nil, "commit-tree", tree, "-p", tip, "-m", a.Message())
+}
 
+// pushCommit pushes commit into the repo with git's own receive-pack, so
+// the pre-receive hook validates and records it as it does a client's
+// push; the lease refuses it if the tip moved since tip.
+func pushCommit(ctx context.Context, scratch string, t Target, a Action, tip, commit string) error {
 	verdict := filepath.Join(scratch, "verdict")
 	push := gitIn(scratch, slices.Concat(t.Env, []string{
 		pushlog.EnvUser + "=" + a.Operator, pushlog.EnvRole + "=write", pushlog.EnvKey + "=",
@@ -130,13 +160,13 @@ func Apply(ctx context.Context, t Target, a Action) (Result, error) {
 	ref := "refs/heads/" + t.Branch
 	dst, err := filepath.Abs(t.Dir)
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	out, err := push.run(ctx, nil, "push", "--porcelain", "--force-with-lease="+ref+":"+tip, dst, commit+":"+ref)
 	if err != nil {
-		return Result{}, pushRefusal(out, err, verdict)
+		return pushRefusal(out, err, verdict)
 	}
-	return Result{Old: tip, Commit: commit}, nil
+	return nil
 }
 
 // lockSince refuses when seen is not on the branch, or the lock changed
