@@ -99,6 +99,20 @@ func (p *proc) Log() string {
 	return p.log.String()
 }
 
+// grep is the log's lines holding any of subs.
+func (p *proc) grep(subs ...string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(p.Log(), "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				b.WriteString(l + "\n")
+				break
+			}
+		}
+	}
+	return b.String()
+}
+
 // kill is kill -9 of the process group (git children included).
 func (p *proc) kill() {
 	select {

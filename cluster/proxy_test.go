@@ -1,9 +1,11 @@
 package cluster_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,6 +75,25 @@ func (p *tcpProxy) setCut(on bool) {
 			c.Close()
 		}
 	}
+}
+
+// around lists the connections passed on within d of at (a failing
+// test's explanation of which backend a client was talking to).
+func (p *tcpProxy) around(at time.Time, d time.Duration) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, c := range p.opened {
+		if c.start.After(at.Add(d)) || (!c.end.IsZero() && c.end.Before(at.Add(-d))) {
+			continue
+		}
+		end := "open"
+		if !c.end.IsZero() {
+			end = c.end.Sub(at).String()
+		}
+		fmt.Fprintf(&b, "  to %s from %s to %s (relative to the error)\n", c.backend, c.start.Sub(at), end)
+	}
+	return b.String()
 }
 
 func (p *tcpProxy) track(c net.Conn) bool {

@@ -132,3 +132,37 @@ func (n *node) eventLines(t testing.TB, types ...string) string {
 	}
 	return b.String()
 }
+
+// agreedEventIDs waits up to d for every node to have derived the same
+// events of the given types and returns them; past d it fails the test
+// with each node's events that another lacks.
+func agreedEventIDs(t testing.TB, nodes []*node, d time.Duration, types ...string) map[string]bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		sets := make([]map[string]bool, len(nodes))
+		agree := true
+		for i, n := range nodes {
+			sets[i] = n.eventIDs(t, types...)
+			agree = agree && sameKeys(sets[0], sets[i])
+		}
+		if agree {
+			return sets[0]
+		}
+		if time.Now().After(deadline) {
+			for i, n := range nodes {
+				var only []string
+				for id := range sets[i] {
+					for j := range sets {
+						if !sets[j][id] {
+							only = append(only, fmt.Sprintf("%s (not on %s)", id, nodes[j].name))
+						}
+					}
+				}
+				t.Errorf("%s: %d events; %d that another node lacks: %v", n.name, len(sets[i]), len(only), only)
+			}
+			return sets[0]
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
