@@ -121,31 +121,19 @@ func pipelineOf(in pool.Intent) string {
 	return in.Team + "/" + in.Pipeline
 }
 
-// buildOf names who wrote a lock's commit the way people read it:
-// team/pipeline/job #N and its URL, or the operator.
+// buildOf names who wrote a lock's commit the way people read it: the
+// build's label and its URL, or the operator.
 func buildOf(msg string) string {
 	if o := pool.ParseOperator(msg); o != nil {
 		return "operator " + o.Name
 	}
 	in := pool.ParseMessage(msg)
-	var parts []string
-	for _, p := range []string{in.Team, in.Pipeline, in.Job} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	s := strings.Join(parts, "/")
-	switch {
-	case in.Build != "":
-		s += " #" + in.Build
-	case in.BuildID != "":
-		s += "one-off build " + in.BuildID
-	}
+	s := in.Label()
 	if in.BuildURL != "" {
 		s += " (" + in.BuildURL + ")"
 	}
 	if s == "" {
 		return "a build"
 	}
-	return "build " + s
+	return strings.TrimSpace(s)
 }

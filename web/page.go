@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -154,14 +155,10 @@ func holderText(h *Holder) string {
 	if h == nil {
 		return ""
 	}
-	switch {
-	case h.Pipeline != "" && h.Job != "":
-		s := h.Pipeline + "/" + h.Job
-		if h.Build != "" {
-			s += " #" + h.Build
-		}
-		return s
-	case h.BuildURL != "":
+	if l := pool.BuildLabel(h.Pipeline, h.Job, h.Build, ""); l != "" {
+		return l
+	}
+	if h.BuildURL != "" {
 		return "build"
 	}
 	return h.User
