@@ -11,7 +11,6 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/validator"
 )
 
 // repoSettings tune every served repo; applied at each start so upgrades
@@ -137,7 +136,7 @@ func (s *Server) ensurePool(ctx context.Context, dir string, r *config.Repo, p *
 	}
 	expect := old
 	if expect == "" {
-		expect = validator.ZeroSHA
+		expect = pool.ZeroSHA
 	}
 	if _, err := s.git(ctx, dir, env, nil, "update-ref", "-m", "poolgate: create pool", ref, commit, expect); err != nil {
 		return err
