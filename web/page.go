@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/webhook"
 )
@@ -33,7 +34,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"derefT":  func(t *time.Time) time.Time { return *t },
 	"clip":    clip,
 	"since":   func(t, now time.Time) int64 { return int64(now.Sub(t).Seconds()) },
-	"waiterHolder": func(w Waiter) *Holder {
+	"waiterHolder": func(w events.Waiter) *Holder {
 		return &Holder{User: w.User, BuildURL: w.BuildURL, Team: w.Team, Pipeline: w.Pipeline, Job: w.Job, Build: w.Build}
 	},
 }).Parse(pageHTML))
