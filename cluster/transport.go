@@ -95,10 +95,14 @@ func (p *peerServer) parse(raw string) (request, *config.Repo, error) {
 	if len(f) == 4 {
 		r.have = f[3]
 	}
+	// Security: the name is checked as a client's is, and against the
+	// config, before it becomes a path; the object names are checked before
+	// they reach git.
+	if !config.ValidRepoName(r.repo) {
+		return r, nil, fmt.Errorf("no such repository")
+	}
 	repo := p.cfg.Repo(r.repo)
-	// Security: the name is checked against the config before it becomes a
-	// path; the object names are checked before they reach git.
-	if repo == nil || !config.RepoNameRe.MatchString(r.repo) {
+	if repo == nil {
 		return r, nil, fmt.Errorf("no such repository")
 	}
 	if !pool.IsObjectID(r.want) || (r.have != "" && !pool.IsObjectID(r.have)) {

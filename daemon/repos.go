@@ -43,7 +43,7 @@ var repoSettings = [][2]string{
 // and creates each configured pool that its branch does not hold yet.
 // Existing state is never reset.
 func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
-	dir := repoDir(s.cfg, r.Name)
+	dir := s.cfg.RepoDir(r.Name)
 	if _, err := os.Stat(filepath.Join(dir, "HEAD")); os.IsNotExist(err) {
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 			return err
