@@ -19,6 +19,15 @@ func IsZero(sha string) bool {
 	return sha != ""
 }
 
+// Short is a commit's abbreviated id, as every message and log line
+// shows it.
+func Short(sha string) string {
+	if len(sha) > 10 {
+		return sha[:10]
+	}
+	return sha
+}
+
 var objectIDRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
 
 // IsObjectID reports a full object id, SHA-1 or SHA-256, as git prints
@@ -49,4 +58,4 @@ func ParseRefUpdate(line string) (RefUpdate, error) {
 	return RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}, nil
 }
 
-func (u RefUpdate) String() string { return fmt.Sprintf("%s %.12s→%.12s", u.Ref, u.Old, u.New) }
+func (u RefUpdate) String() string { return u.Ref + " " + Short(u.Old) + "→" + Short(u.New) }

@@ -39,3 +39,12 @@ func TestParseRefUpdateTakesOnlyFullObjectIDs(t *testing.T) {
 		t.Error("IsZero")
 	}
 }
+
+func TestShortIsTenCharactersOfAnID(t *testing.T) {
+	if got := Short("1234567890abcdef1234567890abcdef12345678"); got != "1234567890" {
+		t.Errorf("Short = %q", got)
+	}
+	if got := Short("abc"); got != "abc" {
+		t.Errorf("Short of a short id = %q", got)
+	}
+}

@@ -105,7 +105,7 @@ func staleReleaseOf(releaser, who string, steps []LockStep) (Violation, bool) {
 		}
 		v := newViolation(StaleRelease, "", "",
 			fmt.Sprintf("%s no longer holds this lock: operator %s released it in commit %s (%q), and %s has claimed it since in commit %s.",
-				buildOf(releaser), opr.Name, Short(rel.Commit), opr.Reason, buildOf(steps[0].Message), Short(steps[0].Commit)),
+				buildOf(releaser), opr.Name, pool.Short(rel.Commit), opr.Reason, buildOf(steps[0].Message), pool.Short(steps[0].Commit)),
 			"the build's claim was ended by an operator; nothing to release. Fix the pipeline's ensure/on_abort if this was not expected")
 		return v, true
 	}

@@ -202,11 +202,7 @@ func SlackBody(evs ...*events.Event) ([]byte, error) {
 	}
 	ctx := "repo " + slackEscape(e.Repo)
 	if e.Commit != "" {
-		c := e.Commit
-		if len(c) > 10 {
-			c = c[:10]
-		}
-		ctx += " · commit `" + slackEscape(c) + "`"
+		ctx += " · commit `" + slackEscape(pool.Short(e.Commit)) + "`"
 	}
 	if e.Pusher != nil && e.Pusher.User != "" {
 		ctx += " · pushed by " + slackEscape(e.Pusher.User)

@@ -1,0 +1,18 @@
+package events
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/poolgate/poolgate/config"
+)
+
+// config.EventTypes is the list webhooks, the API and `poolgate history`
+// filter on; the event types are these constants. config cannot import
+// events, so this test is what keeps the two from drifting apart.
+func TestEveryEventTypeIsOneWebhooksMayFilterOn(t *testing.T) {
+	types := []string{Added, Removed, Claimed, Released, Updated, Stale, Rejected, Violated}
+	if !slices.Equal(config.EventTypes, types) {
+		t.Fatalf("config.EventTypes %q, event types %q", config.EventTypes, types)
+	}
+}
