@@ -16,3 +16,16 @@ func TestEveryEventTypeIsOneWebhooksMayFilterOn(t *testing.T) {
 		t.Fatalf("config.EventTypes %q, event types %q", config.EventTypes, types)
 	}
 }
+
+// A filter may name a type as payloads spell it or bare; both are the type.
+func TestWebhookTypeReadsBackAsItsEventType(t *testing.T) {
+	for _, typ := range config.EventTypes {
+		e := Event{Type: typ}
+		if got := TypeOfWebhookType(e.WebhookType()); got != typ {
+			t.Errorf("%s: %q reads back as %q", typ, e.WebhookType(), got)
+		}
+		if got := TypeOfWebhookType(typ); got != typ {
+			t.Errorf("bare %q reads as %q", typ, got)
+		}
+	}
+}

@@ -137,9 +137,11 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 	if len(evs.Events) < 2 || evs.Events[0].Type != "released" || evs.Events[1].Type != "claimed" {
 		t.Fatalf("env-a history, newest first: %+v", evs.Events)
 	}
-	getJSON(t, base+"/api/v1/repos/locks/events?type=claimed&limit=1", token, &evs)
-	if len(evs.Events) != 1 || evs.Events[0].Type != "claimed" {
-		t.Fatalf("type+limit filter: %+v", evs.Events)
+	for _, typ := range []string{"claimed", "lock.claimed"} {
+		getJSON(t, base+"/api/v1/repos/locks/events?type="+typ+"&limit=1", token, &evs)
+		if len(evs.Events) != 1 || evs.Events[0].Type != "claimed" {
+			t.Fatalf("type=%s+limit filter: %+v", typ, evs.Events)
+		}
 	}
 	getJSON(t, base+"/api/v1/repos/locks/events?pool=nope", token, &evs)
 	if len(evs.Events) != 0 {

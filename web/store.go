@@ -94,11 +94,7 @@ func (b *StoreBackend) Events(ctx context.Context, repo string, q Query) ([]Even
 	}
 	eq := events.Query{Repo: repo, Pool: q.Pool, Lock: q.Lock, Limit: q.Limit}
 	if q.Type != "" {
-		t := q.Type
-		if len(t) > 5 && t[:5] == "lock." {
-			t = t[5:]
-		}
-		eq.Types = []string{t}
+		eq.Types = []string{events.TypeOfWebhookType(q.Type)}
 	}
 	evs, err := b.Store.Events(ctx, eq)
 	if err != nil {
