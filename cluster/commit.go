@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/validator"
+	"github.com/poolgate/poolgate/pool"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -95,7 +95,7 @@ func (d *decider) replicate(ctx context.Context, dir, repo, new string) error {
 // same).
 func (d *decider) cas(ctx context.Context, key, old, new string) error {
 	cmp := clientv3.Compare(clientv3.Value(key), "=", old)
-	if old == "" || validator.IsZero(old) {
+	if old == "" || pool.IsZero(old) {
 		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	}
 	tctx, cancel := context.WithTimeout(ctx, etcdOpTimeout)

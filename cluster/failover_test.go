@@ -303,11 +303,6 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	_ = context.Background
 }
 
-func firstLine(err error) string {
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
-}
-
 // landedClaim looks, after a failed acquire, whether the claim the client
 // pushed is in the cluster's history anyway: its answer was lost.
 func landedClaim(ctx context.Context, c *poolclient.Client) (lock, commit string, ok bool) {

@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"regexp"
 	"strings"
 
 	"github.com/poolgate/poolgate/internal/gitexec"
-	"github.com/poolgate/poolgate/validator"
+	"github.com/poolgate/poolgate/pool"
 )
-
-var shaRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
 
 // gitRunner runs git for the cluster's own work. It streams stdin and
 // stdout (packs), which the daemon's and gitstore's helpers do not, and
@@ -116,7 +113,7 @@ func (g gitRunner) unpack(ctx context.Context, dir, want string, r io.Reader) er
 // The cluster's ref hook is kept out: this follows a decision, it is not one.
 func (g gitRunner) setTip(ctx context.Context, dir, branch, sha, old, why string) error {
 	if old == "" {
-		old = validator.ZeroSHA
+		old = pool.ZeroSHA
 	}
 	return g.run(ctx, dir, nil, nil, "-c", "core.hooksPath=/dev/null", "update-ref", "-m", why, "refs/heads/"+branch, sha, old)
 }

@@ -124,20 +124,6 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(40 * time.Second):
-		p.kill()
-	}
-}
-
 // etcdMember is one member of a test etcd cluster.
 type etcdMember struct {
 	name, client, peer, dir string

@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
-	"github.com/poolgate/poolgate/validator"
 )
 
 // The global decision sits in git's reference-transaction hook, "prepared"
@@ -106,24 +106,24 @@ func (h *RefHook) decide() error {
 	var old, new string
 	sc := bufio.NewScanner(h.Stdin)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
-			return &UnavailableError{Reason: fmt.Sprintf("malformed hook input %q", sc.Text())}
+		u, err := pool.ParseRefUpdate(sc.Text())
+		if err != nil {
+			return &UnavailableError{Reason: err.Error()}
 		}
-		if f[2] == "HEAD" {
+		if u.Ref == "HEAD" {
 			// A bare repo's HEAD names the branch: git reports the update
 			// through it too.
 			continue
 		}
-		if f[2] != "refs/heads/"+repo.Branch {
+		if u.Ref != "refs/heads/"+repo.Branch {
 			// Only the pool branch is decided cluster-wide; any other ref
 			// would silently differ between nodes.
-			return fmt.Errorf("only branch %s is replicated in a cluster, not %s", repo.Branch, f[2])
+			return fmt.Errorf("only branch %s is replicated in a cluster, not %s", repo.Branch, u.Ref)
 		}
-		if validator.IsZero(f[1]) {
+		if pool.IsZero(u.New) {
 			return fmt.Errorf("the branch cannot be deleted")
 		}
-		old, new = f[0], f[1]
+		old, new = u.Old, u.New
 	}
 	if err := sc.Err(); err != nil {
 		return err

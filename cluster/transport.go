@@ -12,7 +12,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	"github.com/poolgate/poolgate/config"
-	"github.com/poolgate/poolgate/validator"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -87,7 +87,7 @@ func (p *peerServer) parse(raw string) (request, *config.Repo, error) {
 	case len(f) == 3 && f[0] == "objects":
 	case (len(f) == 3 || len(f) == 4) && f[0] == "pack":
 	case len(f) == 2 && f[0] == "decided":
-		f = append(f, validator.ZeroSHA) // no object named; the check below passes
+		f = append(f, pool.ZeroSHA) // no object named; the check below passes
 	default:
 		return r, nil, fmt.Errorf("unknown peer command")
 	}
@@ -95,13 +95,17 @@ func (p *peerServer) parse(raw string) (request, *config.Repo, error) {
 	if len(f) == 4 {
 		r.have = f[3]
 	}
-	repo := p.cfg.Repo(r.repo)
-	// Security: the name is checked against the config before it becomes a
-	// path; the object names are checked before they reach git.
-	if repo == nil || !config.RepoNameRe.MatchString(r.repo) {
+	// Security: the name is checked as a client's is, and against the
+	// config, before it becomes a path; the object names are checked before
+	// they reach git.
+	if !config.ValidRepoName(r.repo) {
 		return r, nil, fmt.Errorf("no such repository")
 	}
-	if !shaRe.MatchString(r.want) || (r.have != "" && !shaRe.MatchString(r.have)) {
+	repo := p.cfg.Repo(r.repo)
+	if repo == nil {
+		return r, nil, fmt.Errorf("no such repository")
+	}
+	if !pool.IsObjectID(r.want) || (r.have != "" && !pool.IsObjectID(r.have)) {
 		return r, nil, fmt.Errorf("bad object name")
 	}
 	return r, repo, nil
@@ -129,7 +133,7 @@ func (p *peerServer) handle(sess ssh.Session) {
 	case "objects":
 		tip, err := p.git.tip(ctx, dir, repo.Branch)
 		if err != nil || tip == "" {
-			tip = validator.ZeroSHA
+			tip = pool.ZeroSHA
 		}
 		fmt.Fprintf(sess, "tip %s\n", tip)
 		if err := p.git.unpack(ctx, dir, r.want, sess); err != nil {
@@ -198,13 +202,13 @@ func sendObjects(ctx context.Context, g gitRunner, signer gossh.Signer, addr, di
 		return fmt.Errorf("peer: %v %s", err, strings.TrimSpace(stderr.String()))
 	}
 	peerTip, ok := strings.CutPrefix(strings.TrimSpace(line), "tip ")
-	if !ok || !shaRe.MatchString(peerTip) {
+	if !ok || !pool.IsObjectID(peerTip) {
 		return fmt.Errorf("peer: unexpected answer %q", line)
 	}
 	have := ""
 	// The peer holds everything its tip reaches; leave that out when this
 	// node knows the commit (else the pack could not be made).
-	if peerTip != "" && !validator.IsZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
+	if peerTip != "" && !pool.IsZero(peerTip) && g.hasCommit(ctx, dir, peerTip) {
 		have = peerTip
 	}
 	perr := g.pack(ctx, dir, want, have, in)
@@ -304,7 +308,7 @@ func askDecided(ctx context.Context, signer gossh.Signer, addr, repo string) (st
 		return "", nil
 	}
 	tip, ok := strings.CutPrefix(line, "decided ")
-	if !ok || !shaRe.MatchString(tip) {
+	if !ok || !pool.IsObjectID(tip) {
 		return "", fmt.Errorf("peer: unexpected answer %q", line)
 	}
 	return tip, nil

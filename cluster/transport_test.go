@@ -151,6 +151,18 @@ func TestPeerRefusesShellsPathsAndOptions(t *testing.T) {
 		"pack other " + f.next, // a repo on disk but not in the config
 		"git-upload-pack 'locks'",
 		"",
+		// Hostile repo names: refused by config.ValidRepoName, the check a
+		// client's path goes through, before the config is even asked.
+		"objects .. " + f.next,
+		"objects locks/../locks " + f.next,
+		"pack ./locks " + f.next,
+		"pack -locks " + f.next,
+		"pack .locks " + f.next,
+		"decided ..",
+		"decided ../locks",
+		"decided /locks",
+		"decided locks.git/..",
+		"decided --git-dir=/",
 	} {
 		sess, err := cli.NewSession()
 		if err != nil {

@@ -16,10 +16,15 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// RepoNameRe is what a served repo may be called. Kept narrow on purpose:
-// the name becomes a directory under data_dir and an argument near git, so
-// it may not start with '-' or '.', nor hold '/' or "..".
-var RepoNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+var repoNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// ValidRepoName is the one check of what a served repo may be called, for
+// the config, a client's path and a peer's request alike. Kept narrow on
+// purpose: the name becomes a directory under data_dir and an argument
+// near git, so it may not start with '-' or '.', nor hold '/' or "..".
+func ValidRepoName(name string) bool {
+	return repoNameRe.MatchString(name) && !strings.Contains(name, "..")
+}
 
 var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
 
@@ -169,7 +174,7 @@ func (c *Config) validateUsers() (map[string]bool, error) {
 // validateRepo checks one repo and records its name in seen.
 func (c *Config) validateRepo(r *Repo, users, seen map[string]bool) error {
 	r.Name = strings.TrimSuffix(r.Name, ".git")
-	if !RepoNameRe.MatchString(r.Name) || strings.Contains(r.Name, "..") {
+	if !ValidRepoName(r.Name) {
 		return &posErr{line: r.Line, msg: fmt.Sprintf("repo name %q is missing or invalid (letters, digits, _ . -; not starting with . or -)", r.Name)}
 	}
 	if seen[r.Name] {

@@ -31,31 +31,19 @@ func repoName(cfg *config.Config, path string) (string, error) {
 	case strings.HasPrefix(name, "/"):
 		// The full on-disk path is accepted only when it is exactly where
 		// that repo lives: compared whole, never by prefix.
-		if base := strings.TrimSuffix(filepath.Base(name), ".git"); validName(base) &&
-			name == repoDir(cfg, base) {
+		if base := strings.TrimSuffix(filepath.Base(name), ".git"); config.ValidRepoName(base) &&
+			name == cfg.RepoDir(base) {
 			name = base
 		} else {
 			name = name[1:]
 		}
 	}
 	name = strings.TrimSuffix(name, ".git")
-	if !validName(name) {
+	if !config.ValidRepoName(name) {
 		return "", gitproto.ErrBadPath
 	}
 	if cfg.Repo(name) == nil {
 		return "", errUnknownRepo
 	}
 	return name, nil
-}
-
-// validName is the single gate between client input and a file name: no
-// '/', no "..", no leading '-' or '.', so a name can never leave repos/ or
-// be read as an option by git.
-func validName(name string) bool {
-	return config.RepoNameRe.MatchString(name) && !strings.Contains(name, "..")
-}
-
-// repoDir is where a repo lives. Only ever called with a validated name.
-func repoDir(cfg *config.Config, name string) string {
-	return cfg.RepoDir(name)
 }

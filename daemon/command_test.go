@@ -84,7 +84,7 @@ func TestHostilePathsNeverBecomeARepoOrAnOption(t *testing.T) {
 
 func TestRepoDirIsAJoinOfAValidatedName(t *testing.T) {
 	cfg := testConfig(t)
-	if got := repoDir(cfg, "locks"); got != filepath.Join("/srv/poolgate", "repos", "locks.git") {
+	if got := cfg.RepoDir("locks"); got != filepath.Join("/srv/poolgate", "repos", "locks.git") {
 		t.Fatal(got)
 	}
 }

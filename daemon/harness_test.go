@@ -324,21 +324,6 @@ func (s *server) client(user, name string) *poolclient.Client {
 	}
 }
 
-// sshRun runs one remote command with the system ssh client.
-func (s *server) sshRun(user string, args ...string) (string, int) {
-	s.t.Helper()
-	k := s.f.keys[user]
-	base := []string{"-F", "/dev/null", "-i", k.path, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-p", s.port, "git@127.0.0.1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ssh", append(base, args...)...)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
-	cmd.Stdin = strings.NewReader("")
-	out, _ := cmd.CombinedOutput()
-	return string(out), cmd.ProcessState.ExitCode()
-}
-
 // bareGit runs git in the served repo directly, bypassing the daemon.
 func (f *fixture) bareGit(args ...string) string {
 	f.t.Helper()
@@ -391,13 +376,6 @@ func (s *server) hostKey(t *testing.T) gossh.PublicKey {
 	}
 	c.Close()
 	return got
-}
-
-// exec runs one command over a fresh connection and returns its stderr and
-// exit status.
-func (s *server) exec(signer gossh.Signer, cmd string, pty bool) (string, int, error) {
-	_, stderr, code, err := s.run(signer, cmd, pty)
-	return stderr, code, err
 }
 
 // execOut runs a command with "0000" (no wants) as input and returns stdout.

@@ -55,7 +55,7 @@ func (m *maintainer) run(ctx context.Context) {
 }
 
 func (m *maintainer) repack(ctx context.Context, name string) {
-	dir := repoDir(m.s.cfg, name)
+	dir := m.s.cfg.RepoDir(name)
 	start := time.Now()
 	for _, args := range maintenanceSteps(ctx, m.s, dir) {
 		if _, err := m.s.git(ctx, dir, nil, nil, args...); err != nil {

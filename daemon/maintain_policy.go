@@ -110,7 +110,7 @@ func (m *maintainer) startupPass(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if needsMaintenance(repoDir(m.s.cfg, r.Name)) {
+		if needsMaintenance(m.s.cfg.RepoDir(r.Name)) {
 			m.repack(ctx, r.Name)
 		}
 	}
@@ -120,7 +120,7 @@ func (m *maintainer) startupPass(ctx context.Context) {
 // numbers, pushed to through this daemon or not.
 func (m *maintainer) due(dirty map[string]bool) map[string]bool {
 	for _, r := range m.s.cfg.Repos {
-		if !dirty[r.Name] && needsMaintenance(repoDir(m.s.cfg, r.Name)) {
+		if !dirty[r.Name] && needsMaintenance(m.s.cfg.RepoDir(r.Name)) {
 			dirty[r.Name] = true
 		}
 	}

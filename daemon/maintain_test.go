@@ -25,7 +25,7 @@ func TestRepackWritesBitmapAndCommitGraph(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.maint.repack(ctx, "locks")
-	repo := repoDir(cfg, "locks")
+	repo := cfg.RepoDir("locks")
 	if b, _ := filepath.Glob(filepath.Join(repo, "objects", "pack", "*.bitmap")); len(b) != 1 {
 		t.Errorf("bitmaps: %v", b)
 	}

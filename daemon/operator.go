@@ -44,7 +44,7 @@ func (s *Server) Operate(ctx context.Context, a operator.Action) (operator.Resul
 	defer release()
 	env := append(s.baseEnv(), pushlog.EnvConfig+"="+lc.hookFile, pushlog.EnvRepo+"="+repo.Name)
 	env = append(env, lc.env...)
-	res, err := operator.Apply(ctx, operator.Target{Dir: repoDir(s.cfg, repo.Name), Branch: repo.Branch, Env: env}, a)
+	res, err := operator.Apply(ctx, operator.Target{Dir: s.cfg.RepoDir(repo.Name), Branch: repo.Branch, Env: env}, a)
 	ev := s.log.Info()
 	if err != nil {
 		ev = s.log.Warn().Err(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitproto"
 	"github.com/poolgate/poolgate/internal/logtext"
+	"github.com/poolgate/poolgate/pool"
 )
 
 // Every refusal a client sees, in one place: one line each, prefixed
@@ -147,7 +148,7 @@ func classifyStore(dir string, report, printed []byte) *storeFailure {
 		return nil
 	}
 	if m := fsckLineRe.FindSubmatch(printed); m != nil {
-		return &storeFailure{rule: "bad-object", detail: fmt.Sprintf("git's fsck refuses object %.12s: %s: %s", m[1], m[2], bytes.TrimSpace(m[3]))}
+		return &storeFailure{rule: "bad-object", detail: fmt.Sprintf("git's fsck refuses object %s: %s: %s", pool.Short(string(m[1])), m[2], bytes.TrimSpace(m[3]))}
 	}
 	if bytes.Contains(printed, []byte("fsck error")) {
 		return &storeFailure{rule: "bad-object", detail: "git's fsck refuses the pushed objects"}

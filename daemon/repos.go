@@ -11,7 +11,6 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/internal/gitexec"
 	"github.com/poolgate/poolgate/pool"
-	"github.com/poolgate/poolgate/validator"
 )
 
 // repoSettings tune every served repo; applied at each start so upgrades
@@ -44,7 +43,7 @@ var repoSettings = [][2]string{
 // and creates each configured pool that its branch does not hold yet.
 // Existing state is never reset.
 func (s *Server) ensureRepo(ctx context.Context, r *config.Repo) error {
-	dir := repoDir(s.cfg, r.Name)
+	dir := s.cfg.RepoDir(r.Name)
 	if _, err := os.Stat(filepath.Join(dir, "HEAD")); os.IsNotExist(err) {
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 			return err
@@ -137,7 +136,7 @@ func (s *Server) ensurePool(ctx context.Context, dir string, r *config.Repo, p *
 	}
 	expect := old
 	if expect == "" {
-		expect = validator.ZeroSHA
+		expect = pool.ZeroSHA
 	}
 	if _, err := s.git(ctx, dir, env, nil, "update-ref", "-m", "poolgate: create pool", ref, commit, expect); err != nil {
 		return err

@@ -195,7 +195,7 @@ func (s *Server) prepare(req *gitRequest) *gitRun {
 	// "." with the repo as working directory: nothing the client sent is
 	// ever an argument to git.
 	return &gitRun{gitRequest: req, ctx: req.sess.Context(), start: time.Now(), protocol: protocol,
-		git: s.gitOptions(repoDir(s.cfg, req.repo.Name), env...)}
+		git: s.gitOptions(s.cfg.RepoDir(req.repo.Name), env...)}
 }
 
 // serveFetch serves a read (upload-pack, upload-archive): the cluster's

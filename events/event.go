@@ -95,8 +95,15 @@ type Event struct {
 	Violations []Violation `json:"violations,omitempty"`
 }
 
+// webhookPrefix turns an event type into the payload's type field.
+const webhookPrefix = "lock."
+
 // WebhookType is the payload's type field: "lock.claimed", "lock.rejected".
-func (e *Event) WebhookType() string { return "lock." + e.Type }
+func (e *Event) WebhookType() string { return webhookPrefix + e.Type }
+
+// TypeOfWebhookType is the event type a filter names either way:
+// "lock.claimed" (as payloads spell it) or "claimed".
+func TypeOfWebhookType(t string) string { return strings.TrimPrefix(t, webhookPrefix) }
 
 // ID is an event's stable id: the same inputs always give the same id, so
 // re-deriving after a crash cannot duplicate an event and receivers can

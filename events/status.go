@@ -173,19 +173,6 @@ func lockContent(r *gitread.Repo, hash string) (string, bool, error) {
 	return s, cut, nil
 }
 
-// Status is every lock of a repo now, pool by pool (the status command).
-func Status(ctx context.Context, st *Store, cfg *config.Config, repoName string, now time.Time) ([]LockStatus, error) {
-	pools, err := Pools(ctx, st, cfg, repoName, now)
-	if err != nil {
-		return nil, err
-	}
-	var out []LockStatus
-	for _, p := range pools {
-		out = append(out, p.Locks...)
-	}
-	return out, nil
-}
-
 // Rejections returns a repo's refused pushes, newest first (the API's
 // /rejections), including coalesced repeats.
 func (s *Store) Rejections(ctx context.Context, repo string, limit int) ([]Event, error) {

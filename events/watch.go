@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 )
@@ -50,7 +51,7 @@ func (d *Deriver) readWatchRecords(tx *sql.Tx) ([]Event, error) {
 		e := &Event{ID: ID(d.cfg.Name, Violated, string(l)), Type: Violated, Time: r.Time.UTC(), Announce: d.announce(r.Time),
 			Repo: d.cfg.Name, Branch: d.branch, Action: Violated, Commit: r.New, Rule: "ref", Kind: string(validator.Permanent),
 			Ref:    "refs/heads/" + d.branch,
-			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", validator.Short(r.Old), r.Dropped)}
+			Reason: fmt.Sprintf("history rewritten upstream (force push from %s): %d commit(s) dropped", pool.Short(r.Old), r.Dropped)}
 		if r.User != "" {
 			e.Pusher = &Pusher{User: r.User}
 		}

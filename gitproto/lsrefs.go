@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/poolgate/poolgate/pool"
 )
 
 // LsRefs answers a protocol v2 ls-refs request (the whole request as
@@ -282,18 +284,8 @@ func readPackedRefs(dir string, before os.FileInfo, refs map[string]string) (sam
 
 var errNotPlain = fmt.Errorf("not a plain branch")
 
-func isOID(s string) bool {
-	if len(s) != 40 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return s != strings.Repeat("0", 40)
-}
+// isOID: the fast path serves SHA-1 repos only; anything else is git's.
+func isOID(s string) bool { return len(s) == 40 && pool.IsObjectID(s) && !pool.IsZero(s) }
 
 // branchName accepts refs/heads/NAME whose every component git's
 // check_refname_format would accept, in a conservative subset: letters,

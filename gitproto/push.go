@@ -4,18 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync"
+
+	"github.com/poolgate/poolgate/pool"
 )
-
-// RefUpdate is one "OLD NEW REF" command a pusher sent.
-type RefUpdate struct {
-	Old, New, Ref string
-}
-
-func (u RefUpdate) String() string { return fmt.Sprintf("%s %.12s→%.12s", u.Ref, u.Old, u.New) }
 
 // CommandReader passes the client's half of a push through unchanged while
 // noting the ref update commands at its start, for the log.
@@ -24,12 +18,12 @@ type CommandReader struct {
 	pending bytes.Buffer
 	done    bool
 	buf     []byte
-	updates []RefUpdate
+	updates []pool.RefUpdate
 	caps    []string // the first command's capabilities
 	err     error
 
 	mu      sync.Mutex
-	result  []RefUpdate // updates, once the command list has ended
+	result  []pool.RefUpdate // updates, once the command list has ended
 	resCaps []string
 }
 
@@ -38,7 +32,7 @@ func NewCommandReader(r io.Reader) *CommandReader { return &CommandReader{r: r} 
 
 // Parsed returns the ref updates, or nil if the command list has not been
 // read to its end (the client sent nothing, or went away).
-func (c *CommandReader) Parsed() []RefUpdate {
+func (c *CommandReader) Parsed() []pool.RefUpdate {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.result
@@ -83,9 +77,8 @@ func (c *CommandReader) Read(p []byte) (int, error) {
 			}
 			line = line[:i]
 		}
-		f := strings.Fields(line)
-		if len(f) == 3 && len(f[0]) >= 40 && len(f[1]) >= 40 {
-			c.updates = append(c.updates, RefUpdate{Old: f[0], New: f[1], Ref: f[2]})
+		if u, err := pool.ParseRefUpdate(line); err == nil {
+			c.updates = append(c.updates, u)
 		}
 	}
 	if c.pending.Len() > 0 {
@@ -220,7 +213,7 @@ func RelayPush(dst io.Writer, src io.Reader, progress io.Writer, decide func(rep
 // an ordinary "[remote rejected]" (a cluster node's lost compare-and-set:
 // git 2.39 dies when the reference-transaction hook refuses). nil when the
 // client asked for no report.
-func RefusalReport(updates []RefUpdate, caps []string, msg string) []byte {
+func RefusalReport(updates []pool.RefUpdate, caps []string, msg string) []byte {
 	has := func(c string) bool {
 		for _, x := range caps {
 			if x == c {

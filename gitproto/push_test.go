@@ -108,7 +108,7 @@ func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), in) {
 		t.Fatalf("stream changed")
 	}
-	if u := c.Parsed(); len(u) != 1 || u[0] != (RefUpdate{Old: old, New: new, Ref: "refs/heads/master"}) {
+	if u := c.Parsed(); len(u) != 1 || u[0].Old != old || u[0].New != new || u[0].Ref != "refs/heads/master" {
 		t.Fatalf("updates %v", u)
 	}
 }

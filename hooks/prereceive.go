@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/gitstore"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -42,19 +42,8 @@ type PreReceive struct {
 type Result struct {
 	Violations []validator.Violation
 	Verdict    string // "", pushlog.VerdictTransient or pushlog.VerdictPermanent
-	Updates    []Update
+	Updates    []pool.RefUpdate
 }
-
-// Update is one ref update of the push, with the new first-parent commits
-// it brings to the branch (oldest first).
-type Update struct {
-	validator.RefUpdate
-	Commits []string
-}
-
-var (
-	shaRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
-)
 
 // Run executes the hook and returns its exit code: 0 accept, 1 reject.
 func (h *PreReceive) Run() int {
@@ -178,25 +167,25 @@ func (h *PreReceive) judge() (Result, error) {
 	sc := bufio.NewScanner(h.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		u, err := parseUpdate(sc.Text())
+		u, err := pool.ParseRefUpdate(sc.Text())
 		if err != nil {
 			return res, err
 		}
 		branch := u.Ref == "refs/heads/"+set.Policy.Branch
-		var chain, unjudged []string
-		if !validator.IsZero(u.New) && branch {
-			chain, u.FastForward, err = repo.NewCommits(u.Old, u.New)
+		var unjudged []string
+		if !pool.IsZero(u.New) && branch {
+			u.Commits, u.FastForward, err = repo.NewCommits(u.Old, u.New)
 			if err != nil {
 				return res, err
 			}
 			// Security: every commit the branch gains is judged, not only
 			// its first-parent chain; a merge's other parents would
 			// otherwise bring changes in unjudged (DESIGN.md §2).
-			if unjudged, err = repo.Unjudged(u.Old, u.New, chain); err != nil {
+			if unjudged, err = repo.Unjudged(u.Old, u.New, u.Commits); err != nil {
 				return res, err
 			}
 		}
-		res.Updates = append(res.Updates, Update{RefUpdate: u, Commits: chain})
+		res.Updates = append(res.Updates, u)
 		res.Violations = append(res.Violations, validator.CheckRef(u, set.Policy, set.Pusher)...)
 		if len(unjudged) > 0 {
 			vs, err := validator.CheckCommits(repo, unjudged, set.Pusher, set.Policy)

@@ -5,22 +5,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
-	"github.com/poolgate/poolgate/validator"
 )
-
-// parseUpdate reads one "OLD NEW REF" line of a hook's input.
-func parseUpdate(line string) (validator.RefUpdate, error) {
-	f := strings.Fields(line)
-	if len(f) != 3 || !shaRe.MatchString(f[0]) || !shaRe.MatchString(f[1]) {
-		return validator.RefUpdate{}, fmt.Errorf("malformed hook input line %q", line)
-	}
-	return validator.RefUpdate{Old: f[0], New: f[1], Ref: f[2], FastForward: true}, nil
-}
 
 func (h *PreReceive) gitDir() string {
 	if d := h.Getenv("GIT_DIR"); d != "" {
@@ -72,7 +61,7 @@ func (h *PreReceive) record(res Result) error {
 // names and its pool's counts on the branch at the time (what a waiting
 // build is waiting for). Best effort: a refusal is recorded without them
 // rather than not at all.
-func (h *PreReceive) describe(vs []pushlog.Violation, ups []Update) {
+func (h *PreReceive) describe(vs []pushlog.Violation, ups []pool.RefUpdate) {
 	repo := h.openRepo()
 	defer repo.Close()
 	set, err := h.settings(repo)
@@ -81,7 +70,7 @@ func (h *PreReceive) describe(vs []pushlog.Violation, ups []Update) {
 	}
 	var branch *pool.Snapshot // nil (no pools) for a new branch
 	for _, u := range ups {
-		if u.Ref == "refs/heads/"+set.Policy.Branch && !validator.IsZero(u.Old) {
+		if u.Ref == "refs/heads/"+set.Policy.Branch && !pool.IsZero(u.Old) {
 			branch, _ = repo.SnapshotAt(u.Old)
 		}
 	}
@@ -135,7 +124,7 @@ func (h *PostReceive) record() error {
 	var recs []any
 	for _, u := range lines {
 		var chain []string
-		if !validator.IsZero(u.New) && u.Ref == "refs/heads/"+set.Policy.Branch {
+		if !pool.IsZero(u.New) && u.Ref == "refs/heads/"+set.Policy.Branch {
 			if chain, _, err = repo.NewCommits(u.Old, u.New); err != nil {
 				return err
 			}
@@ -145,12 +134,12 @@ func (h *PostReceive) record() error {
 	return pushlog.At(pre.gitDir()).Append(pushlog.Pushes, recs...)
 }
 
-func readUpdates(r io.Reader) ([]validator.RefUpdate, error) {
-	var out []validator.RefUpdate
+func readUpdates(r io.Reader) ([]pool.RefUpdate, error) {
+	var out []pool.RefUpdate
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		u, err := parseUpdate(sc.Text())
+		u, err := pool.ParseRefUpdate(sc.Text())
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -85,10 +86,10 @@ func (m *Metrics) Push(repo string, accepted bool, rules []string) {
 		return
 	}
 	if accepted {
-		m.pushes.WithLabelValues(repo, "accepted").Inc()
+		m.pushes.WithLabelValues(repo, pushlog.VerdictAccepted).Inc()
 		return
 	}
-	m.pushes.WithLabelValues(repo, "rejected").Inc()
+	m.pushes.WithLabelValues(repo, pushlog.VerdictRejected).Inc()
 	kind := validator.Transient
 	var seen []string
 	for _, r := range rules {
@@ -111,8 +112,8 @@ func (m *Metrics) Known(repos []string, pools [][2]string, targets []string) {
 		return
 	}
 	for _, r := range repos {
-		m.pushes.WithLabelValues(r, "accepted")
-		m.pushes.WithLabelValues(r, "rejected")
+		m.pushes.WithLabelValues(r, pushlog.VerdictAccepted)
+		m.pushes.WithLabelValues(r, pushlog.VerdictRejected)
 		for _, rule := range validator.Rules {
 			m.rejections.WithLabelValues(r, string(rule))
 		}

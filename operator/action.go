@@ -11,7 +11,6 @@ package operator
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/validator"
@@ -99,8 +98,6 @@ func AsRefusal(err error) (*Refusal, bool) {
 	return r, ok
 }
 
-var shaRe = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
-
 // Check refuses an action that can never be done, before anything is read.
 func (a Action) Check() error {
 	if _, ok := specs[a.Verb]; !ok {
@@ -119,7 +116,7 @@ func (a Action) Check() error {
 		return refuse(Invalid, "%v", err)
 	}
 	for _, c := range []string{a.Commit, a.ClaimCommit} {
-		if c != "" && !shaRe.MatchString(c) {
+		if c != "" && !pool.IsObjectID(c) {
 			return refuse(Invalid, "commit %q is not a full commit id", c)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
-	"github.com/poolgate/poolgate/validator"
 )
 
 // Target is where an action lands.
@@ -174,14 +173,14 @@ func pushCommit(ctx context.Context, scratch string, t Target, a Action, tip, co
 func lockSince(r *poolrepo.Repo, seen, tip string, paths []string) error {
 	ok, err := r.Git.IsAncestor(seen, tip)
 	if err != nil || !ok {
-		return refuse(Conflict, "commit %s is not on the branch (any more); look again", seen[:10])
+		return refuse(Conflict, "commit %s is not on the branch (any more); look again", pool.Short(seen))
 	}
 	moved, err := r.Git.Git(append([]string{"--literal-pathspecs", "rev-list", "-1", seen + ".." + tip, "--"}, paths...)...)
 	if err != nil {
 		return err
 	}
 	if moved != "" {
-		return refuse(Conflict, "the lock changed after commit %s (in %s); look again", seen[:10], moved[:10])
+		return refuse(Conflict, "the lock changed after commit %s (in %s); look again", pool.Short(seen), pool.Short(moved))
 	}
 	return nil
 }
@@ -201,7 +200,7 @@ func sameClaim(r *poolrepo.Repo, tip string, a Action) error {
 			return nil
 		}
 	}
-	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, validator.Short(a.ClaimCommit))
+	return refuse(Conflict, "%s/%s is not held by the claim of commit %s any more", a.Pool, a.Lock, pool.Short(a.ClaimCommit))
 }
 
 // pushRefusal turns a failed local push into the operator's answer: the

@@ -125,3 +125,25 @@ func Subject(msg string) string {
 	s, _, _ := strings.Cut(msg, "\n")
 	return strings.TrimRight(s, "\r")
 }
+
+// BuildLabel is how every part of poolgate names a build to people:
+// "p/deploy #42" (DESIGN.md §5's Slack line), "p/deploy" without a number,
+// "one-off build 17", "#42" with only a number; "" when nothing is known,
+// so each caller picks its own fallback (the pusher, "-", "a build").
+func BuildLabel(pipeline, job, build, buildID string) string {
+	switch {
+	case pipeline != "" && job != "":
+		if build != "" {
+			return pipeline + "/" + job + " #" + build
+		}
+		return pipeline + "/" + job
+	case buildID != "":
+		return "one-off build " + buildID
+	case build != "":
+		return "#" + build
+	}
+	return ""
+}
+
+// Label is BuildLabel of the build the message names.
+func (in Intent) Label() string { return BuildLabel(in.Pipeline, in.Job, in.Build, in.BuildID) }

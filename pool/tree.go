@@ -3,7 +3,6 @@ package pool
 import (
 	"fmt"
 	"sort"
-	"strings"
 )
 
 // Git file modes as they appear in tree objects.
@@ -314,12 +313,4 @@ func (p *Pool) ExtraPath(s Extra) string {
 		return s.Path
 	}
 	return p.Path + "/" + s.Path
-}
-
-// Base returns the last path component.
-func Base(p string) string {
-	if i := strings.LastIndexByte(strings.TrimSuffix(p, "/"), '/'); i >= 0 {
-		return p[i+1:]
-	}
-	return p
 }

@@ -115,7 +115,7 @@ func (r *Repo) MergeBases(commits []string) ([]string, error) {
 // when it reached old through commits of one parent each (a pool-resource
 // push), it is the whole answer and git is not asked.
 func (r *Repo) Unjudged(old, new string, chain []string) ([]string, error) {
-	if len(chain) > 0 && !validator.IsZero(old) {
+	if len(chain) > 0 && !pool.IsZero(old) {
 		linear := true
 		for i, h := range chain {
 			c, err := r.RawCommit(h)
@@ -136,7 +136,7 @@ func (r *Repo) Unjudged(old, new string, chain []string) ([]string, error) {
 		}
 	}
 	args := []string{"rev-list", "--topo-order", "--reverse", new}
-	if !validator.IsZero(old) {
+	if !pool.IsZero(old) {
 		args = append(args, "--not", old)
 	}
 	out, err := r.Git.Git(append(args, "--")...)
@@ -168,7 +168,7 @@ const fastWalkLimit = 1000
 // commit-graph makes it cheap. Either way the cost follows the size of the
 // push, not the length of history.
 func (r *Repo) NewCommits(old, new string) (chain []string, fastForward bool, err error) {
-	if !validator.IsZero(old) {
+	if !pool.IsZero(old) {
 		h := new
 		for i := 0; i < fastWalkLimit; i++ {
 			if h == old {
@@ -188,7 +188,7 @@ func (r *Repo) NewCommits(old, new string) (chain []string, fastForward bool, er
 		chain = nil
 	}
 	args := []string{"rev-list", "--first-parent", "--reverse", new}
-	if !validator.IsZero(old) {
+	if !pool.IsZero(old) {
 		args = append(args, "--not", old)
 	}
 	out, err := r.Git.Git(append(args, "--")...)
@@ -198,7 +198,7 @@ func (r *Repo) NewCommits(old, new string) (chain []string, fastForward bool, er
 	if out != "" {
 		chain = strings.Split(out, "\n")
 	}
-	if validator.IsZero(old) {
+	if pool.IsZero(old) {
 		return chain, true, nil
 	}
 	ff, err := r.Git.IsAncestor(old, new)

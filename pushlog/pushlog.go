@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/poolgate/poolgate/validator"
 )
 
 // Environment variables the hooks read. The daemon sets them for every git
@@ -36,9 +38,10 @@ const (
 // POOLGATE_VERDICT_FILE, stored in rejection records, read by the daemon
 // to decide how to end a push before receive-pack writes its report.
 const (
-	VerdictAccepted  = "accepted"
-	VerdictTransient = "transient"
-	VerdictPermanent = "permanent"
+	VerdictAccepted = "accepted"
+	// A refusal's verdict is the kind of the rules it broke.
+	VerdictTransient = string(validator.Transient)
+	VerdictPermanent = string(validator.Permanent)
 )
 
 // The words the daemon's log line of a push adds for pushes the hook gave

@@ -18,6 +18,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/internal/gitexec"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/poolrepo"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/validator"
@@ -126,7 +127,7 @@ func (w *Watcher) Sync(ctx context.Context, pusher string) (Result, error) {
 	}
 	expect := old // for update-ref: "" means the branch must not exist yet
 	if old == "" {
-		old = validator.ZeroSHA
+		old = pool.ZeroSHA
 	}
 	chain, ff, err := repo.NewCommits(old, newTip)
 	if err != nil {

@@ -260,14 +260,14 @@ func poolChange(j *commitCheck) error {
 }
 
 // CheckRef applies the ref rule to one update.
-func CheckRef(u RefUpdate, p Policy, who Pusher) []Violation {
+func CheckRef(u pool.RefUpdate, p Policy, who Pusher) []Violation {
 	branch := "refs/heads/" + p.Branch
 	v := func(reason, hint string) []Violation {
 		x := newViolation(RefRule, "", "", reason, hint)
 		x.Ref = u.Ref
 		return []Violation{x}
 	}
-	if u.Ref == branch && IsZero(u.New) {
+	if u.Ref == branch && pool.IsZero(u.New) {
 		return v("deleting the pool branch is refused.", "the branch is the pool; nobody may delete it")
 	}
 	if who.Admin {
@@ -277,7 +277,7 @@ func CheckRef(u RefUpdate, p Policy, who Pusher) []Violation {
 		return v(fmt.Sprintf("only %s may be pushed.", branch),
 			fmt.Sprintf("push to the pool branch: git push origin HEAD:%s", p.Branch))
 	}
-	if !IsZero(u.Old) && !u.FastForward {
+	if !pool.IsZero(u.Old) && !u.FastForward {
 		return v("a non-fast-forward push (history rewrite) is refused.",
 			"fetch, rebase or merge onto the current branch and push again; an admin may force-push")
 	}

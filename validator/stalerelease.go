@@ -105,7 +105,7 @@ func staleReleaseOf(releaser, who string, steps []LockStep) (Violation, bool) {
 		}
 		v := newViolation(StaleRelease, "", "",
 			fmt.Sprintf("%s no longer holds this lock: operator %s released it in commit %s (%q), and %s has claimed it since in commit %s.",
-				buildOf(releaser), opr.Name, Short(rel.Commit), opr.Reason, buildOf(steps[0].Message), Short(steps[0].Commit)),
+				buildOf(releaser), opr.Name, pool.Short(rel.Commit), opr.Reason, buildOf(steps[0].Message), pool.Short(steps[0].Commit)),
 			"the build's claim was ended by an operator; nothing to release. Fix the pipeline's ensure/on_abort if this was not expected")
 		return v, true
 	}
@@ -121,31 +121,19 @@ func pipelineOf(in pool.Intent) string {
 	return in.Team + "/" + in.Pipeline
 }
 
-// buildOf names who wrote a lock's commit the way people read it:
-// team/pipeline/job #N and its URL, or the operator.
+// buildOf names who wrote a lock's commit the way people read it: the
+// build's label and its URL, or the operator.
 func buildOf(msg string) string {
 	if o := pool.ParseOperator(msg); o != nil {
 		return "operator " + o.Name
 	}
 	in := pool.ParseMessage(msg)
-	var parts []string
-	for _, p := range []string{in.Team, in.Pipeline, in.Job} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	s := strings.Join(parts, "/")
-	switch {
-	case in.Build != "":
-		s += " #" + in.Build
-	case in.BuildID != "":
-		s += "one-off build " + in.BuildID
-	}
+	s := in.Label()
 	if in.BuildURL != "" {
 		s += " (" + in.BuildURL + ")"
 	}
 	if s == "" {
 		return "a build"
 	}
-	return "build " + s
+	return strings.TrimSpace(s)
 }

@@ -98,3 +98,21 @@ func TestOperatorTrailerOnlyFromTheOperatorPath(t *testing.T) {
 		t.Fatalf("offline: %q", got)
 	}
 }
+
+// The reason names both builds with pool's one label: a one-off build that
+// claimed the lock since was once glued to the text before it.
+func TestStaleReleaseNamesAOneOffBuildThatClaimedSince(t *testing.T) {
+	steps := []LockStep{{Commit: "c1a1c1a1c1a1977", State: pool.StateClaimed, Message: "one-off build 977 claiming: env-a"},
+		opRelease("alice"), claimBy("p1", "41")}
+	in := Input{Commit: Commit{Hash: "feedfeedfeed", Message: buildMsg("unclaiming", "p1", "41")},
+		Before: snap("c:env-a"), After: snap("u:env-a"), Pusher: Pusher{Known: true},
+		History: func(p, l string, n int) ([]LockStep, error) { return steps[:min(n, len(steps))], nil }}
+	vs, err := CheckCommit(in)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("got %v, %v; want one stale-release", vs, err)
+	}
+	want := "p1/j #41 (https://ci.example.com/teams/main/pipelines/p1/jobs/j/builds/41) no longer holds this lock"
+	if s := vs[0].String(); !strings.Contains(s, want) || !strings.Contains(s, "and one-off build 977 has claimed it since") {
+		t.Fatalf("reason does not name the builds as pool.BuildLabel does:\n%s", s)
+	}
+}

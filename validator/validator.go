@@ -173,23 +173,3 @@ func extraIn(p *pool.Pool, s pool.Extra) bool {
 	}
 	return false
 }
-
-// RefUpdate is one line a pre-receive hook reads.
-type RefUpdate struct {
-	Old, New, Ref string
-	// FastForward: New descends from Old (or Old is zero).
-	FastForward bool
-}
-
-// ZeroSHA is git's "no object" id.
-const ZeroSHA = "0000000000000000000000000000000000000000"
-
-// IsZero reports an all-zero object id of any hash length.
-func IsZero(sha string) bool {
-	for _, c := range sha {
-		if c != '0' {
-			return false
-		}
-	}
-	return sha != ""
-}

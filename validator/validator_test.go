@@ -105,17 +105,17 @@ func TestRefRule(t *testing.T) {
 	w, a := Pusher{Known: true}, Pusher{Known: true, Admin: true}
 	sha := "1111111111111111111111111111111111111111"
 	cases := []struct {
-		u    RefUpdate
+		u    pool.RefUpdate
 		who  Pusher
 		want int
 	}{
-		{RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master", FastForward: true}, w, 0},
-		{RefUpdate{Old: ZeroSHA, New: sha, Ref: "refs/heads/master", FastForward: true}, w, 0},
-		{RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master"}, w, 1},
-		{RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master"}, a, 0},
-		{RefUpdate{Old: sha, New: ZeroSHA, Ref: "refs/heads/master"}, a, 1},
-		{RefUpdate{Old: ZeroSHA, New: sha, Ref: "refs/tags/v1", FastForward: true}, w, 1},
-		{RefUpdate{Old: ZeroSHA, New: sha, Ref: "refs/tags/v1", FastForward: true}, a, 0},
+		{pool.RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master", FastForward: true}, w, 0},
+		{pool.RefUpdate{Old: pool.ZeroSHA, New: sha, Ref: "refs/heads/master", FastForward: true}, w, 0},
+		{pool.RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master"}, w, 1},
+		{pool.RefUpdate{Old: sha, New: sha, Ref: "refs/heads/master"}, a, 0},
+		{pool.RefUpdate{Old: sha, New: pool.ZeroSHA, Ref: "refs/heads/master"}, a, 1},
+		{pool.RefUpdate{Old: pool.ZeroSHA, New: sha, Ref: "refs/tags/v1", FastForward: true}, w, 1},
+		{pool.RefUpdate{Old: pool.ZeroSHA, New: sha, Ref: "refs/tags/v1", FastForward: true}, a, 0},
 	}
 	for i, c := range cases {
 		if got := CheckRef(c.u, p, c.who); len(got) != c.want {

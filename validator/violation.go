@@ -3,6 +3,8 @@ package validator
 import (
 	"fmt"
 	"strings"
+
+	"github.com/poolgate/poolgate/pool"
 )
 
 // Kind says whether retrying the same push can ever succeed.
@@ -37,21 +39,13 @@ type Violation struct {
 	Hint    string
 }
 
-// Short is a commit's abbreviated sha.
-func Short(sha string) string {
-	if len(sha) > 10 {
-		return sha[:10]
-	}
-	return sha
-}
-
 // String renders the violation as the pusher sees it: the rule first, then
 // the commit, pool and lock, then what to do about it.
 func (v Violation) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s] ", v.Rule)
 	if v.Commit != "" {
-		fmt.Fprintf(&b, "commit %s %q: ", Short(v.Commit), clip(v.Subject, 72))
+		fmt.Fprintf(&b, "commit %s %q: ", pool.Short(v.Commit), clip(v.Subject, 72))
 	} else if v.Ref != "" {
 		fmt.Fprintf(&b, "%s: ", v.Ref)
 	}

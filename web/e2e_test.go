@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -136,9 +137,11 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 	if len(evs.Events) < 2 || evs.Events[0].Type != "released" || evs.Events[1].Type != "claimed" {
 		t.Fatalf("env-a history, newest first: %+v", evs.Events)
 	}
-	getJSON(t, base+"/api/v1/repos/locks/events?type=claimed&limit=1", token, &evs)
-	if len(evs.Events) != 1 || evs.Events[0].Type != "claimed" {
-		t.Fatalf("type+limit filter: %+v", evs.Events)
+	for _, typ := range []string{"claimed", "lock.claimed"} {
+		getJSON(t, base+"/api/v1/repos/locks/events?type="+typ+"&limit=1", token, &evs)
+		if len(evs.Events) != 1 || evs.Events[0].Type != "claimed" {
+			t.Fatalf("type=%s+limit filter: %+v", typ, evs.Events)
+		}
 	}
 	getJSON(t, base+"/api/v1/repos/locks/events?pool=nope", token, &evs)
 	if len(evs.Events) != 0 {
@@ -153,7 +156,11 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 		t.Fatalf("push was not refused by the validator:\n%s", out)
 	}
 	var rej struct {
-		Rejections []struct{ Rule, Kind, Reason, User string }
+		Rejections []struct {
+			Rule, Kind, Reason, User string
+			Violations               json.RawMessage
+			Data                     struct{ Violations json.RawMessage }
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(rej.Rejections) == 0 && time.Now().Before(deadline) {
@@ -162,6 +169,14 @@ func TestAPIAnswersFromRealPushesWithFiltersLimitsAndAuth(t *testing.T) {
 	}
 	if len(rej.Rejections) != 1 || rej.Rejections[0].Rule != "intent-mismatch" || rej.Rejections[0].Kind != "permanent" || rej.Rejections[0].User != "writer" {
 		t.Fatalf("rejections %+v", rej.Rejections)
+	}
+	// The API shows the hook's violation records themselves, as the webhook
+	// payload carries them: the page's model declares no copy of them.
+	r := rej.Rejections[0]
+	var got, want bytes.Buffer
+	if json.Compact(&got, r.Violations) != nil || json.Compact(&want, r.Data.Violations) != nil ||
+		got.String() != want.String() || !strings.Contains(got.String(), `"subject":"claiming: ghost"`) {
+		t.Fatalf("violations %s differ from the event's %s", r.Violations, r.Data.Violations)
 	}
 
 	for _, path := range []string{"/api/v1/repos", "/api/v1/repos/locks/pools", "/api/v1/webhooks", "/", "/metrics"} {

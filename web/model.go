@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/poolgate/poolgate/events"
 	"github.com/poolgate/poolgate/pool"
 )
 
@@ -51,20 +52,7 @@ type Pool struct {
 	Locks             []Lock `json:"locks"`
 	// Waiting are builds refused over max_claimed that still retry
 	// (DESIGN.md §10), longest waiting first.
-	Waiting []Waiter `json:"waiting"`
-}
-
-// Waiter is a build waiting for a lock of a pool at its limit.
-type Waiter struct {
-	BuildURL string    `json:"build_url"`
-	Team     string    `json:"team"`
-	Pipeline string    `json:"pipeline"`
-	Job      string    `json:"job"`
-	Build    string    `json:"build"`
-	User     string    `json:"user,omitempty"`
-	FirstTry time.Time `json:"first_try"`
-	LastTry  time.Time `json:"last_try"`
-	Tries    int       `json:"tries"`
+	Waiting []events.Waiter `json:"waiting"`
 }
 
 // Lock is one lock now.
@@ -116,22 +104,12 @@ type Event struct {
 	Kind        string    `json:"kind,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	// Violations are every rule a refused push broke (Rule and Reason
-	// repeat the first).
-	Violations []Violation `json:"violations,omitempty"`
-	Data       any         `json:"data"`
+	// repeat the first), as the hook recorded them.
+	Violations []events.Violation `json:"violations,omitempty"`
+	Data       any                `json:"data"`
 
 	// Operator is set on an operator's action: who, and why.
 	Operator *pool.Operator `json:"operator,omitempty"`
-}
-
-// Violation is one rule a refused push broke.
-type Violation struct {
-	Rule   string `json:"rule"`
-	Kind   string `json:"kind"`
-	Pool   string `json:"pool,omitempty"`
-	Lock   string `json:"lock,omitempty"`
-	Commit string `json:"commit,omitempty"`
-	Reason string `json:"reason"`
 }
 
 // Webhook is a delivery target and its health.

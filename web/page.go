@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -32,7 +34,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"derefT":  func(t *time.Time) time.Time { return *t },
 	"clip":    clip,
 	"since":   func(t, now time.Time) int64 { return int64(now.Sub(t).Seconds()) },
-	"waiterHolder": func(w Waiter) *Holder {
+	"waiterHolder": func(w events.Waiter) *Holder {
 		return &Holder{User: w.User, BuildURL: w.BuildURL, Team: w.Team, Pipeline: w.Pipeline, Job: w.Job, Build: w.Build}
 	},
 }).Parse(pageHTML))
@@ -154,14 +156,10 @@ func holderText(h *Holder) string {
 	if h == nil {
 		return ""
 	}
-	switch {
-	case h.Pipeline != "" && h.Job != "":
-		s := h.Pipeline + "/" + h.Job
-		if h.Build != "" {
-			s += " #" + h.Build
-		}
-		return s
-	case h.BuildURL != "":
+	if l := pool.BuildLabel(h.Pipeline, h.Job, h.Build, ""); l != "" {
+		return l
+	}
+	if h.BuildURL != "" {
 		return "build"
 	}
 	return h.User

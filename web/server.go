@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/config"
+	"github.com/poolgate/poolgate/events"
 	"github.com/rs/zerolog"
 )
 
@@ -193,7 +194,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request, repo string, 
 }
 
 func knownType(t string) bool {
-	return slices.Contains(config.EventTypes, strings.TrimPrefix(t, "lock."))
+	return slices.Contains(config.EventTypes, events.TypeOfWebhookType(t))
 }
 
 func (s *Server) apiRejections(w http.ResponseWriter, r *http.Request, repo string, n int) (any, error) {

@@ -70,10 +70,7 @@ func (b *StoreBackend) Pools(ctx context.Context, repo string) ([]Pool, error) {
 	out := make([]Pool, 0, len(states))
 	for _, ps := range states {
 		p := Pool{Name: ps.Pool, MaxClaimed: ps.MaxClaimed, StaleAfterSeconds: ps.StaleAfterSeconds,
-			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks)), Waiting: make([]Waiter, 0, len(ps.Waiting))}
-		for _, w := range ps.Waiting {
-			p.Waiting = append(p.Waiting, Waiter(w))
-		}
+			Claimed: ps.Claimed, Total: ps.Total, Locks: make([]Lock, 0, len(ps.Locks)), Waiting: ps.Waiting}
 		for _, ls := range ps.Locks {
 			l := Lock{Name: ls.Lock, State: ls.State, Since: ls.Since, HeldSeconds: ls.HeldSeconds, Commit: ls.Commit, Stale: ls.Stale,
 				Content: ls.Content, ContentTruncated: ls.ContentTruncated}
@@ -97,11 +94,7 @@ func (b *StoreBackend) Events(ctx context.Context, repo string, q Query) ([]Even
 	}
 	eq := events.Query{Repo: repo, Pool: q.Pool, Lock: q.Lock, Limit: q.Limit}
 	if q.Type != "" {
-		t := q.Type
-		if len(t) > 5 && t[:5] == "lock." {
-			t = t[5:]
-		}
-		eq.Types = []string{t}
+		eq.Types = []string{events.TypeOfWebhookType(q.Type)}
 	}
 	evs, err := b.Store.Events(ctx, eq)
 	if err != nil {
@@ -130,9 +123,7 @@ func convert(evs []events.Event) []Event {
 		if e.Pusher != nil {
 			v.User = e.Pusher.User
 		}
-		for _, x := range e.Violations {
-			v.Violations = append(v.Violations, Violation{Rule: x.Rule, Kind: x.Kind, Pool: x.Pool, Lock: x.Lock, Commit: x.Commit, Reason: x.Reason})
-		}
+		v.Violations = e.Violations
 		if e.BuildURL != "" || e.Pipeline != "" {
 			v.Build = &Holder{BuildURL: e.BuildURL, Team: e.Team, Pipeline: e.Pipeline, Job: e.Job, Build: e.Build}
 		}

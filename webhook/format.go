@@ -16,6 +16,7 @@ import (
 
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/validator"
 )
 
@@ -81,17 +82,13 @@ func Human(d time.Duration) string {
 // buildLabel names the build behind an event: "p/deploy #42", "one-off
 // build 17", "operator alice (why)", or else the pusher.
 func buildLabel(e *events.Event) string {
-	switch {
-	case e.Operator != nil:
+	if e.Operator != nil {
 		return "operator " + e.Operator.Name + " (" + e.Operator.Reason + ")"
-	case e.Pipeline != "" && e.Job != "":
-		l := e.Pipeline + "/" + e.Job
-		if e.Build != "" {
-			l += " #" + e.Build
-		}
+	}
+	if l := pool.BuildLabel(e.Pipeline, e.Job, e.Build, e.BuildID); l != "" {
 		return l
-	case e.BuildID != "":
-		return "one-off build " + e.BuildID
+	}
+	switch {
 	case e.BuildURL != "":
 		return "a build"
 	case e.Pusher != nil && e.Pusher.User != "":
@@ -205,11 +202,7 @@ func SlackBody(evs ...*events.Event) ([]byte, error) {
 	}
 	ctx := "repo " + slackEscape(e.Repo)
 	if e.Commit != "" {
-		c := e.Commit
-		if len(c) > 10 {
-			c = c[:10]
-		}
-		ctx += " · commit `" + slackEscape(c) + "`"
+		ctx += " · commit `" + slackEscape(pool.Short(e.Commit)) + "`"
 	}
 	if e.Pusher != nil && e.Pusher.User != "" {
 		ctx += " · pushed by " + slackEscape(e.Pusher.User)

@@ -80,7 +80,7 @@ func repoInPlace(ctx context.Context, cfg *config.Config, dir, name string) (*co
 	local.DataDir, local.Repos = tmp, []config.Repo{*rc}
 	// The store's code finds a repo under data_dir; a link puts it there
 	// without copying (the repo is only read).
-	if err := os.MkdirAll(filepath.Join(tmp, "repos"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(local.RepoDir(name)), 0o700); err != nil {
 		done()
 		return nil, nil, nil, err
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
-	"github.com/poolgate/poolgate/validator"
 	"github.com/poolgate/poolgate/webhook"
 )
 
@@ -143,7 +143,7 @@ func printHistory(stdout io.Writer, evs []events.Event, asJSON bool) {
 		if e.Pusher != nil && e.Pusher.User != "" {
 			pusher = e.Pusher.User
 		}
-		commit := validator.Short(e.Commit)
+		commit := pool.Short(e.Commit)
 		fmt.Fprintln(tw, strings.Join([]string{fmtTime(e.Time), e.Type, dash(e.Pool), dash(e.Lock), pusher,
 			buildOf(e.Pipeline, e.Job, e.Build, e.BuildID), detail(&e), dash(commit)}, "\t"))
 	}

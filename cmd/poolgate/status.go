@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
 	"github.com/poolgate/poolgate/events"
+	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
 	"github.com/poolgate/poolgate/webhook"
 )
@@ -220,19 +221,9 @@ func dash(s string) string {
 	return s
 }
 
-// buildOf is "p/deploy #42" (or a one-off build's id), "-" if unknown.
+// buildOf is the build's label, "-" if unknown.
 func buildOf(pipeline, job, build, buildID string) string {
-	switch {
-	case pipeline != "" && job != "" && build != "":
-		return pipeline + "/" + job + " #" + build
-	case pipeline != "" && job != "":
-		return pipeline + "/" + job
-	case buildID != "":
-		return "one-off #" + buildID
-	case build != "":
-		return "#" + build
-	}
-	return "-"
+	return dash(pool.BuildLabel(pipeline, job, build, buildID))
 }
 
 // oneLine keeps an error to the one line DESIGN.md §3 promises.
