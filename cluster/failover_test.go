@@ -258,7 +258,7 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	}
 	if explain {
 		for _, n := range tc.nodes {
-			t.Logf("%s's warnings and closed connections:\n%s", n.name, n.p.grep("connection closed", `"level":"warn"`, `"level":"error"`))
+			t.Logf("%s's warnings and closed connections:\n%s", n.name, n.p.grep("connection closed", "connection cut", `"level":"warn"`, `"level":"error"`))
 		}
 	}
 	for _, n := range tc.nodes {

@@ -224,10 +224,18 @@ func newTestCluster(t testing.TB, o clusterOptions) *testCluster {
 		if o.Etcd != nil {
 			eps, _ = json.Marshal(o.Etcd[i])
 		}
+		// The two pre-session limits at 60 s instead of 15 s and 10 s: the
+		// nodes are race-built (key exchange several times slower) and share
+		// two cores with 24 clients and etcd; a kill sends a third of the
+		// clients to the other nodes at once. These tests are about failover;
+		// the limits have their own (daemon/limits_test.go, conns_test.go,
+		// reliability/flood_test.go).
 		cfg := fmt.Sprintf(`data_dir: %s
 ssh:
   listen: %q
   host_key: %s
+  handshake_timeout: 60s
+  session_start_timeout: 60s
 http:
   listen: %q
 log:
