@@ -8,9 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/hooks"
+	"github.com/poolgate/poolgate/hooksock"
 	"github.com/poolgate/poolgate/pool"
 	"github.com/poolgate/poolgate/pushlog"
 )
@@ -25,12 +26,26 @@ import (
 // ahead of it.
 
 // HookName is the git hook that runs the decision.
-const HookName = "reference-transaction"
+const HookName = hooksock.RefTransaction
 
 // InstallHook writes the reference-transaction hook into the daemon's hook
 // dir when clustered, and removes it otherwise (a node taken out of a
-// cluster serves alone again). exe is the poolgate binary.
+// cluster serves alone again). exe is the poolgate binary. Where the small
+// hook program sits beside exe (hooks.SmallProgram, as for the daemon's
+// other hooks), the hook is a link to it and the decision is made in the
+// daemon, over the hook socket; otherwise a script runs `poolgate
+// cluster-hook`.
 func InstallHook(dir, exe string, clustered bool) error {
+	return installHook(dir, exe, clustered, true)
+}
+
+// InstallHookScript always writes the script (the daemon's hook socket
+// off, POOLGATE_HOOKSOCK=off, for measuring the hook as it was).
+func InstallHookScript(dir, exe string, clustered bool) error {
+	return installHook(dir, exe, clustered, false)
+}
+
+func installHook(dir, exe string, clustered, allowSmall bool) error {
 	path := filepath.Join(dir, HookName)
 	if !clustered {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -38,21 +53,20 @@ func InstallHook(dir, exe string, clustered bool) error {
 		}
 		return nil
 	}
+	small := ""
+	if allowSmall {
+		small = hooks.SmallProgram(exe)
+	}
 	// Only a client's push through the daemon (it sets the verdict file)
-	// in the prepared phase is decided; the daemon's own updates (catch-up)
-	// and the committed/aborted phases cost no process.
+	// in the prepared phase is decided (hooksock.RefTransactionDecides);
+	// the daemon's own updates (catch-up) and the committed/aborted phases
+	// cost no poolgate start.
 	script := fmt.Sprintf(`#!/bin/sh
 [ "$1" = prepared ] && [ -n "$%s" ] || exit 0
 exec %s cluster-hook %s "$@"
-`, pushlog.EnvVerdictFile, shellQuote(exe), HookName)
-	tmp := filepath.Join(dir, "."+HookName+".tmp")
-	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+`, pushlog.EnvVerdictFile, hooks.ShellQuote(exe), HookName)
+	return hooks.WriteHook(dir, HookName, small, script)
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // RefHook is one run of the reference-transaction hook.
 type RefHook struct {
@@ -61,12 +75,17 @@ type RefHook struct {
 	Stdin  io.Reader
 	Stderr io.Writer
 	Dir    string // the repository
+	// In the daemon (Node.RefTransaction): the config the push is served
+	// with, and the node's decider with its etcd client. Nil: the config
+	// file the environment names, and a client of its own.
+	Config  *config.Config
+	decider *decider
 }
 
 // Run decides the push's branch update in the cluster; 0 lets git move the
 // ref, 1 aborts it.
 func (h *RefHook) Run() int {
-	if len(h.Args) != 1 || h.Args[0] != "prepared" || h.Getenv(pushlog.EnvVerdictFile) == "" {
+	if !hooksock.RefTransactionDecides(h.Args, h.Getenv) {
 		return 0
 	}
 	err := h.decide()
@@ -90,9 +109,12 @@ func (h *RefHook) Run() int {
 }
 
 func (h *RefHook) decide() error {
-	cfg, err := hooks.LoadConfig(h.Getenv(pushlog.EnvConfig))
-	if err != nil {
-		return &UnavailableError{Reason: "config: " + err.Error()}
+	cfg := h.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = hooks.LoadConfig(h.Getenv(pushlog.EnvConfig)); err != nil {
+			return &UnavailableError{Reason: "config: " + err.Error()}
+		}
 	}
 	cl := cfg.Cluster
 	if cl == nil {
@@ -131,15 +153,29 @@ func (h *RefHook) decide() error {
 	if new == "" {
 		return nil
 	}
-	signer, err := signerFromFile(cfg.HostKeyPath())
-	if err != nil {
-		return &UnavailableError{Reason: "cluster key: " + err.Error()}
+	d := h.decider
+	if d == nil {
+		signer, err := signerFromFile(cfg.HostKeyPath())
+		if err != nil {
+			return &UnavailableError{Reason: "cluster key: " + err.Error()}
+		}
+		cli, err := newEtcd(cl)
+		if err != nil {
+			return &UnavailableError{Reason: err.Error()}
+		}
+		defer cli.Close()
+		d = &decider{cl: cl, etcd: cli, signer: signer, git: gitRunner{home: cfg.DataDir}, keys: keys{cl.Etcd.Prefix}}
 	}
-	cli, err := newEtcd(cl)
-	if err != nil {
-		return &UnavailableError{Reason: err.Error()}
-	}
-	defer cli.Close()
-	d := &decider{cl: cl, etcd: cli, signer: signer, git: gitRunner{home: cfg.DataDir}, keys: keys{cl.Etcd.Prefix}}
 	return d.decide(context.Background(), h.Dir, repo.Name, repo.Branch, old, new)
+}
+
+// RefTransaction is the reference-transaction hook's prepared phase run
+// in the daemon (daemon.RefDecider): the same decision, messages and
+// verdicts as the hook process makes, with the node's etcd client and
+// signer instead of a fresh client and a key read per push. cfg is the
+// config the push is served with; getenv gives the hook's environment as
+// the daemon knows it (the verdict file).
+func (n *Node) RefTransaction(cfg *config.Config, getenv func(string) string, stdin io.Reader, stderr io.Writer, dir string) int {
+	h := &RefHook{Args: []string{"prepared"}, Getenv: getenv, Stdin: stdin, Stderr: stderr, Dir: dir, Config: cfg, decider: n.dec}
+	return h.Run()
 }

@@ -30,14 +30,18 @@ import (
 // poolgate start-up and no git process per push. The daemon judges as the
 // session that started the push, named by a ticket it put into
 // receive-pack's environment, good for one judgement and, once that let the
-// push through, one record.
+// push through, one record. On a cluster node the reference-transaction
+// hook asks the same way, with the same ticket, for the cluster's decision
+// on the ref update (RefDecider), between the two.
 
 // EnvHookSock set to "off" turns the socket off and installs the shell
 // script hook, as before it existed (for measuring; the hook then judges in
 // its own process).
 const EnvHookSock = "POOLGATE_HOOKSOCK"
 
-func hookSocketOff() bool { return strings.EqualFold(os.Getenv(EnvHookSock), "off") }
+// HookSocketOff reports EnvHookSock=off (a cluster node's
+// reference-transaction hook is then the script too).
+func HookSocketOff() bool { return strings.EqualFold(os.Getenv(EnvHookSock), "off") }
 
 // hookTicket is what the daemon knows about one push in flight.
 type hookTicket struct {
@@ -50,8 +54,9 @@ type hookTicket struct {
 	role    string
 	verdict string // the push's verdict file
 	// What the ticket was used for (under hookTickets.mu): judged by
-	// pre-receive, which accepted it, and recorded by post-receive.
-	judged, accepted, recorded bool
+	// pre-receive, which accepted it, the branch update decided in the
+	// cluster, and recorded by post-receive.
+	judged, accepted, decided, recorded bool
 }
 
 // hookTickets are the tickets of pushes in flight, by ticket id.
@@ -90,7 +95,10 @@ func (h *hookTickets) take(id string) {
 // records one post-receive run, so a token seen once (in a process
 // listing, a log) is worth nothing afterwards, and no record of an
 // acceptance can be asked for a push the daemon did not let through. A
-// wrong secret leaves the ticket to its push.
+// wrong secret leaves the ticket to its push. The cluster's decision is
+// asked for only between acceptance and record, and moves the branch at
+// most once (decided); git runs the hook once per transaction, and a
+// non-atomic push makes one per ref, each of which must be answered.
 func (h *hookTickets) redeem(token, hook string) *hookTicket {
 	id, secret, ok := strings.Cut(token, ".")
 	if !ok {
@@ -113,10 +121,21 @@ func (h *hookTickets) redeem(token, hook string) *hookTicket {
 			return nil
 		}
 		t.recorded = true
+	case hooksock.RefTransaction:
+		if !t.accepted || t.recorded || t.decided {
+			return nil
+		}
 	default:
 		return nil
 	}
 	return t
+}
+
+// decide marks t's push as having moved the branch cluster-wide.
+func (h *hookTickets) decide(t *hookTicket) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.decided = true
 }
 
 // accept marks t's push as let through by its judgement.
@@ -222,6 +241,9 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		pushlog.EnvVerdictFile: t.verdict,
 	}
 	var stderr bytes.Buffer
+	if req.Hook == hooksock.RefTransaction {
+		return s.decideRefs(t, req.Input, env)
+	}
 	h := &hooks.PreReceive{
 		Config: t.cfg,
 		// Security: the pusher is the ticket's session, whatever the
@@ -267,6 +289,42 @@ func (s *Server) hookAnswer(c net.Conn) hooksock.Response {
 		s.hookTickets.accept(t)
 	}
 	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("judged over the hook socket")
+	return hooksock.Answer(code, stderr.String())
+}
+
+// RefDecider is the gate of a cluster node (package cluster): it decides
+// a push's ref update cluster-wide, as the reference-transaction hook's
+// prepared phase (0 lets git move the ref). It writes the push's verdict
+// file (getenv names it) as the hook process would.
+type RefDecider interface {
+	RefTransaction(cfg *config.Config, getenv func(string) string, stdin io.Reader, stderr io.Writer, dir string) int
+}
+
+// decideRefs answers a reference-transaction hook: the decision in this
+// process, with the node's etcd client. Fail closed: no decider, no
+// decision, no ref update.
+func (s *Server) decideRefs(t *hookTicket, input string, env map[string]string) hooksock.Response {
+	d, ok := s.gate.(RefDecider)
+	if !ok {
+		if t.cfg.Cluster == nil {
+			return hooksock.Answer(0, "") // a hook left from a cluster configuration
+		}
+		s.log.Error().Str("repo", t.repo).Msg("hook socket: a cluster push but no cluster decider; the push is refused")
+		return hookRefusal("no cluster decision")
+	}
+	var stderr bytes.Buffer
+	code, err := runJudge(func() int {
+		return d.RefTransaction(t.cfg, func(k string) string { return env[k] }, strings.NewReader(input), &stderr, t.dir)
+	})
+	if err != nil {
+		s.log.Error().Err(err).Str("repo", t.repo).Str("user", t.user).Msg("hook socket: the cluster decision panicked; the push is refused")
+		_ = pushlog.WriteVerdict(t.verdict, pushlog.VerdictPermanent, nil)
+		return hookRefusal("internal error")
+	}
+	if code == 0 && strings.TrimSpace(input) != "" {
+		s.hookTickets.decide(t)
+	}
+	s.log.Debug().Str("repo", t.repo).Str("user", t.user).Int("exit", code).Msg("decided over the hook socket")
 	return hooksock.Answer(code, stderr.String())
 }
 

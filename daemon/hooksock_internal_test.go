@@ -84,3 +84,36 @@ func TestPostReceiveTicketOnlyAfterAnAcceptedJudgement(t *testing.T) {
 	}
 	withdraw()
 }
+
+// TestRefTransactionTicketOnlyBetweenAcceptanceAndRecord: the cluster's
+// decision is asked for only for a push its judgement let through, before
+// it is recorded, and moves the branch at most once per ticket; a refused
+// decision (a lost compare-and-set) leaves it for the push's next
+// transaction.
+func TestRefTransactionTicketOnlyBetweenAcceptanceAndRecord(t *testing.T) {
+	var tk hookTickets
+	env, withdraw, err := tk.issue("/sock", &hookTicket{user: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withdraw()
+	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
+	if tk.redeem(token, hooksock.RefTransaction) != nil {
+		t.Fatal("a decision was asked for before any judgement")
+	}
+	judged := tk.redeem(token, "")
+	if tk.redeem(token, hooksock.RefTransaction) != nil {
+		t.Fatal("a decision was asked for a push its judgement refused")
+	}
+	tk.accept(judged)
+	if tk.redeem(token, hooksock.RefTransaction) != judged || tk.redeem(token, hooksock.RefTransaction) != judged {
+		t.Fatal("an undecided accepted push could not ask for its decision")
+	}
+	tk.decide(judged)
+	if tk.redeem(token, hooksock.RefTransaction) != nil {
+		t.Fatal("one ticket moved the branch twice")
+	}
+	if tk.redeem(token, hooksock.PostReceive) != judged {
+		t.Fatal("post-receive after the decision")
+	}
+}

@@ -117,7 +117,7 @@ func (s *Server) Prepare(ctx context.Context) error {
 	}
 	s.signer = signer
 	install := hooks.Install
-	if hookSocketOff() {
+	if HookSocketOff() {
 		install = hooks.InstallScript
 	}
 	if err := install(s.hooksDir(), s.exe); err != nil {
@@ -147,7 +147,7 @@ func (s *Server) Serve(ctx context.Context, sshLn, httpLn net.Listener) error {
 		return errors.New("Serve called before Prepare")
 	}
 	s.ssh = s.newSSHServer(s.signer)
-	if hookSocketOff() {
+	if HookSocketOff() {
 		s.log.Info().Msg("hook socket off (" + EnvHookSock + "): each push's hook judges in its own process")
 	} else if hl, path, err := s.listenHookSocket(); err != nil {
 		s.log.Warn().Err(err).Msg("no hook socket: each push's hook judges in its own process")

@@ -36,30 +36,46 @@ func install(dir, exe string, allowSmall bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	small := filepath.Join(filepath.Dir(exe), HookProgram)
-	fi, err := os.Stat(small)
-	useSmall := allowSmall && err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(exe) == "poolgate"
+	small := ""
+	if allowSmall {
+		small = SmallProgram(exe)
+	}
 	for _, name := range hookNames {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		os.Remove(tmp)
-		if useSmall {
-			if err := os.Symlink(small, tmp); err != nil {
-				return err
-			}
-		} else {
-			script := fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", shellQuote(exe), name)
-			if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-				return err
-			}
-		}
-		// Rename so a push running during an upgrade never sees half a script.
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		if err := WriteHook(dir, name, small, fmt.Sprintf("#!/bin/sh\nexec %s hook %s\n", ShellQuote(exe), name)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func shellQuote(s string) string {
+// SmallProgram is HookProgram beside exe, or "" when there is none to use
+// (or exe is not named poolgate, which the program's fallback runs).
+func SmallProgram(exe string) string {
+	small := filepath.Join(filepath.Dir(exe), HookProgram)
+	fi, err := os.Stat(small)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 || filepath.Base(exe) != "poolgate" {
+		return ""
+	}
+	return small
+}
+
+// WriteHook makes dir/name a symlink to small or, with small "", the
+// shell script. Written aside and renamed, so a push running during an
+// upgrade never sees half a hook.
+func WriteHook(dir, name, small, script string) error {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	os.Remove(tmp)
+	if small != "" {
+		if err := os.Symlink(small, tmp); err != nil {
+			return err
+		}
+	} else if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
+}
+
+// ShellQuote quotes s for a hook script.
+func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

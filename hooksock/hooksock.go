@@ -3,7 +3,10 @@
 // sends its input and its quarantine directory over a unix socket, and the
 // daemon, which has the config loaded and knows who pushes, judges
 // in-process. The post-receive hook sends the refs that moved the same way,
-// and the daemon records the accepted push. This package holds the wire
+// and the daemon records the accepted push. In a cluster, the
+// reference-transaction hook sends the ref update it is about to make, and
+// the daemon decides it cluster-wide with the node's own etcd client. This
+// package holds the wire
 // format and the hooks' side of it, and nothing else, so the small hook
 // program (cmd/poolgate-hook) that imports it starts fast.
 package hooksock
@@ -42,11 +45,22 @@ const (
 const (
 	PreReceive  = "pre-receive"
 	PostReceive = "post-receive"
+	// RefTransaction is installed only on a cluster node (package cluster).
+	RefTransaction = "reference-transaction"
 )
+
+// RefTransactionDecides reports whether a reference-transaction run with
+// these arguments is one the cluster decides: the "prepared" phase (the
+// ref locked, not yet moved; a non-zero exit aborts it) of a client's push
+// through the daemon, which sets the verdict file. The other phases, and
+// the daemon's own updates (catch-up), pass without asking anyone.
+func RefTransactionDecides(args []string, getenv func(string) string) bool {
+	return len(args) == 1 && args[0] == "prepared" && getenv(envVerdictFile) != ""
+}
 
 // Request is what the hook sends: one JSON object, then it half-closes.
 type Request struct {
-	// Hook is PostReceive or, empty, PreReceive.
+	// Hook is PostReceive, RefTransaction or, empty, PreReceive.
 	Hook  string `json:"hook,omitempty"`
 	Token string `json:"token"`
 	// Quarantine is git's GIT_QUARANTINE_PATH: where receive-pack keeps
@@ -89,8 +103,10 @@ func Enabled(getenv func(string) string) bool {
 // Run is the whole hook when Enabled: it sends stdin to the daemon, prints
 // the daemon's messages and returns the exit status. Pre-receive fails
 // closed: a socket that cannot be reached, dies mid-judgement or answers
-// anything but a well-formed response refuses the push. Post-receive runs
-// after the refs moved and cannot undo them: it warns.
+// anything but a well-formed response refuses the push; so does the
+// reference-transaction hook, and the ref does not move without the
+// cluster's decision. Post-receive runs after the refs moved and cannot
+// undo them: it warns.
 func Run(hook string, getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
 	resp, err := ask(hook, getenv, stdin)
 	if err != nil && hook == PostReceive {
@@ -100,7 +116,13 @@ func Run(hook string, getenv func(string) string, stdin io.Reader, stderr io.Wri
 		return 1
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
+		if hook == RefTransaction {
+			// Worded as cluster.UnavailableError is: the cluster could not
+			// decide.
+			fmt.Fprintf(stderr, "poolgate: push refused: pushes are unavailable: the daemon could not decide it: %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "poolgate: push refused: the server could not validate it: %v\n", err)
+		}
 		// A validator that cannot answer is not a lock conflict: the
 		// permanent verdict makes the daemon end the push as an error the
 		// stock client shows, not a rejection it retries silently. The
@@ -131,23 +153,27 @@ func ask(hook string, getenv func(string) string, stdin io.Reader) (Response, er
 	if err != nil {
 		return resp, err
 	}
+	who := "the validator"
+	if hook == RefTransaction {
+		who = "the daemon"
+	}
 	c, err := dial(getenv(EnvSocket), Timeout)
 	if err != nil {
-		return resp, errors.New("the validator is not reachable")
+		return resp, errors.New(who + " is not reachable")
 	}
 	defer c.Close()
 	if _, err := c.Write(req); err != nil {
-		return resp, errors.New("the validator went away")
+		return resp, errors.New(who + " went away")
 	}
 	if err := c.CloseWrite(); err != nil {
-		return resp, errors.New("the validator went away")
+		return resp, errors.New(who + " went away")
 	}
 	out, err := io.ReadAll(io.LimitReader(c, MaxResponse+1))
 	if err != nil || len(out) > MaxResponse {
-		return resp, errors.New("the validator went away")
+		return resp, errors.New(who + " went away")
 	}
 	if err := Decode(out, &resp); err != nil || resp.Exit == nil || (*resp.Exit != 0 && *resp.Exit != 1) {
-		return Response{}, errors.New("the validator answered nonsense")
+		return Response{}, errors.New(who + " answered nonsense")
 	}
 	return resp, nil
 }

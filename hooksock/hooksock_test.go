@@ -3,6 +3,7 @@ package hooksock
 import (
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,5 +68,30 @@ func TestRunFailsClosedOnAnythingButAWellFormedAnswer(t *testing.T) {
 func TestEnabledNeedsSocketAndTicket(t *testing.T) {
 	if Enabled(env(map[string]string{EnvSocket: "/s"})) || Enabled(env(map[string]string{EnvToken: "t"})) || !Enabled(env(map[string]string{EnvSocket: "/s", EnvToken: "t"})) {
 		t.Fatal("Enabled wants both")
+	}
+}
+
+// TestRefTransactionFailsClosedWithoutTheDaemon: the cluster's decision
+// not reached, the ref update is refused, and the push ends as an error
+// (the permanent verdict), not a rejection the client retries silently.
+func TestRefTransactionFailsClosedWithoutTheDaemon(t *testing.T) {
+	verdict := filepath.Join(t.TempDir(), "verdict")
+	var stderr strings.Builder
+	code := Run(RefTransaction, env(map[string]string{EnvSocket: filepath.Join(t.TempDir(), "gone"), EnvToken: "x", envVerdictFile: verdict}),
+		strings.NewReader("a b refs/heads/master\n"), &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "pushes are unavailable") || !strings.Contains(stderr.String(), "not reachable") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	if b, err := os.ReadFile(verdict); err != nil || !strings.HasPrefix(string(b), "permanent\n") {
+		t.Fatalf("verdict %q, %v", b, err)
+	}
+}
+
+func TestRefTransactionDecidesOnlyAClientPushesPreparedPhase(t *testing.T) {
+	push := env(map[string]string{envVerdictFile: "/v"})
+	if !RefTransactionDecides([]string{"prepared"}, push) || RefTransactionDecides([]string{"committed"}, push) ||
+		RefTransactionDecides([]string{"aborted"}, push) || RefTransactionDecides(nil, push) ||
+		RefTransactionDecides([]string{"prepared"}, env(nil)) {
+		t.Fatal("only the prepared phase of a push through the daemon is decided")
 	}
 }

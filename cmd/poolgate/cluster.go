@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/cluster"
 	"github.com/poolgate/poolgate/config"
 	"github.com/poolgate/poolgate/daemon"
+	"github.com/poolgate/poolgate/hooksock"
 	"github.com/poolgate/poolgate/web"
 	"github.com/poolgate/poolgate/webhook"
 	"github.com/rs/zerolog"
@@ -32,6 +33,11 @@ func runClusterHook(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "poolgate cluster-hook: want 'poolgate cluster-hook reference-transaction PHASE'")
 		return exitUsage
 	}
+	if hooksock.RefTransactionDecides(pos[1:], os.Getenv) && hooksock.Enabled(os.Getenv) {
+		// The script hook (no poolgate-hook beside this binary) under the
+		// daemon: the daemon decides, with its own etcd client.
+		return hooksock.Run(hooksock.RefTransaction, os.Getenv, os.Stdin, stderr)
+	}
 	h := &cluster.RefHook{Args: pos[1:], Getenv: os.Getenv, Stdin: os.Stdin, Stderr: stderr, Dir: "."}
 	return h.Run()
 }
@@ -44,7 +50,11 @@ const clusterInitWait = 15 * time.Second
 // removes a leftover cluster hook when it has not). moved is to be pointed
 // at the events service once it runs. The returned func leaves.
 func startCluster(cfg *config.Config, log zerolog.Logger, srv *daemon.Server, exe string) (node *cluster.Node, moved *atomic.Pointer[func(string)], stop func(), err error) {
-	if err := cluster.InstallHook(srv.HooksDir(), exe, cfg.Cluster != nil); err != nil {
+	install := cluster.InstallHook
+	if daemon.HookSocketOff() {
+		install = cluster.InstallHookScript
+	}
+	if err := install(srv.HooksDir(), exe, cfg.Cluster != nil); err != nil {
 		return nil, nil, nil, fmt.Errorf("cluster hook: %w", err)
 	}
 	moved = new(atomic.Pointer[func(string)])
