@@ -174,6 +174,7 @@ func (e *etcdCluster) endpoints() []string {
 type node struct {
 	name, dir, config, advertise, sshAddr, httpAddr string
 	p                                               *proc
+	clustered                                       bool // has a cluster: block
 }
 
 // testCluster is N nodes sharing one host key and one user key.
@@ -211,6 +212,7 @@ func newTestCluster(t testing.TB, o clusterOptions) *testCluster {
 		n := &node{name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			advertise: freePort(t), sshAddr: freePort(t), httpAddr: freePort(t)}
 		n.config = filepath.Join(n.dir, "poolgate.yaml")
+		n.clustered = o.Etcd != nil
 		tc.nodes = append(tc.nodes, n)
 	}
 	for i, n := range tc.nodes {
@@ -299,7 +301,9 @@ func (tc *testCluster) waitListening(n *node) {
 				if err := hooks.Install(hd, tc.hookBin); err != nil {
 					tc.t.Fatal(err)
 				}
-				if err := cluster.InstallHook(hd, tc.hookBin, true); err != nil {
+				// Only where the daemon installed one: a plain node (the
+				// benchmarks' single) pays no cluster hook.
+				if err := cluster.InstallHook(hd, tc.hookBin, n.clustered); err != nil {
 					tc.t.Fatal(err)
 				}
 				return
