@@ -84,7 +84,12 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	var done atomic.Int64
 	var mu sync.Mutex
 	var acquired []string // commits of claims the clients were told landed
-	var failedSteps []string
+	type failedStep struct {
+		client int
+		at     time.Time
+		text   string
+	}
+	var failedSteps []failedStep
 	// staleReads are release tries that found the lock unclaimed in a
 	// fetch that did not yet have the client's own claim: served by the
 	// node cut off etcd (DESIGN §9: fetches are still served). The stock
@@ -99,7 +104,7 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	}
 	var unexpectedOut []unexpectedPush
 	var wg sync.WaitGroup
-	step := func(c *poolclient.Client, what string, op func() error) {
+	step := func(i int, c *poolclient.Client, what string, op func() error) {
 		// A step that fails is re-run, as a re-triggered build would.
 		for try := 0; ; try++ {
 			err := op()
@@ -111,7 +116,7 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 			}
 			if !errors.Is(err, errStaleRead) {
 				mu.Lock()
-				failedSteps = append(failedSteps, fmt.Sprintf("%s %s: %v", c.Dir[strings.LastIndexByte(c.Dir, '/')+1:], what, err))
+				failedSteps = append(failedSteps, failedStep{i, time.Now(), fmt.Sprintf("c%d %s: %v", i, what, err)})
 				mu.Unlock()
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -132,10 +137,10 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 				unexpectedOut = append(unexpectedOut, unexpectedPush{i, time.Now(), fmt.Sprintf("c%d at %d operations: %s", i, done.Load(), strings.TrimSpace(out))})
 				mu.Unlock()
 			}
-			step(c, "clone", func() error { return c.Clone(ctx) })
+			step(i, c, "clone", func() error { return c.Clone(ctx) })
 			for range cycles {
 				var lock, head string
-				step(c, "acquire", func() error {
+				step(i, c, "acquire", func() error {
 					var err error
 					if lock, err = c.Acquire(ctx); err == nil {
 						head, _ = c.Git(ctx, "rev-parse", "HEAD")
@@ -160,7 +165,7 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 				acquired = append(acquired, strings.TrimSpace(head))
 				mu.Unlock()
 				done.Add(1)
-				step(c, "release", func() error {
+				step(i, c, "release", func() error {
 					err := c.Release(ctx, lock)
 					if !errors.Is(err, poolclient.ErrNotClaimed) {
 						return err
@@ -217,8 +222,12 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	}
 	wg.Wait()
 	loadDone := time.Now()
+	var stepTexts []string
+	for _, f := range failedSteps {
+		stepTexts = append(stepTexts, f.text)
+	}
 	t.Logf("%d operations, %d unexpected push errors, %d failed steps (%d claims whose answer was lost with the node): %s",
-		done.Load(), unexpected, len(failedSteps), lostAnswers, strings.Join(failedSteps, "; "))
+		done.Load(), unexpected, len(failedSteps), lostAnswers, strings.Join(stepTexts, "; "))
 	if ctx.Err() != nil {
 		t.Fatalf("load did not finish: %d of %d operations", done.Load(), total)
 	}
@@ -242,18 +251,38 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 		}
 	}
 	_, _ = cutOff, loadDone
+	// Every push error and every failed step must be explained: by a
+	// connection of that client the killed node cut (each explains one
+	// failure, push or step), or by a refusal that names the reason (the
+	// node cut off etcd, a restarted node still catching up).
 	explain := false
+	unexplained := func(what string, client int, at time.Time, out string) {
+		t.Errorf("%s with no kill or partition to explain it: %s\n%s", what, out, fronts[client].around(at, 10*time.Second))
+		explain = true
+	}
+	named := func(out string) bool {
+		return strings.Contains(out, "pushes are unavailable") || strings.Contains(out, "catching up with the cluster") ||
+			strings.Contains(out, "cut off from the cluster")
+	}
 	for _, u := range unexpectedOut {
 		t.Logf("unexpected push error: %s", u.out)
 		switch {
 		case strings.Contains(u.out, "branch moved"):
 			t.Errorf("push lost its compare-and-set: %s", u.out)
-		case strings.Contains(u.out, "pushes are unavailable"):
+		case named(u.out):
 		case cutConns[u.client] > 0:
 			cutConns[u.client]--
 		default:
-			t.Errorf("push error with no kill or partition to explain it: %s\n%s", u.out, fronts[u.client].around(u.at, 10*time.Second))
-			explain = true
+			unexplained("push error", u.client, u.at, u.out)
+		}
+	}
+	for _, f := range failedSteps {
+		switch {
+		case named(f.text):
+		case cutConns[f.client] > 0:
+			cutConns[f.client]--
+		default:
+			unexplained("failed step", f.client, f.at, f.text)
 		}
 	}
 	if explain {
@@ -277,11 +306,6 @@ func TestFailoverUnderLoadKillNodeEtcdMemberAndPartition(t *testing.T) {
 	}
 	if len(acquired) != clients*cycles {
 		t.Errorf("%d claims seen, want %d", len(acquired), clients*cycles)
-	}
-	// Failed steps are allowed only around the node's death: at most one per
-	// client (each client had at most one connection open to it).
-	if len(failedSteps) > clients {
-		t.Errorf("%d failed steps, more than the %d clients that could have been on the killed node", len(failedSteps), clients)
 	}
 	// Every claim and release is delivered, by whichever node led, with the
 	// id every node derived for it.
