@@ -29,14 +29,27 @@ func TestJudgePanicRefusesThePushNotTheDaemon(t *testing.T) {
 	}
 }
 
-func TestTicketIsSpentOnceAndAWrongSecretLeavesIt(t *testing.T) {
-	var tk hookTickets
+// issued is the token of a ticket issued for a writer's push, withdrawn
+// when the test ends.
+func issued(t *testing.T, tk *hookTickets) string {
+	t.Helper()
 	env, withdraw, err := tk.issue("/sock", &hookTicket{user: "writer"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer withdraw()
-	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
+	t.Cleanup(withdraw)
+	for _, kv := range env {
+		if token, ok := strings.CutPrefix(kv, hooksock.EnvToken+"="); ok {
+			return token
+		}
+	}
+	t.Fatalf("no %s in the ticket's environment %q", hooksock.EnvToken, env)
+	return ""
+}
+
+func TestTicketIsSpentOnceAndAWrongSecretLeavesIt(t *testing.T) {
+	var tk hookTickets
+	token := issued(t, &tk)
 	id, _, _ := strings.Cut(token, ".")
 	if tk.redeem(id+".wrong", "") != nil || tk.redeem(token+"x", "") != nil || tk.redeem(id, "") != nil {
 		t.Fatal("a wrong secret redeemed the ticket")
@@ -54,11 +67,7 @@ func TestTicketIsSpentOnceAndAWrongSecretLeavesIt(t *testing.T) {
 // through, and records once; the judgement itself is still spent once.
 func TestPostReceiveTicketOnlyAfterAnAcceptedJudgement(t *testing.T) {
 	var tk hookTickets
-	env, withdraw, err := tk.issue("/sock", &hookTicket{user: "writer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
+	token := issued(t, &tk)
 	if tk.redeem(token, hooksock.PostReceive) != nil {
 		t.Fatal("post-receive redeemed a ticket before any judgement")
 	}
@@ -82,7 +91,6 @@ func TestPostReceiveTicketOnlyAfterAnAcceptedJudgement(t *testing.T) {
 	if tk.redeem(token, hooksock.PostReceive) != nil {
 		t.Fatal("a push was recorded twice on one ticket")
 	}
-	withdraw()
 }
 
 // TestRefTransactionTicketOnlyBetweenAcceptanceAndRecord: the cluster's
@@ -92,12 +100,7 @@ func TestPostReceiveTicketOnlyAfterAnAcceptedJudgement(t *testing.T) {
 // transaction.
 func TestRefTransactionTicketOnlyBetweenAcceptanceAndRecord(t *testing.T) {
 	var tk hookTickets
-	env, withdraw, err := tk.issue("/sock", &hookTicket{user: "writer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer withdraw()
-	token := strings.TrimPrefix(env[1], "POOLGATE_HOOK_TOKEN=")
+	token := issued(t, &tk)
 	if tk.redeem(token, hooksock.RefTransaction) != nil {
 		t.Fatal("a decision was asked for before any judgement")
 	}
