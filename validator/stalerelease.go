@@ -2,7 +2,6 @@ package validator
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/poolgate/poolgate/pool"
 )
@@ -129,11 +128,11 @@ func buildOf(msg string) string {
 	}
 	in := pool.ParseMessage(msg)
 	s := in.Label()
+	if s == "" {
+		s = "a build"
+	}
 	if in.BuildURL != "" {
 		s += " (" + in.BuildURL + ")"
 	}
-	if s == "" {
-		return "a build"
-	}
-	return strings.TrimSpace(s)
+	return s
 }

@@ -116,3 +116,17 @@ func TestStaleReleaseNamesAOneOffBuildThatClaimedSince(t *testing.T) {
 		t.Fatalf("reason does not name the builds as pool.BuildLabel does:\n%s", s)
 	}
 }
+
+// A build named only by a URL poolgate cannot read a build from is still
+// "a build", with its URL; never a bare "(URL)".
+func TestStaleReleaseNamesABuildKnownOnlyByItsURL(t *testing.T) {
+	for msg, want := range map[string]string{
+		"claiming: env-a\nBuild URL: https://ci.example.com/x": "a build (https://ci.example.com/x)",
+		"claiming: env-a":                   "a build",
+		"one-off build 977 claiming: env-a": "one-off build 977",
+	} {
+		if got := buildOf(msg); got != want {
+			t.Errorf("buildOf(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}
