@@ -77,7 +77,7 @@ func (c *CommandReader) Read(p []byte) (int, error) {
 			}
 			line = line[:i]
 		}
-		if u, err := pool.ParseRefUpdate(line); err == nil {
+		if u, ok := parseCommand(line); ok {
 			c.updates = append(c.updates, u)
 		}
 	}
@@ -291,4 +291,17 @@ func ReportStatus(report []byte) (unpack string, ok []string, ng []string) {
 			ng = append(ng, line[3:])
 		}
 	}
+}
+
+// parseCommand reads one "OLD NEW REF" command of a pusher. receive-pack
+// reads a command's ids in either case (git's hexval), so a command git
+// carries out is noted here too, its ids as git prints them (the log line,
+// a refusal report's ng lines).
+func parseCommand(line string) (pool.RefUpdate, bool) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return pool.RefUpdate{}, false
+	}
+	u, err := pool.ParseRefUpdate(strings.ToLower(f[0]) + " " + strings.ToLower(f[1]) + " " + f[2])
+	return u, err == nil
 }

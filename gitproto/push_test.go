@@ -97,6 +97,22 @@ func TestRefusalWithoutSidebandSendsNoReport(t *testing.T) {
 	}
 }
 
+// receive-pack carries out a command whose ids are upper case (a raw
+// client may send them so); the relay notes it all the same, as git
+// prints the ids.
+func TestCommandReaderNotesACommandWithUpperCaseIDs(t *testing.T) {
+	from, to := strings.Repeat("a", 40), strings.Repeat("b", 40)
+	in := pkts(strings.ToUpper(from)+" "+strings.ToUpper(to)+" refs/heads/Master\x00report-status\n",
+		strings.Repeat("c", 39)+" "+to+" refs/heads/short\n", "")
+	c := NewCommandReader(bytes.NewReader(in))
+	if _, err := new(bytes.Buffer).ReadFrom(c); err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Parsed(); len(u) != 1 || u[0].Old != from || u[0].New != to || u[0].Ref != "refs/heads/Master" {
+		t.Fatalf("updates %v", u)
+	}
+}
+
 func TestCommandReaderPassesBytesThroughAndNotesUpdates(t *testing.T) {
 	old, new := strings.Repeat("1", 40), strings.Repeat("2", 40)
 	in := append(pkts(old+" "+new+" refs/heads/master\x00report-status side-band-64k\n", ""), []byte("PACK\x00\x00\x00\x02rest")...)
